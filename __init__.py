@@ -1,0 +1,1 @@
+"""ComfyUI entry point of the SLA (Sparse-Linear Attention) node pack."""

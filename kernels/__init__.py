@@ -1,0 +1,1 @@
+"""Triton kernels of SLA and their launchers. Importing this package imports Triton."""

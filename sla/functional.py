@@ -1,0 +1,46 @@
+"""Public functional API: ``sparse_linear_attention`` on (B, L, H, D) tensors, usable outside ComfyUI."""
+from __future__ import annotations
+
+import torch
+
+from .reference import FEATURE_MAPS, VARIANTS, sla_torch
+
+BACKENDS = ("auto", "triton", "torch")
+
+
+def triton_available(device: torch.device | None = None) -> bool:
+    """True when the Triton kernel can run on ``device`` (CUDA and an importable kernels package)."""
+    if device is not None and torch.device(device).type != "cuda":
+        return False
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from ..kernels import sla_forward  # noqa: F401  (lazy: Triton is imported only here)
+    except Exception:  # ImportError, or Triton failing to initialise
+        return False
+    return True
+
+
+def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: float = 0.1,
+                            proj_weight: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
+                            feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
+                            variant: str = "main", backend: str = "auto") -> torch.Tensor:
+    """SLA forward. q, k, v: (B, L, H, D), any strides with a unit stride on D; returns (B, L, H, D), q's dtype.
+
+    proj_weight (D, D) / proj_bias (D,): the checkpoint's proj_l (None: training-free block-sparse attention).
+    backend: 'auto' (Triton on CUDA, PyTorch elsewhere), 'triton' or 'torch'.
+    """
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must share one (B, L, H, D) shape, got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if feature_map not in FEATURE_MAPS:
+        raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "triton" or (backend == "auto" and q.is_cuda and triton_available(q.device)):
+        from ..kernels import sla_forward
+        return sla_forward(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k,
+                           variant)
+    return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k, variant)
