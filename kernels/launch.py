@@ -1,0 +1,167 @@
+"""Launchers of the SLA Triton kernels (see :mod:`.sla_triton` for what each kernel computes)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from .sla_triton import FMAP_CODES, LOG2E, _prepass_kernel, _sla_fwd_kernel
+
+HEAD_DIMS = (64, 128)
+BLOCK_QS = (64, 128)
+BLOCK_KS = (64,)
+COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_TL_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def _keep_count(n_kblocks: int, keep_ratio: float) -> int:
+    # Same rule as sla.mask.keep_count (kept here so the kernels package imports nothing from sla/).
+    if not (keep_ratio > 0.0):
+        raise ValueError(f"keep_ratio must be > 0, got {keep_ratio!r}")
+    return max(1, min(n_kblocks, int(math.floor(keep_ratio * n_kblocks + 1e-9))))
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: int, block_k: int) -> None:
+    """Raise ValueError naming what was found when the kernels cannot take these inputs."""
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must share one (B, L, H, D) shape, got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[3] not in HEAD_DIMS:
+        raise ValueError(f"the Triton SLA kernel supports head sizes {HEAD_DIMS}, got D={q.shape[3]}")
+    if block_q not in BLOCK_QS or block_k not in BLOCK_KS:
+        raise ValueError(f"block_q must be one of {BLOCK_QS} and block_k one of {BLOCK_KS}, "
+                         f"got block_q={block_q}, block_k={block_k}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.stride(3) != 1:
+            raise ValueError(f"{name} must have a unit stride on the head dimension, got strides {t.stride()}")
+        if t.dtype not in _TL_DTYPES:
+            raise ValueError(f"{name} must be bf16, fp16 or fp32, got {t.dtype}")
+    if q.shape[1] < 1 or q.shape[0] < 1:
+        raise ValueError(f"empty batch or sequence: shape {tuple(q.shape)}")
+
+
+def supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: int, block_k: int) -> bool:
+    """True when :func:`sla_forward_impl` accepts these inputs."""
+    try:
+        check_inputs(q, k, v, block_q, block_k)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve_compute_dtype(dtype: torch.dtype, compute_dtype: str) -> torch.dtype:
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {tuple(COMPUTE_DTYPES)}, got {compute_dtype!r}")
+    cdt = COMPUTE_DTYPES[compute_dtype]
+    if cdt is None:  # upstream: fp16 stays fp16, everything else computes in bf16
+        cdt = torch.float16 if dtype == torch.float16 else torch.bfloat16
+    return cdt
+
+
+def _tl_dtype(dtype: torch.dtype):
+    import triton.language as tl
+    return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}[dtype]
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dtype):
+    """Run the pre-pass. Returns qsum (B,H,Nq,D), ksum_blk (B,H,Nk,D), kv (B,H,D,D), ks (B,H,D), all fp32."""
+    b, length, h, d = q.shape
+    nq, nk = triton.cdiv(length, block_q), triton.cdiv(length, block_k)
+    dev = q.device
+    qsum = torch.empty(b, h, nq, d, device=dev, dtype=torch.float32)
+    ksum_blk = torch.empty(b, h, nk, d, device=dev, dtype=torch.float32)
+    kv = torch.zeros(b, h, d, d, device=dev, dtype=torch.float32)
+    ks = torch.zeros(b, h, d, device=dev, dtype=torch.float32)
+    # Chunks of whole query and key blocks; about 4 programs per multiprocessor (the atomics into kv are then
+    # few and the K/V stream keeps every SM busy).
+    unit = block_q * block_k // math.gcd(block_q, block_k)
+    n_units = triton.cdiv(length, unit)
+    per_prog = max(1, triton.cdiv(n_units * b * h, 4 * _num_sms(dev)))
+    chunk_tokens = per_prog * unit
+    n_chunks = triton.cdiv(length, chunk_tokens)
+    _prepass_kernel[(n_chunks, b * h)](
+        q, k, v, qsum, ksum_blk, kv, ks,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        h, length, nq, nk, chunk_tokens // block_q, chunk_tokens // block_k,
+        BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
+        num_warps=4 if d == 64 else 8, num_stages=2)
+    return qsum, ksum_blk, kv, ks
+
+
+def lut_from_sums(qsum, ksum_blk, length: int, block_q: int, block_k: int, keep: int) -> torch.Tensor:
+    """Block LUT (B, H, Nq, keep) int32, rows sorted, from the pre-pass block sums (same rule as sla.mask)."""
+    nq, nk = qsum.shape[2], ksum_blk.shape[2]
+    dev = qsum.device
+    cq = torch.full((nq, 1), float(block_q), device=dev)
+    cq[-1] = float(length - (nq - 1) * block_q)
+    ck = torch.full((nk, 1), float(block_k), device=dev)
+    ck[-1] = float(length - (nk - 1) * block_k)
+    k_mean = ksum_blk.sum(dim=2, keepdim=True) / length           # smooth-k: sequence mean of k
+    scores = (qsum / cq) @ (ksum_blk / ck - k_mean).transpose(-1, -2)
+    if keep == nk:
+        idx = torch.arange(nk, device=dev, dtype=torch.int32).expand(scores.shape)
+        return idx.contiguous()
+    idx = torch.topk(scores, keep, dim=-1, sorted=False).indices
+    return idx.sort(dim=-1).values.to(torch.int32).contiguous()
+
+
+def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: float,
+                     proj_weight: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
+                     feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
+                     variant: str = "main", compute_dtype: str = "auto",
+                     lut: torch.Tensor | None = None, return_lut: bool = False):
+    """SLA forward through the Triton kernels. q, k, v: (B, L, H, D) views (unit stride on D).
+
+    Returns a contiguous (B, L, H, D) tensor in q's dtype (and the LUT used, when ``return_lut``). ``lut``
+    (B, H, Nq, keep) int32 sorted rows overrides the predicted mask (tests).
+    """
+    check_inputs(q, k, v, block_q, block_k)
+    if feature_map not in FMAP_CODES:
+        raise ValueError(f"feature_map must be one of {tuple(FMAP_CODES)}, got {feature_map!r}")
+    if variant not in ("main", "sla1"):
+        raise ValueError(f"variant must be 'main' or 'sla1', got {variant!r}")
+    b, length, h, d = q.shape
+    cdt = _resolve_compute_dtype(q.dtype, compute_dtype)
+    nq, nk = triton.cdiv(length, block_q), triton.cdiv(length, block_k)
+    has_proj = proj_weight is not None
+    if has_proj and tuple(proj_weight.shape) != (d, d):
+        raise ValueError(f"proj_weight must be ({d}, {d}), got {tuple(proj_weight.shape)}")
+    if proj_bias is not None and tuple(proj_bias.shape) != (d,):
+        raise ValueError(f"proj_bias must be ({d},), got {tuple(proj_bias.shape)}")
+
+    qsum, ksum_blk, kv, ks = prepass(q, k, v, block_q, block_k, feature_map, cdt)
+    if lut is None:
+        lut = lut_from_sums(qsum, ksum_blk, length, block_q, block_k, _keep_count(nk, keep_ratio))
+    else:
+        lut = lut.to(device=q.device, dtype=torch.int32).contiguous()
+        if lut.shape[:3] != (b, h, nq):
+            raise ValueError(f"lut must be (B, H, Nq, keep) = ({b}, {h}, {nq}, keep), got {tuple(lut.shape)}")
+    keep = lut.shape[3]
+
+    out = torch.empty(b, length, h, d, device=q.device, dtype=q.dtype)
+    w = proj_weight.to(device=q.device, dtype=cdt).contiguous() if has_proj else kv  # dummy pointer if absent
+    bias = proj_bias.to(device=q.device, dtype=torch.float32).contiguous() if proj_bias is not None else ks
+    big = d == 128 and block_q == 128
+    _sla_fwd_kernel[(nq, b * h)](
+        q, k, v, out, lut, kv, ks, w, bias,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        h, length, nq, keep, d ** -0.5 * LOG2E,
+        TAIL_IN_LUT=length % block_k != 0, ALL_KEPT=keep == nk,
+        BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], SLA1=variant == "sla1",
+        HAS_PROJ=has_proj, HAS_BIAS=has_proj and proj_bias is not None, CDT=_tl_dtype(cdt),
+        num_warps=8 if big else 4, num_stages=3 if big else 2)
+    if return_lut:
+        return out, lut
+    return out
