@@ -1,0 +1,379 @@
+"""Run the pack inside a real ComfyUI checkout, headless on the CPU, and record what happened.
+
+    python3 tests/integration/comfy_runner.py --comfy /path/to/ComfyUI --work /tmp/dir [--only NAME ...]
+
+Writes into ``--work``:
+
+* ``models/diffusion_models``: a tiny random Wan (dim 256, 2 heads of 128, 3 layers, ffn 512, in_dim 16,
+  text_dim 4096) as TurboDiffusion ``.pth`` files with non-zero and with zero proj_l, and the same base weights in
+  ComfyUI-native naming without proj_l (``.safetensors``, for the stock ``UNETLoader``);
+* ``models/loras``: a random rank-4 LoRA in the generic ``diffusion_model.<module>.lora_up/lora_down`` format;
+* ``latents/<scenario>.pt``: the sampled latent of every scenario;
+* ``results.json``: registered nodes, node schemas (for the workflow checks), per-scenario status/time, the pack's
+  log lines.
+
+Every scenario is an API-format prompt run through ``execution.validate_prompt`` and a fresh
+``execution.PromptExecutor`` (no cache shared between prompts). Conditioning comes from a test-only node that
+emits random text embeddings (no text encoder weights exist here). The test module
+``test_comfy_integration.py`` runs this script once per checkout and asserts on its output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, TESTS)  # wan_factory
+
+import torch  # noqa: E402
+
+import comfy_env  # noqa: E402
+
+# Latent: EmptyHunyuanLatentVideo 240x128, 9 frames -> (1, 16, 3, 16, 30) -> 3 * 8 * 15 = 360 tokens: 6 query and
+# key blocks of 64 (the last one partial), so keep 0.3 keeps 1 block and keep 0.6 keeps 3.
+WIDTH, HEIGHT, LENGTH = 240, 128, 9
+TOKENS = 360
+STEPS, CFG, SEED = 3, 2.0, 42  # cfg != 1 batches cond + uncond (B = 2), as a real run does
+WAN = dict(dim=256, num_heads=2, num_layers=3, ffn_dim=512, in_dim=16, out_dim=16, text_dim=4096)
+
+CKPT_PROJL = "tiny_turbowan_projl.pth"
+CKPT_ZERO = "tiny_turbowan_zero_projl.pth"
+CKPT_NATIVE = "tiny_wan_native.safetensors"
+LORA = "tiny_wan_lora.safetensors"
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def write_models(models_dir: str) -> dict:
+    """Write the tiny checkpoints and LoRA; returns facts about them for the report."""
+    import wan_factory as wf
+    from safetensors.torch import save_file
+
+    dm = os.path.join(models_dir, "diffusion_models")
+    projl = wf.make_wan_state_dict(**WAN, seed=0, proj_l=True, proj_scale=0.05)
+    zero = wf.make_wan_state_dict(**WAN, seed=0, proj_l=True, proj_scale=0.0)
+    td_projl = wf.to_turbodiffusion(projl)
+    td_zero = wf.to_turbodiffusion(zero)
+    wf.save_pth(td_projl, os.path.join(dm, CKPT_PROJL))
+    wf.save_pth(td_zero, os.path.join(dm, CKPT_ZERO))
+
+    # Native file: exactly the values the TurboDiffusion file holds (bf16 / fp32 norms), Conv3d patch embedding,
+    # no proj_l, so "UNETLoader -> KSampler" is the unpatched twin of the SLA checkpoints.
+    native = {}
+    for k, v in td_zero.items():
+        if ".proj_l." in k:
+            continue
+        if k == "patch_embedding.weight":
+            v = v.reshape(WAN["dim"], WAN["in_dim"], 1, 2, 2)
+        native[k] = v.contiguous()
+    save_file(native, os.path.join(dm, CKPT_NATIVE))
+
+    # LoRA on every self-attention and FFN linear of every block: delta W = up @ down * (alpha / rank).
+    g = torch.Generator().manual_seed(7)
+    lora, rank = {}, 4
+    for i in range(WAN["num_layers"]):
+        for name, (out_f, in_f) in {"self_attn.q": (256, 256), "self_attn.k": (256, 256),
+                                    "self_attn.v": (256, 256), "self_attn.o": (256, 256),
+                                    "ffn.0": (512, 256), "ffn.2": (256, 512)}.items():
+            key = f"diffusion_model.blocks.{i}.{name}"
+            lora[f"{key}.lora_up.weight"] = torch.randn(out_f, rank, generator=g) * 0.2
+            lora[f"{key}.lora_down.weight"] = torch.randn(rank, in_f, generator=g) / math.sqrt(in_f)
+            lora[f"{key}.alpha"] = torch.tensor(float(rank))
+    save_file(lora, os.path.join(models_dir, "loras", LORA))
+    n_proj = sum(1 for k in td_projl if ".proj_l." in k)
+    return {"proj_l_keys": n_proj, "proj_l_abs_mean": float(sum(v.abs().mean() for k, v in td_projl.items()
+                                                                  if ".proj_l." in k) / max(1, n_proj))}
+
+
+# ---------------------------------------------------------------------------------------------- test-only nodes
+
+class SLATestConditioning:
+    """Random text embeddings (1, tokens, 4096) in place of a umT5 encoder (no weights here)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1}),
+                             "tokens": ("INT", {"default": 12, "min": 1, "max": 512})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, seed, tokens):
+        g = torch.Generator().manual_seed(seed)
+        return ([[torch.randn(1, tokens, WAN["text_dim"], generator=g), {}]],)
+
+
+LATENT_DIR = None
+
+
+class SLATestSaveLatent:
+    """Output node: saves LATENT["samples"] to ``<work>/latents/<name>.pt``."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "name": ("STRING", {"default": "latent"})}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = "testing"
+
+    def save(self, samples, name):
+        torch.save(samples["samples"].detach().cpu().clone(), os.path.join(LATENT_DIR, f"{name}.pt"))
+        return {}
+
+
+TEST_NODES = {"SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent}
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+class Graph:
+    """Builds an API-format prompt: ``add(class_type, **inputs)`` returns a link [id, 0] to the node's output."""
+
+    def __init__(self):
+        self.prompt = {}
+
+    def add(self, class_type, **inputs):
+        nid = str(len(self.prompt) + 1)
+        self.prompt[nid] = {"class_type": class_type, "inputs": inputs}
+        return [nid, 0]
+
+
+def apply_sla(g, model, keep=0.3, start=0.0, end=1.0, dense_blocks="", block_q="64", block_k="64",
+              feature_map="softmax", min_tokens=0, backend="torch", enabled=True):
+    return g.add("ApplySLA", model=model, keep_ratio=keep, start_percent=start, end_percent=end,
+                 dense_blocks=dense_blocks, block_q=block_q, block_k=block_k, feature_map=feature_map,
+                 min_tokens=min_tokens, backend=backend, enabled=enabled)
+
+
+def sample(g, model, name):
+    pos = g.add("SLATestConditioning", seed=1, tokens=12)
+    neg = g.add("SLATestConditioning", seed=2, tokens=12)
+    latent = g.add("EmptyHunyuanLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1)
+    out = g.add("KSampler", model=model, seed=SEED, steps=STEPS, cfg=CFG, sampler_name="euler",
+                scheduler="simple", positive=pos, negative=neg, latent_image=latent, denoise=1.0)
+    g.add("SLATestSaveLatent", samples=out, name=name)
+
+
+def sla_loader(g, ckpt=CKPT_PROJL):
+    return g.add("SLADiffusionModelLoader", ckpt_name=ckpt, weight_dtype="default")
+
+
+def unet_loader(g):
+    return g.add("UNETLoader", unet_name=CKPT_NATIVE, weight_dtype="default")
+
+
+def lora(g, model):
+    return g.add("LoraLoaderModelOnly", model=model, lora_name=LORA, strength_model=1.0)
+
+
+def scenarios():
+    """name -> Graph. Names are what the tests compare."""
+    out = {}
+
+    def scen(fn):
+        g = Graph()
+        fn(g)
+        out[fn.__name__] = g
+        return fn
+
+    @scen
+    def unpatched(g):  # stock loader, stock attention
+        sample(g, unet_loader(g), "unpatched")
+
+    @scen
+    def loader_defaults(g):  # loader -> KSampler: SLA at the checkpoint defaults (min_tokens may make it dense)
+        sample(g, sla_loader(g), "loader_defaults")
+
+    @scen
+    def keep1_zero(g):  # all blocks kept, proj_l == 0: must equal the unpatched model
+        sample(g, apply_sla(g, sla_loader(g, CKPT_ZERO), keep=1.0), "keep1_zero")
+
+    @scen
+    def keep03_zero(g):
+        sample(g, apply_sla(g, sla_loader(g, CKPT_ZERO), keep=0.3), "keep03_zero")
+
+    @scen
+    def keep1_projl(g):  # full mask but a non-zero linear branch
+        sample(g, apply_sla(g, sla_loader(g), keep=1.0), "keep1_projl")
+
+    @scen
+    def keep03_projl(g):  # the main path: TurboDiffusion file -> loader -> ApplySLA -> KSampler
+        sample(g, apply_sla(g, sla_loader(g), keep=0.3), "keep03_projl")
+
+    @scen
+    def keep06_projl(g):
+        sample(g, apply_sla(g, sla_loader(g), keep=0.6), "keep06_projl")
+
+    @scen
+    def disabled_projl(g):  # enabled=False: dense everywhere, i.e. the unpatched model
+        sample(g, apply_sla(g, sla_loader(g), keep=0.3, enabled=False), "disabled_projl")
+
+    @scen
+    def lora_before(g):  # loader -> LoRA -> ApplySLA
+        sample(g, apply_sla(g, lora(g, sla_loader(g)), keep=0.3), "lora_before")
+
+    @scen
+    def lora_after(g):  # loader -> ApplySLA -> LoRA
+        sample(g, lora(g, apply_sla(g, sla_loader(g), keep=0.3)), "lora_after")
+
+    @scen
+    def two_clones(g):  # one loader, two ApplySLA with different keep, two samplers in one prompt
+        m = sla_loader(g)
+        sample(g, apply_sla(g, m, keep=0.3), "pair_keep03")
+        sample(g, apply_sla(g, m, keep=0.6), "pair_keep06")
+        sample(g, m, "pair_loader")  # the loader's own output must keep its own (default) settings
+
+    @scen
+    def training_free(g):  # stock loader -> ApplySLA: proj_l absent == zero proj_l
+        sample(g, apply_sla(g, unet_loader(g), keep=0.3), "training_free")
+
+    @scen
+    def weights_loader(g):  # stock loader -> SLAWeightsLoader -> ApplySLA == the SLA loader path
+        m = g.add("SLAWeightsLoader", model=unet_loader(g), weights_name=CKPT_PROJL)
+        sample(g, apply_sla(g, m, keep=0.3), "weights_loader")
+
+    @scen
+    def dense_window(g):  # SLA only for the last third of sampling, block 0 always dense
+        sample(g, apply_sla(g, sla_loader(g), keep=0.3, start=0.5, end=1.0, dense_blocks="0"), "dense_window")
+
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+
+def _jsonable(x):
+    try:
+        json.dumps(x)
+        return x
+    except TypeError:
+        return repr(x)
+
+
+def widget_schema(cls) -> list:
+    """[{name, type, widget, control_after_generate, image_upload, section}] from a node class's INPUT_TYPES."""
+    spec = cls.INPUT_TYPES()
+    out = []
+    for section in ("required", "optional"):
+        for name, entry in (spec.get(section) or {}).items():
+            typ = entry[0]
+            opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            is_combo = isinstance(typ, (list, tuple)) or typ == "COMBO"
+            widget = (is_combo or typ in WIDGET_TYPES) and not opts.get("forceInput", False)
+            out.append({"name": name, "section": section, "type": "COMBO" if is_combo else str(typ),
+                        "widget": bool(widget),
+                        "control_after_generate": bool(opts.get("control_after_generate", False)),
+                        "image_upload": bool(opts.get("image_upload", False)),
+                        "options": _jsonable(list(typ)) if isinstance(typ, (list, tuple)) else None})
+    return out
+
+
+def node_schemas(nodes_mod) -> dict:
+    out = {}
+    for name, cls in nodes_mod.NODE_CLASS_MAPPINGS.items():
+        try:
+            out[name] = widget_schema(cls)
+        except Exception as e:  # a node whose INPUT_TYPES needs a running server: record, don't fail
+            out[name] = {"error": repr(e)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def comfy_version() -> str:
+    try:
+        import comfyui_version
+        return comfyui_version.__version__
+    except Exception:
+        return "unknown"
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.records = []
+
+    def emit(self, record):
+        try:
+            self.records.append({"logger": record.name, "level": record.levelname, "msg": record.getMessage()})
+        except Exception:
+            pass
+
+
+def main(argv=None):
+    global LATENT_DIR
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--comfy", required=True, help="ComfyUI checkout")
+    ap.add_argument("--work", required=True, help="empty scratch folder")
+    ap.add_argument("--only", nargs="*", help="scenario names to run (default: all)")
+    ap.add_argument("--no-schemas", action="store_true", help="skip the node schema dump")
+    ap.add_argument("--schemas-only", action="store_true", help="boot, dump node schemas, run nothing")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    capture = _Capture()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().addHandler(capture)
+    logging.getLogger().setLevel(logging.INFO)
+
+    work = os.path.abspath(args.work)
+    LATENT_DIR = os.path.join(work, "latents")
+    os.makedirs(LATENT_DIR, exist_ok=True)
+    results = {"comfy": os.path.abspath(args.comfy), "scenarios": {}, "errors": []}
+    t0 = time.perf_counter()
+    os.makedirs(os.path.join(work, "models", "diffusion_models"), exist_ok=True)
+    os.makedirs(os.path.join(work, "models", "loras"), exist_ok=True)
+    results["models"] = write_models(os.path.join(work, "models"))
+
+    env = comfy_env.ComfyEnv(args.comfy, work, extra_nodes=TEST_NODES)
+    results["boot_s"] = time.perf_counter() - t0
+    results["placeholders"] = env.placeholders
+    results["comfy_version"] = comfy_version()
+    pack = env.pack_module()
+    results["pack_module_loaded"] = pack is not None
+    results["pack_nodes"] = sorted(getattr(pack, "NODE_CLASS_MAPPINGS", {}) or {}) if pack else []
+    results["registered"] = {n: env.node_module(n) for n in ("SLADiffusionModelLoader", "ApplySLA",
+                                                               "SLAWeightsLoader")
+                             if n in env.nodes.NODE_CLASS_MAPPINGS}
+    results["display_names"] = {n: env.nodes.NODE_DISPLAY_NAME_MAPPINGS.get(n) for n in results["registered"]}
+    if not args.no_schemas:
+        results["schemas"] = node_schemas(env.nodes)
+
+    for name, graph in scenarios().items():
+        if args.schemas_only:
+            break
+        if args.only and name not in args.only:
+            continue
+        start = len(capture.records)
+        t = time.perf_counter()
+        try:
+            env.run_prompt(graph.prompt)
+            status, err = "ok", None
+        except Exception as e:
+            status, err = "error", f"{e}\n{traceback.format_exc()}"
+        results["scenarios"][name] = {
+            "status": status, "error": err, "seconds": round(time.perf_counter() - t, 3),
+            "logs": [r for r in capture.records[start:] if "comfyui-sla" in r["logger"] or "sla" in r["msg"].lower()
+                     or r["level"] in ("WARNING", "ERROR")]}
+        print(f"[runner] {name}: {status} ({results['scenarios'][name]['seconds']} s)", flush=True)
+
+    results["total_s"] = time.perf_counter() - t0
+    with open(os.path.join(work, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

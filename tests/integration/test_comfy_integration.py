@@ -1,0 +1,165 @@
+"""The pack inside a real ComfyUI checkout, headless on the CPU (skipped unless COMFYUI_PATH is set).
+
+    COMFYUI_PATH=/path/to/ComfyUI python3 -m pytest -q tests/integration
+    COMFYUI_PATH=/path/a:/path/b ...        # several checkouts, each tested on its own
+
+For each checkout, ``comfy_runner.py`` runs once in a subprocess (ComfyUI owns the top-level ``comfy`` and
+``nodes`` modules, so it cannot share this interpreter with the vendored stand-in or another checkout): it writes a
+tiny random Wan in TurboDiffusion naming with non-zero proj_l, loads the pack through ComfyUI's custom-node loader
+and runs API prompts SLADiffusionModelLoader -> ApplySLA -> KSampler (plus LoRA, stock-loader and two-clone
+variants) through ``execution.PromptExecutor``. The tests below compare the sampled latents.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import comfy_env  # noqa: E402
+
+CHECKOUTS = comfy_env.checkouts_from_env()
+pytestmark = pytest.mark.skipif(not CHECKOUTS, reason="COMFYUI_PATH is not set (no ComfyUI checkout to test in)")
+
+SLA_NODES = ("SLADiffusionModelLoader", "ApplySLA", "SLAWeightsLoader")
+LATENT_SHAPE = (1, 16, 3, 16, 30)  # 240x128, 9 frames -> 360 tokens
+
+
+class Run:
+    def __init__(self, results: dict, work: str):
+        self.results, self.work = results, work
+
+    def scenario(self, name: str) -> dict:
+        s = self.results["scenarios"].get(name)
+        assert s is not None, f"scenario {name} did not run"
+        assert s["status"] == "ok", f"scenario {name} failed:\n{s['error']}"
+        return s
+
+    def latent(self, scenario: str, name: str | None = None) -> torch.Tensor:
+        self.scenario(scenario)
+        return torch.load(os.path.join(self.work, "latents", f"{name or scenario}.pt"))
+
+    def run_lines(self, scenario: str) -> list:
+        """The pack's per-sampling-run INFO lines ('SLA run: N sparse / M dense ...')."""
+        return [r["msg"] for r in self.scenario(scenario)["logs"] if r["msg"].startswith("SLA run")]
+
+
+@pytest.fixture(scope="module", params=CHECKOUTS, ids=lambda p: os.path.basename(p.rstrip("/")))
+def run(request, tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("comfy"))
+    results = comfy_env.run_runner(request.param, work, "--no-schemas")
+    return Run(results, work)
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double() - b.double()).abs().max().item()
+
+
+def sparse_calls(lines) -> int:
+    counts = [int(m.group(1)) for line in lines for m in [re.search(r"(\d+) sparse", line)] if m]
+    return sum(counts)
+
+
+def dense_calls(lines) -> int:
+    counts = [int(m.group(1)) for line in lines for m in [re.search(r"(\d+) dense", line)] if m]
+    return sum(counts)
+
+
+# Same-math comparisons: fp32 on the CPU, 3 sampler steps; only summation order differs (sub-quadratic dense
+# attention vs the blockwise SLA path). "Differs" thresholds are orders of magnitude above that noise.
+SAME = 2e-4
+DIFFERENT = 1e-2
+
+
+def test_pack_loads_through_custom_node_loader(run):
+    r = run.results
+    assert r["pack_module_loaded"], "ComfyUI's custom-node loader did not import the pack"
+    assert sorted(r["pack_nodes"]) == sorted(SLA_NODES)
+    for node in SLA_NODES:
+        assert node in r["registered"], f"{node} not in ComfyUI's NODE_CLASS_MAPPINGS"
+        assert r["registered"][node].startswith("custom_nodes."), r["registered"][node]
+    assert r["display_names"]["ApplySLA"] == "Apply Sparse-Linear Attention"
+    assert r["display_names"]["SLADiffusionModelLoader"] == "Load SLA Diffusion Model"
+    assert r["display_names"]["SLAWeightsLoader"] == "Load SLA Weights"
+
+
+def test_turbodiffusion_checkpoint_samples_finite_latents(run):
+    x = run.latent("keep03_projl")
+    assert tuple(x.shape) == LATENT_SHAPE
+    assert torch.isfinite(x).all()
+    assert x.abs().max() > 0
+    lines = run.run_lines("keep03_projl")
+    assert lines, "no 'SLA run' log line: the patch never reported a sampling run"
+    # 3 steps x 3 blocks, cond and uncond batched: every self-attention call went sparse.
+    assert sparse_calls(lines) == 9, lines
+
+
+def test_loader_alone_is_a_complete_graph(run):
+    x = run.latent("loader_defaults")
+    assert tuple(x.shape) == LATENT_SHAPE and torch.isfinite(x).all()
+
+
+def test_keep_one_with_zero_proj_l_equals_unpatched(run):
+    base = run.latent("unpatched")
+    x = run.latent("keep1_zero")
+    assert sparse_calls(run.run_lines("keep1_zero")) > 0  # SLA really ran, with every block kept
+    assert max_diff(x, base) < SAME, max_diff(x, base)
+
+
+def test_keep_below_one_changes_the_output(run):
+    base = run.latent("unpatched")
+    assert max_diff(run.latent("keep03_zero"), base) > DIFFERENT
+
+
+def test_nonzero_proj_l_changes_the_output(run):
+    base = run.latent("unpatched")
+    assert max_diff(run.latent("keep1_projl"), base) > DIFFERENT
+    assert max_diff(run.latent("keep03_projl"), run.latent("keep03_zero")) > DIFFERENT
+
+
+def test_disabled_is_dense(run):
+    assert max_diff(run.latent("disabled_projl"), run.latent("unpatched")) < SAME
+    assert sparse_calls(run.run_lines("disabled_projl")) == 0
+
+
+def test_lora_applies_before_and_after_apply_sla(run):
+    no_lora = run.latent("keep03_projl")
+    before, after = run.latent("lora_before"), run.latent("lora_after")
+    assert torch.isfinite(before).all() and torch.isfinite(after).all()
+    assert max_diff(before, no_lora) > DIFFERENT, "LoRA before ApplySLA had no effect"
+    assert max_diff(after, no_lora) > DIFFERENT, "LoRA after ApplySLA had no effect"
+    # Weight patches and the attention override commute: the order of the two nodes does not matter.
+    assert max_diff(before, after) < SAME, max_diff(before, after)
+    assert sparse_calls(run.run_lines("lora_before")) > 0 and sparse_calls(run.run_lines("lora_after")) > 0
+
+
+def test_two_clones_keep_their_own_settings(run):
+    a, b = run.latent("two_clones", "pair_keep03"), run.latent("two_clones", "pair_keep06")
+    assert max_diff(a, b) > DIFFERENT, "two ApplySLA with different keep gave the same output"
+    assert max_diff(a, run.latent("keep03_projl")) < SAME, "keep 0.3 clone changed when sampled beside keep 0.6"
+    assert max_diff(b, run.latent("keep06_projl")) < SAME, "keep 0.6 clone changed when sampled beside keep 0.3"
+    loader = run.latent("two_clones", "pair_loader")
+    assert max_diff(loader, run.latent("loader_defaults")) < SAME, "ApplySLA changed its input model"
+
+
+def test_training_free_on_stock_loader(run):
+    # Stock UNETLoader -> ApplySLA: no proj_l, i.e. the same as a zero proj_l.
+    x = run.latent("training_free")
+    assert max_diff(x, run.latent("keep03_zero")) < SAME
+    assert any("not fine-tuned" in r["msg"] or "training-free" in r["msg"]
+               for r in run.scenario("training_free")["logs"])
+
+
+def test_weights_loader_on_stock_loader_equals_sla_loader(run):
+    assert max_diff(run.latent("weights_loader"), run.latent("keep03_projl")) < SAME
+
+
+def test_sampling_window_and_dense_blocks(run):
+    x = run.latent("dense_window")
+    lines = run.run_lines("dense_window")
+    assert dense_calls(lines) > 0 and sparse_calls(lines) > 0, lines
+    assert max_diff(x, run.latent("keep03_projl")) > DIFFERENT
+    assert max_diff(x, run.latent("unpatched")) > DIFFERENT
