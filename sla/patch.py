@@ -189,7 +189,9 @@ class RunStats:
         keep = self.realised_keep
         keep_txt = (f"realised keep {keep:.3f} (sparsity {1 - keep:.1%})" if keep is not None
                     else "realised keep n/a")
-        reasons = ", ".join(f"{r} {n}" for r, n in sorted(self.dense.items(), key=lambda x: -x[1]))
+        ordered = sorted(self.dense.items(), key=lambda x: -x[1])
+        reasons = ", ".join(f"{r} {n}" for r, n in ordered if r not in PASS_THROUGH)
+        passed = ", ".join(f"{r} {n}" for r, n in ordered if r in PASS_THROUGH)
         parts = [f"SLA run: {self.sparse} sparse / {self.self_dense} dense self-attention calls, {keep_txt}"
                  f" (asked {settings.keep_ratio:.2f})"]
         if self.backends:
@@ -200,6 +202,8 @@ class RunStats:
             if self.sparse_only_blocks:
                 parts.append(f"block-sparse only (no proj_l) on blocks {format_blocks(self.sparse_only_blocks)}")
         parts.append("dense because: " + (reasons or "nothing"))
+        if passed:
+            parts.append("left to dense/previous attention: " + passed)
         return "; ".join(parts)
 
 
@@ -257,7 +261,8 @@ class SLARuntime:
             sigma = float(sigmas)
         hi, lo = self.sigma_window
         self._last_sigmas = sigmas
-        self._last_in_window = lo <= sigma <= hi
+        eps = 1e-5 * max(1.0, abs(sigma))  # sigmas arrive as fp32 tensors, thresholds as Python floats
+        self._last_in_window = lo - eps <= sigma <= hi + eps
         return self._last_in_window
 
     # -- backend ---------------------------------------------------------------------------------------------

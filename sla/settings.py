@@ -35,7 +35,8 @@ def parse_dense_blocks(text: Optional[str]) -> FrozenSet[int]:
     if not isinstance(text, str):
         raise ValueError(f"dense_blocks must be a string like '0, 1, 28-29', got {type(text).__name__}")
     out = set()
-    for token in re.split(r"[,;\s]+", text.strip()):
+    # "28 - 29" is one range: glue the dash to its neighbours before splitting on commas/spaces.
+    for token in re.split(r"[,;\s]+", re.sub(r"(?<=\d)\s*-\s*", "-", text.strip())):
         if not token:
             continue
         m = _RANGE.match(token)

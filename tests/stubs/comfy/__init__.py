@@ -1,0 +1,1 @@
+"""Stand-in of the ``comfy`` package (tests only)."""
