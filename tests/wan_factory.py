@@ -30,6 +30,7 @@ import torch
 TD_PROJ_L = "blocks.{i}.self_attn.attn_op.local_attn.proj_l.{p}"
 FASTVIDEO_PROJ_L = "blocks.{i}.attn1.attn_impl.proj_l.{p}"
 SGLANG_PROJ_L = "blocks.{i}.attn1.local_attn.proj_l.{p}"
+DIFFUSERS_PROJ_L = "blocks.{i}.attn1.attn_op.local_attn.proj_l.{p}"
 
 TILE = 128
 
@@ -262,12 +263,52 @@ def native_to_diffusers_key(k: str) -> str:
     return k  # patch_embedding.* keeps its name (Conv3d in Diffusers too)
 
 
+def native_to_fastvideo_key(k: str) -> str:
+    """ComfyUI/Wan-native key -> FastVideo's internal module name (what its TurboDiffusion converters write)."""
+    top = {
+        "text_embedding.0.": "condition_embedder.text_embedder.fc_in.",
+        "text_embedding.2.": "condition_embedder.text_embedder.fc_out.",
+        "time_embedding.0.": "condition_embedder.time_embedder.mlp.fc_in.",
+        "time_embedding.2.": "condition_embedder.time_embedder.mlp.fc_out.",
+        "time_projection.1.": "condition_embedder.time_modulation.linear.",
+        "img_emb.proj.0.": "condition_embedder.image_embedder.norm1.",
+        "img_emb.proj.1.": "condition_embedder.image_embedder.ff.fc_in.",
+        "img_emb.proj.3.": "condition_embedder.image_embedder.ff.fc_out.",
+        "img_emb.proj.4.": "condition_embedder.image_embedder.norm2.",
+        "head.head.": "proj_out.",
+    }
+    if k == "head.modulation":
+        return "scale_shift_table"
+    for a, b in top.items():
+        if k.startswith(a):
+            return b + k[len(a):]
+    if k.startswith("blocks."):
+        _, i, rest = k.split(".", 2)
+        blk = {
+            "self_attn.q.": "to_q.", "self_attn.k.": "to_k.", "self_attn.v.": "to_v.", "self_attn.o.": "to_out.",
+            "self_attn.norm_q.": "norm_q.", "self_attn.norm_k.": "norm_k.",
+            "cross_attn.q.": "attn2.to_q.", "cross_attn.k.": "attn2.to_k.", "cross_attn.v.": "attn2.to_v.",
+            "cross_attn.o.": "attn2.to_out.", "cross_attn.norm_q.": "attn2.norm_q.",
+            "cross_attn.norm_k.": "attn2.norm_k.", "cross_attn.k_img.": "attn2.add_k_proj.",
+            "cross_attn.v_img.": "attn2.add_v_proj.", "cross_attn.norm_k_img.": "attn2.norm_added_k.",
+            "norm3.": "self_attn_residual_norm.norm.", "ffn.0.": "ffn.fc_in.", "ffn.2.": "ffn.fc_out.",
+        }
+        if rest == "modulation":
+            return f"blocks.{i}.scale_shift_table"
+        for a, b in blk.items():
+            if rest.startswith(a):
+                return f"blocks.{i}.{b}{rest[len(a):]}"
+    return k
+
+
 def to_diffusers(native: Dict[str, torch.Tensor], proj_l_style: str = "fastvideo",
-                 dtype: torch.dtype = torch.bfloat16) -> Dict[str, torch.Tensor]:
-    """Diffusers-named Wan with proj_l as FastVideo (``attn1.attn_impl``) or sglang (``attn1.local_attn``) keys."""
-    pattern = {"fastvideo": FASTVIDEO_PROJ_L, "sglang": SGLANG_PROJ_L}[proj_l_style]
+                 dtype: torch.dtype = torch.bfloat16, naming: str = "diffusers") -> Dict[str, torch.Tensor]:
+    """Diffusers-named (or FastVideo-internal-named, ``naming="fastvideo"``) Wan with proj_l as FastVideo
+    (``attn1.attn_impl``), sglang (``attn1.local_attn``) or Diffusers-TurboWan (``attn1.attn_op.local_attn``) keys."""
+    pattern = {"fastvideo": FASTVIDEO_PROJ_L, "sglang": SGLANG_PROJ_L, "diffusers": DIFFUSERS_PROJ_L}[proj_l_style]
+    rename = native_to_diffusers_key if naming == "diffusers" else native_to_fastvideo_key
     base, proj = split_proj_l(native)
-    out = {native_to_diffusers_key(k): v.to(dtype).contiguous() for k, v in base.items()}
+    out = {rename(k): v.to(dtype).contiguous() for k, v in base.items()}
     for i, (w, b) in proj.items():
         if w is not None:
             out[pattern.format(i=i, p="weight")] = w.float().contiguous()

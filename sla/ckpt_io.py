@@ -1,0 +1,316 @@
+"""Tensor-by-tensor reading and writing of checkpoint files, without ever holding a file twice in memory.
+
+- ``open_source(path)`` returns a reader over a ``.safetensors`` file (parsed here, memory-mapped copy-on-write, so
+  the file is never modified) or a torch ``.pth``/``.pt`` file (``torch.load(weights_only=True, mmap=True)``; never
+  unsafe pickle). The container is recognised from the file's first bytes, not its name.
+- ``reader.get(key)`` returns a tensor that may be a view of the mapping; ``reader.release(tensor)`` hands its pages
+  back to the OS (``madvise(MADV_DONTNEED)`` on Linux) once the caller has made its own converted copy, so the
+  resident size never grows to the file's size.
+- ``SafetensorsWriter`` writes a safetensors file tensor by tensor (header first, from known shapes/dtypes).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import mmap
+import os
+import pickle
+import struct
+import sys
+import zipfile
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the key or problem and what was expected."""
+
+
+ST_DTYPES: Dict[str, torch.dtype] = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
+    "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+}
+for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
+    if hasattr(torch, _attr):
+        ST_DTYPES[_name] = getattr(torch, _attr)
+ST_NAMES = {v: k for k, v in ST_DTYPES.items()}
+
+_PAGE = mmap.PAGESIZE
+_libc = None
+
+
+def _madvise_dontneed(addr: int, length: int) -> None:
+    """Drop the pages of [addr, addr+length) from this process (Linux); clean file-backed pages re-read on access."""
+    global _libc
+    if not sys.platform.startswith("linux") or length <= 0:
+        return
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        # Only whole pages strictly inside the range: a page shared with a neighbour that is still needed stays.
+        start = (addr + _PAGE - 1) // _PAGE * _PAGE
+        end = (addr + length) // _PAGE * _PAGE
+        if end > start:
+            _libc.madvise(start, end - start, 4)  # MADV_DONTNEED
+    except Exception:  # best effort: only memory use depends on it
+        pass
+
+
+def sniff(path: str) -> str:
+    """'safetensors', 'torch-zip' or 'torch-legacy' from the file's first bytes; CheckpointError otherwise."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {e}") from e
+    if size == 0:
+        raise CheckpointError(f"{path!r} is empty (0 bytes); expected a .safetensors or .pth checkpoint")
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    if head[:1] == b"\x80":
+        return "torch-legacy"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{":
+            if n > size - 8:
+                raise CheckpointError(
+                    f"{path!r} is truncated: its safetensors header says {n} bytes but the file has {size - 8} "
+                    "after the length field")
+            return "safetensors"
+    raise CheckpointError(
+        f"{path!r} is not a checkpoint this pack can read: expected a safetensors file or a torch .pth/.pt "
+        f"(zip) file, found first bytes {head[:8]!r}")
+
+
+class SafetensorsReader:
+    """Lazy reader of a safetensors file through a private (copy-on-write) memory map."""
+
+    kind = "safetensors"
+
+    def __init__(self, path: str):
+        self.path = path
+        self._f = open(path, "rb")
+        try:
+            size = os.fstat(self._f.fileno()).st_size
+            (n,) = struct.unpack("<Q", self._f.read(8))
+            if n > size - 8:
+                raise CheckpointError(f"{path!r} is truncated: header of {n} bytes, file holds {size - 8}")
+            try:
+                header = json.loads(self._f.read(n).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise CheckpointError(f"{path!r} is corrupt: its safetensors header is not valid JSON ({e})") from e
+            if not isinstance(header, dict):
+                raise CheckpointError(f"{path!r} is corrupt: safetensors header is {type(header).__name__}, "
+                                      "expected a JSON object")
+            self.metadata: Dict[str, str] = header.pop("__metadata__", None) or {}
+            self._base = 8 + n
+            data_size = size - self._base
+            self._entries: Dict[str, Tuple[torch.dtype, Tuple[int, ...], int, int]] = {}
+            for k, e in header.items():
+                try:
+                    dt = ST_DTYPES[e["dtype"]]
+                    shape = tuple(int(s) for s in e["shape"])
+                    b, end = (int(x) for x in e["data_offsets"])
+                except KeyError as ke:
+                    raise CheckpointError(
+                        f"{path!r}: tensor {k!r} has unsupported or missing field {ke} in its header "
+                        f"(dtype {e.get('dtype') if isinstance(e, dict) else e!r})") from ke
+                except (TypeError, ValueError) as ve:
+                    raise CheckpointError(f"{path!r} is corrupt: bad header entry for {k!r}: {e!r}") from ve
+                numel = 1
+                for s in shape:
+                    numel *= s
+                esize = torch.empty((), dtype=dt).element_size()
+                if end - b != numel * esize or b < 0:
+                    raise CheckpointError(
+                        f"{path!r} is corrupt: tensor {k!r} of shape {list(shape)} {e['dtype']} spans "
+                        f"{end - b} bytes, expected {numel * esize}")
+                if end > data_size:
+                    raise CheckpointError(
+                        f"{path!r} is truncated: tensor {k!r} ends at byte {end} of the data section but the file "
+                        f"holds only {data_size} bytes of data")
+                self._entries[k] = (dt, shape, b, end)
+            self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_COPY) if size > 0 else None
+        except Exception:
+            self._f.close()
+            raise
+
+    def keys(self) -> List[str]:
+        return list(self._entries)
+
+    def shape(self, key: str) -> Tuple[int, ...]:
+        return self._entries[key][1]
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._entries[key][0]
+
+    def get(self, key: str) -> torch.Tensor:
+        dt, shape, b, end = self._entries[key]
+        if end == b:
+            return torch.empty(shape, dtype=dt)
+        t = torch.frombuffer(self._mm, dtype=dt, count=(end - b) // torch.empty((), dtype=dt).element_size(),
+                             offset=self._base + b)
+        return t.view(shape)
+
+    def release(self, t: torch.Tensor) -> None:
+        if t.numel():
+            _madvise_dontneed(t.data_ptr(), t.numel() * t.element_size())
+
+    def close(self) -> None:
+        # Views of the map may still be referenced by callers; the map is unmapped when they are gone.
+        self._mm = None
+        self._f.close()
+
+
+def _flatten(obj: Any, prefix: str, out: Dict[str, Any]) -> None:
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            _flatten(v, key + ".", out)
+        else:
+            out[key] = v
+
+
+# Top-level containers trainers wrap a state dict in.
+_WRAPPER_KEYS = ("state_dict", "model", "module", "net", "ema", "model_ema", "generator")
+
+
+class TorchReader:
+    """Reader of a torch checkpoint through ``torch.load(weights_only=True, mmap=True)`` (mmap only for zip files)."""
+
+    kind = "pth"
+
+    def __init__(self, path: str, container: str):
+        self.path = path
+        self.metadata: Dict[str, str] = {}
+        mmap_ok = container == "torch-zip"
+        if container == "torch-zip":
+            try:
+                with zipfile.ZipFile(path) as z:
+                    z.namelist()
+            except zipfile.BadZipFile as e:
+                raise CheckpointError(
+                    f"{path!r} is truncated or corrupt: the torch zip archive cannot be read ({e}); "
+                    "re-download the file") from e
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap_ok)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(
+                f"{path!r} refused: it needs more than tensors to load (weights_only=True failed: "
+                f"{str(e).splitlines()[0][:300]}). This pack never runs arbitrary pickle code; re-save the file "
+                "as a plain state dict or safetensors from a trusted environment") from e
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"{path!r} is truncated or corrupt: torch.load failed ({str(e).splitlines()[0][:300]})") from e
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{path!r} holds a {type(obj).__name__}, expected a dict of tensors (a state dict)")
+        self.raw = obj
+        self.wrapper = None
+        # Unwrap {"state_dict": {...}} style containers that hold nothing else of interest.
+        for _ in range(3):
+            tensor_keys = [k for k, v in obj.items() if isinstance(v, torch.Tensor)]
+            inner = [k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)]
+            if not tensor_keys and inner:
+                self.wrapper = (self.wrapper + "." if self.wrapper else "") + inner[0]
+                obj = obj[inner[0]]
+            else:
+                break
+        flat: Dict[str, Any] = {}
+        _flatten(obj, "", flat)
+        self._tensors = {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
+        self.extras = {k: v for k, v in flat.items() if not isinstance(v, torch.Tensor)}
+        if not (isinstance(self.raw.get("state"), dict)):
+            self.raw = None  # only SimpleTuner payloads need the raw object; let converted tensors be freed
+
+    def keys(self) -> List[str]:
+        return list(self._tensors)
+
+    def shape(self, key: str) -> Tuple[int, ...]:
+        return tuple(self._tensors[key].shape)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._tensors[key].dtype
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._tensors[key]
+
+    def release(self, t: torch.Tensor) -> None:
+        if t.numel():
+            st = t.untyped_storage()
+            _madvise_dontneed(t.data_ptr(), min(t.numel() * t.element_size(), st.nbytes()))
+
+    def drop(self, key: str) -> None:
+        """Forget a tensor so its storage can be freed (non-mmap loads)."""
+        self._tensors.pop(key, None)
+
+    def close(self) -> None:
+        self._tensors = {}
+        self.raw = None
+
+
+def open_source(path: str):
+    """A reader for ``path`` (SafetensorsReader or TorchReader), chosen from the file's content."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist or is not a file")
+    container = sniff(path)
+    if container == "safetensors":
+        return SafetensorsReader(path)
+    return TorchReader(path, container)
+
+
+class SafetensorsWriter:
+    """Write a safetensors file tensor by tensor: the header (from shapes/dtypes) first, then each tensor's bytes.
+
+    Usage: ``w = SafetensorsWriter(f, [(key, shape, dtype), ...], metadata)``, then ``w.write(key, tensor)`` in the
+    same order.
+    """
+
+    def __init__(self, f, entries: List[Tuple[str, Tuple[int, ...], torch.dtype]], metadata: Optional[dict] = None):
+        self.f = f
+        header: Dict[str, Any] = {}
+        if metadata:
+            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        off = 0
+        self._order = []
+        for key, shape, dt in entries:
+            if dt not in ST_NAMES:
+                raise CheckpointError(f"cannot write {key!r}: dtype {dt} has no safetensors name")
+            numel = 1
+            for s in shape:
+                numel *= int(s)
+            n = numel * torch.empty((), dtype=dt).element_size()
+            header[key] = {"dtype": ST_NAMES[dt], "shape": [int(s) for s in shape], "data_offsets": [off, off + n]}
+            self._order.append((key, tuple(int(s) for s in shape), dt, n))
+            off += n
+        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        raw += b" " * ((8 - len(raw) % 8) % 8)  # keep tensor data 8-byte aligned
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        self._i = 0
+
+    def write(self, key: str, t: torch.Tensor) -> None:
+        k, shape, dt, n = self._order[self._i]
+        if k != key or tuple(t.shape) != shape or t.dtype != dt:
+            raise RuntimeError(f"writer order/shape mismatch at {key!r}: planned {k!r} {shape} {dt}, "
+                               f"got {tuple(t.shape)} {t.dtype}")
+        self._i += 1
+        if n:
+            self.f.write(t.contiguous().view(torch.uint8).reshape(-1).numpy().data)
+
+    def done(self) -> bool:
+        return self._i == len(self._order)
+
+
+def iter_keys_sorted(keys: List[str]) -> Iterator[str]:
+    """Keys in a stable, human order (blocks numerically)."""
+    def sk(k: str):
+        parts = k.split(".")
+        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
+    return iter(sorted(keys, key=sk))
