@@ -179,7 +179,7 @@ def _weights_text(weights_id) -> str:
     return f"proj_l on blocks {format_blocks(blocks)}"
 
 
-def check_proj_l(dm, proj_l: dict) -> None:
+def check_proj_l(dm, proj_l: dict, warn_missing: bool = True) -> None:
     """proj_l against the model: head size (error naming the key), block range (error), coverage (warning)."""
     head = model_head_dim(dm)
     n = len(dm.blocks)
@@ -191,7 +191,7 @@ def check_proj_l(dm, proj_l: dict) -> None:
             raise ValueError(f"{PROJ_L_KEY.format(i)} has shape {tuple(w.shape)}, expected ({head}, {head}) for "
                              f"this model's attention head size {head}")
     missing = sorted(set(range(n)) - set(proj_l))
-    if missing:
+    if missing and warn_missing:
         log.warning("SLA weights have no proj_l for blocks %s: those blocks run block-sparse only",
                     format_blocks(missing))
 
@@ -199,6 +199,7 @@ def check_proj_l(dm, proj_l: dict) -> None:
 def attach_weights(model, proj_l: dict, source: Optional[str] = None):
     """Register ``proj_l`` for ``model`` and return a clone running SLA with them (existing settings kept)."""
     dm = wan_model(model)
+    proj_l = _expand_shared(proj_l, len(dm.blocks))
     check_proj_l(dm, proj_l)
     wid = register_proj_l(proj_l, source)
     settings = current_settings(model) or SLASettings()
@@ -235,6 +236,19 @@ def weight_dtype_options(weight_dtype: str) -> dict:
     return {} if dt is None else {"dtype": dt}
 
 
+def settings_from_checkpoint(info, **overrides) -> SLASettings:
+    """SLASettings at the checkpoint's own SLA settings (``info.sla_settings``: keep_ratio, block_q, block_k,
+    feature_map from its metadata), else TurboDiffusion's serving defaults (keep 0.10, 128x64, softmax)."""
+    recorded = dict(getattr(info, "sla_settings", None) or {})
+    fields = {k: recorded[k] for k in ("keep_ratio", "block_q", "block_k", "feature_map") if k in recorded}
+    try:
+        return SLASettings(**fields, **overrides)
+    except ValueError as e:
+        log.warning("SLA: the checkpoint's recorded settings %s are not usable here (%s); using the defaults",
+                    fields, e)
+        return SLASettings(**overrides)
+
+
 def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
     """Load an SLA checkpoint as a native ComfyUI MODEL with SLA applied at the checkpoint defaults."""
     import comfy.sd
@@ -245,29 +259,43 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
     # bf16/fp16 are cast while reading (less peak memory); fp8 is cast by ComfyUI's own loader.
     read_dtype = options.get("dtype") if weight_dtype in ("bf16", "fp16") else None
     ck = ck_mod.load_checkpoint(path, weight_dtype=read_dtype, progress=_progress())
-    info = getattr(ck, "info", None)
-    if info is not None and hasattr(info, "summary"):
-        log.info("SLA checkpoint %s: %s", ckpt_name, info.summary())
     model = comfy.sd.load_diffusion_model_state_dict(ck.state_dict, model_options=options)
     if model is None:
         raise ck_mod.CheckpointError(f"ComfyUI could not detect a diffusion model in {ckpt_name} after conversion "
                                      f"to Wan-native keys")
     dm = wan_model(model)
-    settings = SLASettings()
+    wid = None
     if ck.proj_l:
-        check_proj_l(dm, ck.proj_l)
-        settings = settings.replace(weights_id=register_proj_l(ck.proj_l, _source_id(path)))
+        proj_l = _expand_shared(ck.proj_l, len(dm.blocks))
+        # load_checkpoint already warned about partial coverage when it knew the block count
+        check_proj_l(dm, proj_l, warn_missing=getattr(ck.info, "num_blocks", 0) != len(dm.blocks))
+        wid = register_proj_l(proj_l, _source_id(path))
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
-    return apply_sla(model, settings)
+    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid))
+
+
+def _expand_shared(proj_l: dict, n_blocks: int) -> dict:
+    """Key -1 (checkpoint.ALL_BLOCKS: one proj_l shared by every layer) -> one entry per block."""
+    if -1 in proj_l:
+        shared = proj_l[-1]
+        proj_l = {i: shared for i in range(n_blocks)}
+    return proj_l
 
 
 def load_sla_weights(model, weights_name: str):
     """Attach the proj_l of ``weights_name`` (read alone, lazily for safetensors) to ``model``."""
     ck_mod = _checkpoint_module()
+    dm = wan_model(model)
     path = diffusion_model_path(weights_name)
-    proj_l, info = ck_mod.load_proj_l(path)
+    proj_l, info = ck_mod.load_proj_l(path, num_blocks=len(dm.blocks))
     if not proj_l:
         raise ck_mod.CheckpointError(f"{weights_name} has no proj_l tensors (expected keys like "
                                      f"{PROJ_L_KEY.format(0)}): it is not an SLA checkpoint")
-    return attach_weights(model, proj_l, _source_id(path))
+    proj_l = _expand_shared(proj_l, len(dm.blocks))
+    check_proj_l(dm, proj_l, warn_missing=getattr(info, "num_blocks", 0) != len(dm.blocks))
+    wid = register_proj_l(proj_l, _source_id(path))
+    settings = current_settings(model)
+    settings = settings.replace(weights_id=wid) if settings is not None else settings_from_checkpoint(
+        info, weights_id=wid)
+    return apply_sla(model, settings)

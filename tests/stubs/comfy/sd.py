@@ -23,8 +23,12 @@ def load_diffusion_model_state_dict(sd, model_options={}, metadata=None):
     ffn = sd["blocks.0.ffn.0.weight"].shape[0]
     dm = WanModel(dim=dim, ffn_dim=ffn, num_heads=max(1, dim // 128), num_layers=layers)
     dtype = model_options.get("dtype")
-    missing, unexpected = dm.load_state_dict(sd, strict=False)
-    dm.unexpected_keys = list(unexpected)
+    # The stand-in WanModel has no patch embedding / norms and a dim->dim head: load what fits, report the rest.
+    own = dm.state_dict()
+    fits = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    dm.load_state_dict(fits, strict=False)
+    unexpected = [k for k in sd if k not in own]
+    dm.unexpected_keys = unexpected
     if unexpected:
         logging.warning("unet unexpected: %s", unexpected)
     if dtype is not None and dtype in (torch.float16, torch.bfloat16, torch.float32):
