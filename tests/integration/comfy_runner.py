@@ -262,22 +262,25 @@ def _jsonable(x):
         return repr(x)
 
 
-def widget_schema(cls) -> list:
-    """[{name, type, widget, control_after_generate, image_upload, section}] from a node class's INPUT_TYPES."""
+def widget_schema(cls) -> dict:
+    """{"inputs": [{name, section, type, widget, control_after_generate, image_upload, options}],
+    "outputs": [types]} from a node class's INPUT_TYPES / RETURN_TYPES (V1, or V3 through its V1 view)."""
     spec = cls.INPUT_TYPES()
-    out = []
+    inputs = []
     for section in ("required", "optional"):
         for name, entry in (spec.get(section) or {}).items():
             typ = entry[0]
             opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
             is_combo = isinstance(typ, (list, tuple)) or typ == "COMBO"
             widget = (is_combo or typ in WIDGET_TYPES) and not opts.get("forceInput", False)
-            out.append({"name": name, "section": section, "type": "COMBO" if is_combo else str(typ),
-                        "widget": bool(widget),
-                        "control_after_generate": bool(opts.get("control_after_generate", False)),
-                        "image_upload": bool(opts.get("image_upload", False)),
-                        "options": _jsonable(list(typ)) if isinstance(typ, (list, tuple)) else None})
-    return out
+            options = list(typ) if isinstance(typ, (list, tuple)) else opts.get("options")
+            inputs.append({"name": name, "section": section, "type": "COMBO" if is_combo else str(typ),
+                           "widget": bool(widget),
+                           "control_after_generate": bool(opts.get("control_after_generate", False)),
+                           "image_upload": bool(opts.get("image_upload", False)),
+                           "options": _jsonable(list(options)) if options is not None else None})
+    outputs = [t if isinstance(t, str) else "COMBO" for t in getattr(cls, "RETURN_TYPES", ()) or ()]
+    return {"inputs": inputs, "outputs": outputs, "output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
 
 
 def node_schemas(nodes_mod) -> dict:
@@ -286,7 +289,7 @@ def node_schemas(nodes_mod) -> dict:
         try:
             out[name] = widget_schema(cls)
         except Exception as e:  # a node whose INPUT_TYPES needs a running server: record, don't fail
-            out[name] = {"error": repr(e)}
+            out[name] = {"error": repr(e), "inputs": [], "outputs": []}
     return out
 
 

@@ -1,0 +1,364 @@
+"""The example workflows (``workflows/*.json``, ComfyUI UI format) against the nodes they use.
+
+Runs without ComfyUI: structure (ids, links, slots, types, acyclic), our nodes' widget lists against the pack's own
+``INPUT_TYPES`` (count, order, types, ranges, combo values), core nodes against a table of their widgets, and what
+each example must demonstrate (TurboWan sampler settings, two experts with their own SLA, conservative
+training-free settings). With COMFYUI_PATH set, ``test_workflows_against_real_comfyui`` checks every node type,
+widget list and link type against the node classes of a real ComfyUI checkout (and the table below against it).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+import pytest
+
+from comfyui_sla import NODE_CLASS_MAPPINGS as PACK_NODES
+from comfyui_sla.sla.settings import parse_dense_blocks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKFLOW_DIR = os.path.join(ROOT, "workflows")
+WORKFLOW_FILES = sorted(glob.glob(os.path.join(WORKFLOW_DIR, "*.json")))
+
+# Frontend-only node types (no Python class in ComfyUI).
+FRONTEND_ONLY = {"Note", "MarkdownNote"}
+
+# Widget inputs (in order) of the core nodes the workflows use, as ComfyUI 0.3.64 and 0.8.0 define them.
+# test_workflows_against_real_comfyui checks this table against a real checkout.
+CORE_WIDGETS = {
+    "UNETLoader": ("unet_name", "weight_dtype"),
+    "ModelSamplingSD3": ("shift",),
+    "CLIPLoader": ("clip_name", "type", "device"),
+    "CLIPTextEncode": ("text",),
+    "EmptyHunyuanLatentVideo": ("width", "height", "length", "batch_size"),
+    "VAELoader": ("vae_name",),
+    "VAEDecode": (),
+    "CreateVideo": ("fps",),
+    "SaveVideo": ("filename_prefix", "format", "codec"),
+    "KSampler": ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"),
+    "KSamplerAdvanced": ("add_noise", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "start_at_step",
+                         "end_at_step", "return_with_leftover_noise"),
+    "LoadImage": ("image",),
+    "WanImageToVideo": ("width", "height", "length", "batch_size"),
+    "LoraLoaderModelOnly": ("lora_name", "strength_model"),
+}
+# Seeds get a hidden 'control_after_generate' value after them; LoadImage an 'upload' value after the file name.
+CONTROL_AFTER = {("KSampler", "seed"), ("KSamplerAdvanced", "noise_seed")}
+UPLOAD_AFTER = {("LoadImage", "image")}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+# Model file widgets: their options are whatever files the user has; check the extension only.
+MODEL_FILE_WIDGETS = {"ckpt_name", "weights_name", "unet_name", "clip_name", "vae_name", "lora_name"}
+MODEL_EXTENSIONS = (".safetensors", ".pth", ".pt", ".ckpt", ".sft", ".gguf")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def by_name(name):
+    return load(os.path.join(WORKFLOW_DIR, name))
+
+
+# ------------------------------------------------------------------------------------------------ schema helpers
+
+def widget_spec(input_types: dict) -> list:
+    """[(name, type, options, opts)] of the widget inputs, in order, from a V1 INPUT_TYPES dict."""
+    out = []
+    for section in ("required", "optional"):
+        for name, entry in (input_types.get(section) or {}).items():
+            typ = entry[0]
+            opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            is_combo = isinstance(typ, (list, tuple)) or typ == "COMBO"
+            if (is_combo or typ in WIDGET_TYPES) and not opts.get("forceInput", False):
+                options = list(typ) if isinstance(typ, (list, tuple)) else opts.get("options")
+                out.append((name, "COMBO" if is_combo else typ, options, opts))
+    return out
+
+
+def expected_slots(node_type: str, spec: list) -> list:
+    """Names of the widgets_values slots: widget names plus the hidden control/upload values."""
+    slots = []
+    for name, typ, _options, opts in spec:
+        slots.append(name)
+        if opts.get("control_after_generate") or (node_type, name) in CONTROL_AFTER:
+            slots.append("control_after_generate")
+        if opts.get("image_upload") or (node_type, name) in UPLOAD_AFTER:
+            slots.append("upload")
+    return slots
+
+
+def check_widget_values(node: dict, spec: list) -> list:
+    """Problems (strings) of one node's widgets_values against its widget spec (count, order, type, range)."""
+    problems = []
+    where = f"node {node['id']} ({node['type']})"
+    slots = expected_slots(node["type"], spec)
+    values = node.get("widgets_values")
+    if not isinstance(values, list):
+        return [f"{where}: widgets_values must be a list, got {type(values).__name__}"]
+    if len(values) != len(slots):
+        return [f"{where}: {len(values)} widget values for {len(slots)} widgets {slots}"]
+    it = iter(values)
+    for name, typ, options, opts in spec:
+        v = next(it)
+        if typ == "INT":
+            if not isinstance(v, int) or isinstance(v, bool):
+                problems.append(f"{where}: {name}={v!r} is not an INT")
+        elif typ == "FLOAT":
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                problems.append(f"{where}: {name}={v!r} is not a FLOAT")
+        elif typ == "BOOLEAN":
+            if not isinstance(v, bool):
+                problems.append(f"{where}: {name}={v!r} is not a BOOLEAN")
+        elif typ == "STRING":
+            if not isinstance(v, str):
+                problems.append(f"{where}: {name}={v!r} is not a STRING")
+        elif typ == "COMBO":
+            if name in MODEL_FILE_WIDGETS:
+                if not (isinstance(v, str) and v.endswith(MODEL_EXTENSIONS)):
+                    problems.append(f"{where}: {name}={v!r} is not a model file name")
+            elif options and v not in options:
+                problems.append(f"{where}: {name}={v!r} is not one of {options}")
+        if typ in ("INT", "FLOAT") and isinstance(v, (int, float)):
+            if "min" in opts and v < opts["min"] or "max" in opts and v > opts["max"]:
+                problems.append(f"{where}: {name}={v} outside [{opts.get('min')}, {opts.get('max')}]")
+        if opts.get("control_after_generate") or (node["type"], name) in CONTROL_AFTER:
+            c = next(it)
+            if c not in CONTROL_VALUES:
+                problems.append(f"{where}: control_after_generate after {name} is {c!r}")
+        if opts.get("image_upload") or (node["type"], name) in UPLOAD_AFTER:
+            next(it)
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------ structure
+
+def test_there_are_three_workflows():
+    names = {os.path.basename(p) for p in WORKFLOW_FILES}
+    assert names == {"TurboWan2.1_T2V_1.3B_480p_SLA.json", "TurboWan2.2_I2V_A14B_720p_SLA.json",
+                     "Wan2.1_T2V_training_free_SLA.json"}, names
+
+
+def structure_problems(wf: dict) -> list:
+    problems = []
+    for key in ("last_node_id", "last_link_id", "nodes", "links", "groups", "version"):
+        if key not in wf:
+            problems.append(f"missing top-level key {key!r}")
+    if problems:
+        return problems
+    if wf["version"] != 0.4:
+        problems.append(f"version {wf['version']} (expected 0.4)")
+    nodes = {}
+    for n in wf["nodes"]:
+        for key in ("id", "type", "pos", "size", "inputs", "outputs", "widgets_values", "mode", "order"):
+            if key not in n:
+                problems.append(f"node {n.get('id')} ({n.get('type')}) has no {key!r}")
+        if n["id"] in nodes:
+            problems.append(f"duplicate node id {n['id']}")
+        nodes[n["id"]] = n
+        if len(n.get("pos", [])) != 2 or len(n.get("size", [])) != 2:
+            problems.append(f"node {n['id']}: pos/size must be [x, y] / [w, h]")
+    if nodes and wf["last_node_id"] < max(nodes):
+        problems.append(f"last_node_id {wf['last_node_id']} < max node id {max(nodes)}")
+    link_ids = [link[0] for link in wf["links"]]
+    if len(set(link_ids)) != len(link_ids):
+        problems.append("duplicate link ids")
+    if link_ids and wf["last_link_id"] < max(link_ids):
+        problems.append(f"last_link_id {wf['last_link_id']} < max link id {max(link_ids)}")
+    referenced = set()
+    for link in wf["links"]:
+        if len(link) != 6:
+            problems.append(f"link {link} is not [id, src, src_slot, dst, dst_slot, type]")
+            continue
+        lid, src, src_slot, dst, dst_slot, typ = link
+        if src not in nodes or dst not in nodes:
+            problems.append(f"link {lid} joins missing nodes {src} -> {dst}")
+            continue
+        outs, ins = nodes[src]["outputs"], nodes[dst]["inputs"]
+        if src_slot >= len(outs) or lid not in (outs[src_slot].get("links") or []):
+            problems.append(f"link {lid}: not listed on output {src_slot} of node {src}")
+        elif outs[src_slot]["type"] != typ:
+            problems.append(f"link {lid}: type {typ} but output is {outs[src_slot]['type']}")
+        if dst_slot >= len(ins) or ins[dst_slot].get("link") != lid:
+            problems.append(f"link {lid}: not set on input {dst_slot} of node {dst}")
+        elif ins[dst_slot]["type"] != typ:
+            problems.append(f"link {lid}: type {typ} into input {ins[dst_slot]['name']} of type "
+                            f"{ins[dst_slot]['type']}")
+        referenced.add(lid)
+    for n in wf["nodes"]:
+        for i in n["inputs"]:
+            if i.get("link") is not None and i["link"] not in referenced:
+                problems.append(f"node {n['id']} input {i['name']} points at missing link {i['link']}")
+        for o in n["outputs"]:
+            for lid in o.get("links") or []:
+                if lid not in referenced:
+                    problems.append(f"node {n['id']} output {o['name']} lists missing link {lid}")
+    # Acyclic, and 'order' is a topological order.
+    order = {n["id"]: n["order"] for n in wf["nodes"]}
+    for link in wf["links"]:
+        if len(link) == 6 and link[1] in order and link[3] in order and order[link[1]] >= order[link[3]]:
+            problems.append(f"link {link[0]}: node {link[1]} does not run before node {link[3]} (cycle/order)")
+    return problems
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=os.path.basename)
+def test_workflow_structure(path):
+    assert structure_problems(load(path)) == []
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=os.path.basename)
+def test_node_types_exist(path):
+    for n in load(path)["nodes"]:
+        assert n["type"] in PACK_NODES or n["type"] in CORE_WIDGETS or n["type"] in FRONTEND_ONLY, n["type"]
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=os.path.basename)
+def test_pack_nodes_match_input_types(path):
+    problems = []
+    for n in load(path)["nodes"]:
+        if n["type"] not in PACK_NODES:
+            continue
+        cls = PACK_NODES[n["type"]]
+        spec = widget_spec(cls.INPUT_TYPES())
+        problems += check_widget_values(n, spec)
+        links = [(i["name"], i["type"]) for i in n["inputs"]]
+        for name, entry in cls.INPUT_TYPES()["required"].items():
+            if not isinstance(entry[0], (list, tuple)) and entry[0] not in WIDGET_TYPES:
+                assert (name, entry[0]) in links, f"node {n['id']} ({n['type']}) lacks link input {name}"
+                assert any(i["name"] == name and i["link"] is not None for i in n["inputs"]), \
+                    f"node {n['id']} ({n['type']}): required input {name} is not connected"
+        assert [o["type"] for o in n["outputs"]] == list(cls.RETURN_TYPES)
+        if n["type"] == "ApplySLA":
+            parse_dense_blocks(n["widgets_values"][3])  # raises on a malformed list
+    assert problems == []
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=os.path.basename)
+def test_core_nodes_widget_counts(path):
+    for n in load(path)["nodes"]:
+        if n["type"] in CORE_WIDGETS:
+            spec = [(name, None, None, {}) for name in CORE_WIDGETS[n["type"]]]
+            slots = expected_slots(n["type"], spec)
+            assert len(n["widgets_values"]) == len(slots), (n["id"], n["type"], n["widgets_values"], slots)
+        elif n["type"] in FRONTEND_ONLY:
+            assert len(n["widgets_values"]) == 1 and isinstance(n["widgets_values"][0], str)
+
+
+# ------------------------------------------------------------------------------------------------ content
+
+def widgets(node):
+    spec = CORE_WIDGETS.get(node["type"])
+    if spec is None:
+        spec = [s[0] for s in widget_spec(PACK_NODES[node["type"]].INPUT_TYPES())]
+    slots = expected_slots(node["type"], [(name, None, None, {}) for name in spec])
+    return dict(zip(slots, node["widgets_values"]))
+
+
+def upstream(wf, node_id, input_name):
+    node = next(n for n in wf["nodes"] if n["id"] == node_id)
+    lid = next(i["link"] for i in node["inputs"] if i["name"] == input_name)
+    link = next(link for link in wf["links"] if link[0] == lid)
+    return next(n for n in wf["nodes"] if n["id"] == link[1])
+
+
+def model_chain(wf, sampler):
+    chain, node = [], sampler
+    while any(i["name"] == "model" for i in node["inputs"]):
+        node = upstream(wf, node["id"], "model")
+        chain.append(node["type"])
+    return chain
+
+
+def of_type(wf, t):
+    return [n for n in wf["nodes"] if n["type"] == t]
+
+
+def test_turbowan_t2v_settings():
+    wf = by_name("TurboWan2.1_T2V_1.3B_480p_SLA.json")
+    (ks,) = of_type(wf, "KSampler")
+    assert model_chain(wf, ks) == ["ModelSamplingSD3", "ApplySLA", "SLADiffusionModelLoader"]
+    k = widgets(ks)
+    assert k["steps"] == 4 and k["cfg"] == 1.0 and k["sampler_name"] == "lcm"  # TurboDiffusion: 4 steps, no CFG
+    (sla,) = of_type(wf, "ApplySLA")
+    assert widgets(sla)["keep_ratio"] == 0.10 and widgets(sla)["block_q"] == "128" and widgets(sla)["enabled"]
+    assert widgets(of_type(wf, "EmptyHunyuanLatentVideo")[0]) == {"width": 832, "height": 480, "length": 81,
+                                                                   "batch_size": 1}
+    assert widgets(of_type(wf, "CreateVideo")[0])["fps"] == 16
+    assert widgets(of_type(wf, "CLIPLoader")[0])["type"] == "wan"
+    assert of_type(wf, "Note") and "TurboDiffusion" in of_type(wf, "Note")[0]["widgets_values"][0]
+
+
+def test_wan22_i2v_two_experts_with_own_settings():
+    wf = by_name("TurboWan2.2_I2V_A14B_720p_SLA.json")
+    first, second = sorted(of_type(wf, "KSamplerAdvanced"), key=lambda n: widgets(n)["start_at_step"])
+    a, b = widgets(first), widgets(second)
+    assert a["add_noise"] == "enable" and a["return_with_leftover_noise"] == "enable"
+    assert b["add_noise"] == "disable" and b["return_with_leftover_noise"] == "disable"
+    assert a["end_at_step"] == b["start_at_step"] == 2 and a["steps"] == b["steps"] == 4
+    assert upstream(wf, second["id"], "latent_image")["id"] == first["id"]
+    applies = []
+    for ks in (first, second):
+        assert model_chain(wf, ks) == ["ModelSamplingSD3", "ApplySLA", "SLADiffusionModelLoader"]
+        shift = upstream(wf, ks["id"], "model")
+        applies.append(upstream(wf, shift["id"], "model"))
+    assert applies[0]["id"] != applies[1]["id"]
+    loaders = [widgets(upstream(wf, n["id"], "model"))["ckpt_name"] for n in applies]
+    assert "high" in loaders[0] and "low" in loaders[1], loaders
+    assert widgets(applies[0]) != widgets(applies[1])  # each expert its own settings
+    assert of_type(wf, "WanImageToVideo") and of_type(wf, "LoadImage")
+
+
+def test_training_free_is_conservative():
+    wf = by_name("Wan2.1_T2V_training_free_SLA.json")
+    (ks,) = of_type(wf, "KSampler")
+    assert model_chain(wf, ks) == ["ModelSamplingSD3", "ApplySLA", "UNETLoader"]
+    s = widgets(of_type(wf, "ApplySLA")[0])
+    assert 0.2 <= s["keep_ratio"] <= 0.5
+    assert s["start_percent"] > 0.0  # the first steps run dense
+    dense = parse_dense_blocks(s["dense_blocks"])
+    assert 0 in dense and 29 in dense  # first and last of Wan2.1 1.3B's 30 blocks
+
+
+# ------------------------------------------------------------------------------------------------ real ComfyUI
+
+def _checkouts():
+    raw = os.environ.get("COMFYUI_PATH", "")
+    return [os.path.abspath(p) for p in raw.split(os.pathsep) if p.strip()]
+
+
+@pytest.mark.skipif(not _checkouts(), reason="COMFYUI_PATH is not set (no ComfyUI checkout to test in)")
+@pytest.mark.parametrize("comfy_path", _checkouts(), ids=lambda p: os.path.basename(p.rstrip("/")))
+def test_workflows_against_real_comfyui(comfy_path, tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
+    import comfy_env
+
+    schemas = comfy_env.run_runner(comfy_path, str(tmp_path), "--schemas-only")["schemas"]
+    for node_type, names in CORE_WIDGETS.items():
+        real = tuple(i["name"] for i in schemas[node_type]["inputs"] if i["widget"])
+        assert real == names, f"{node_type}: table {names} != ComfyUI {real}"
+    problems = []
+    for path in WORKFLOW_FILES:
+        wf = load(path)
+        for n in wf["nodes"]:
+            if n["type"] in FRONTEND_ONLY:
+                continue
+            if n["type"] not in schemas:
+                problems.append(f"{os.path.basename(path)}: node type {n['type']} does not exist in ComfyUI")
+                continue
+            real = schemas[n["type"]]
+            spec = [(i["name"], i["type"], i["options"],
+                     {"control_after_generate": i["control_after_generate"], "image_upload": i["image_upload"]})
+                    for i in real["inputs"] if i["widget"]]
+            problems += [f"{os.path.basename(path)}: {p}" for p in check_widget_values(n, spec)]
+            link_types = {i["name"]: i["type"] for i in real["inputs"] if not i["widget"]}
+            for i in n["inputs"]:
+                if i["link"] is not None and link_types.get(i["name"]) != i["type"]:
+                    problems.append(f"{os.path.basename(path)}: node {n['id']} ({n['type']}) input {i['name']} "
+                                    f"is {i['type']}, ComfyUI says {link_types.get(i['name'])}")
+            if [o["type"] for o in n["outputs"]] != real["outputs"]:
+                problems.append(f"{os.path.basename(path)}: node {n['id']} ({n['type']}) outputs "
+                                f"{[o['type'] for o in n['outputs']]}, ComfyUI says {real['outputs']}")
+    assert problems == []
