@@ -12,6 +12,8 @@ HEAD_DIMS = (64, 128)
 BLOCK_QS = (64, 128)
 BLOCK_KS = (64,)
 COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Benchmark hook: dict(num_warps=..., num_stages=...) replaces the main kernel's launch config when set.
+CONFIG_OVERRIDE: dict | None = None
 _TL_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
@@ -118,11 +120,13 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
                      proj_weight: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
                      feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
                      variant: str = "main", compute_dtype: str = "auto",
-                     lut: torch.Tensor | None = None, return_lut: bool = False):
+                     lut: torch.Tensor | None = None, return_lut: bool = False,
+                     out: torch.Tensor | None = None):
     """SLA forward through the Triton kernels. q, k, v: (B, L, H, D) views (unit stride on D).
 
     Returns a contiguous (B, L, H, D) tensor in q's dtype (and the LUT used, when ``return_lut``). ``lut``
-    (B, H, Nq, keep) int32 sorted rows overrides the predicted mask (tests).
+    (B, H, Nq, keep) int32 sorted rows overrides the predicted mask (tests); ``out`` a contiguous (B, L, H, D)
+    buffer of q's dtype to write into (tests poison it to prove every element is written).
     """
     check_inputs(q, k, v, block_q, block_k)
     if feature_map not in FMAP_CODES:
@@ -147,10 +151,17 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
             raise ValueError(f"lut must be (B, H, Nq, keep) = ({b}, {h}, {nq}, keep), got {tuple(lut.shape)}")
     keep = lut.shape[3]
 
-    out = torch.empty(b, length, h, d, device=q.device, dtype=q.dtype)
+    if out is None:
+        out = torch.empty(b, length, h, d, device=q.device, dtype=q.dtype)
+    elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {tuple(q.shape)} {q.dtype} tensor, got "
+                         f"{tuple(out.shape)} {out.dtype}")
     w = proj_weight.to(device=q.device, dtype=cdt).contiguous() if has_proj else kv  # dummy pointer if absent
     bias = proj_bias.to(device=q.device, dtype=torch.float32).contiguous() if proj_bias is not None else ks
     big = d == 128 and block_q == 128
+    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2)
+    if CONFIG_OVERRIDE:
+        cfg.update(CONFIG_OVERRIDE)
     _sla_fwd_kernel[(nq, b * h)](
         q, k, v, out, lut, kv, ks, w, bias,
         q.stride(0), q.stride(1), q.stride(2),
@@ -161,7 +172,7 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
         TAIL_IN_LUT=length % block_k != 0, ALL_KEPT=keep == nk,
         BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], SLA1=variant == "sla1",
         HAS_PROJ=has_proj, HAS_BIAS=has_proj and proj_bias is not None, CDT=_tl_dtype(cdt),
-        num_warps=8 if big else 4, num_stages=3 if big else 2)
+        **cfg)
     if return_lut:
         return out, lut
     return out

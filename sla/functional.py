@@ -40,7 +40,10 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "triton" or (backend == "auto" and q.is_cuda and triton_available(q.device)):
-        from ..kernels import sla_forward
-        return sla_forward(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k,
-                           variant)
+        from ..kernels import sla_forward, supports
+        # 'auto' falls back to the PyTorch path for what the kernel does not cover (e.g. head size 96);
+        # 'triton' raises a ValueError that names what was found instead.
+        if backend == "triton" or supports(q, k, v, block_q, block_k):
+            return sla_forward(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k,
+                               variant)
     return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k, variant)

@@ -1,0 +1,291 @@
+"""Benchmark of the SLA Triton op against every SDPA backend (and thu-ml SLA / comfy_kitchen when importable).
+
+    python3 bench/bench_attention.py                       # kernel table + JSON
+    python3 bench/bench_attention.py --wan-model           # + one ComfyUI WanModel 1.3B forward (COMFYUI_PATH)
+    python3 bench/bench_attention.py --sweep               # + main-kernel config sweep (warps/stages)
+
+Everything runs in one process, bf16, B=1, D=128, random inputs in ComfyUI's [B, L, H*D] layout. Times are medians
+of CUDA-event timings (triton.testing.do_bench). "floor" = FLOP of the op (sparse QK^T + PV over the kept keys,
+plus the linear pre-pass, phi(q)@KV and proj_l) at the dense cuDNN SDPA rate measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton
+from triton.testing import do_bench
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACK = "comfyui_sla"
+
+
+def load_pack():
+    """Import the repository as the package ``comfyui_sla`` (as ComfyUI does, by path)."""
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = mod
+        spec.loader.exec_module(mod)
+    return importlib.import_module(PACK + ".kernels"), importlib.import_module(PACK + ".kernels.launch")
+
+
+SHAPES = [(1, 32760, 12, 128), (1, 75600, 40, 128)]
+KEEPS = [0.05, 0.10, 0.20, 0.50]
+BLOCK_Q, BLOCK_K = 128, 64
+
+
+def bench_ms(fn, rep=100):
+    return do_bench(fn, warmup=25, rep=rep, return_mode="median")
+
+
+def op_flops(b, length, h, d, keep_blocks):
+    keys = min(length, keep_blocks * BLOCK_K)
+    sparse = 4.0 * b * h * length * keys * d
+    linear = 3 * 2.0 * b * h * length * d * d      # phi(K)^T V, phi(q) @ KV, proj_l
+    return sparse + linear
+
+
+def make_inputs(b, length, h, d, seed=0):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    qkv = torch.randn(b, length, 3 * h * d, device="cuda", dtype=torch.bfloat16, generator=gen)
+    return tuple(qkv[..., i * h * d:(i + 1) * h * d].view(b, length, h, d) for i in range(3))
+
+
+def sdpa_times(q, k, v):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D) views
+    res = {}
+    for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION),
+                     ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+        try:
+            with sdpa_kernel([be]):
+                res[name] = bench_ms(lambda: F.scaled_dot_product_attention(qt, kt, vt), rep=60)
+        except Exception as e:  # noqa: BLE001  (backend unavailable for this shape/GPU)
+            res[name] = None
+            print(f"# sdpa {name}: unavailable ({type(e).__name__}: {str(e)[:80]})")
+    return res
+
+
+def thu_sla_factory():
+    """thu-ml SLA (a git-ignored copy in .thirdparty/, benchmark only), or None with the reason."""
+    path = ROOT / ".thirdparty"
+    if path.is_dir():
+        sys.path.insert(0, str(path))
+    try:
+        from sparse_linear_attention import SparseLinearAttention
+    except Exception as e:  # noqa: BLE001
+        return None, f"not importable ({type(e).__name__}: {e})"
+    return SparseLinearAttention, "thu-ml/SLA main (copy in .thirdparty)"
+
+
+def kitchen_status():
+    try:
+        import comfy_kitchen  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return f"comfy_kitchen not importable ({type(e).__name__}: {e})"
+    return "comfy_kitchen importable, but its sol_attn top-k entry point is not wired into this benchmark"
+
+
+def peak_extra_mb(fn, q):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()
+    del out
+    return peak / 2**20, peak / (q.numel() * q.element_size())
+
+
+def kernel_table(kernels, launch, shapes, keeps, with_thu=True):
+    rows = []
+    thu_cls, thu_note = thu_sla_factory() if with_thu else (None, "skipped")
+    print(f"# thu-ml SLA: {thu_note}")
+    print(f"# {kitchen_status()}")
+    for (b, length, h, d) in shapes:
+        q, k, v = make_inputs(b, length, h, d)
+        sd = sdpa_times(q, k, v)
+        best_name = min((n for n in sd if sd[n] is not None), key=lambda n: sd[n])
+        best = sd[best_name]
+        dense_flops = 4.0 * b * h * length * length * d
+        rate = dense_flops / (sd["cudnn"] or best) / 1e9   # TFLOP/s * 1e3 ... in FLOP/ms
+        print(f"# shape B={b} L={length} H={h} D={d}: " + ", ".join(
+            f"{n} {t:.2f} ms" if t else f"{n} n/a" for n, t in sd.items()) +
+              f"; dense rate {dense_flops / (sd['cudnn'] or best) / 1e9:.0f} TFLOP/s")
+        w = torch.randn(d, d, device="cuda") * 0.05
+        bias = torch.randn(d, device="cuda") * 0.05
+        nk = triton.cdiv(length, BLOCK_K)
+        for keep in keeps:
+            kb = launch._keep_count(nk, keep)
+            fn = lambda: kernels.sla_forward(q, k, v, keep, w, bias, "softmax", BLOCK_Q, BLOCK_K)  # noqa: E731
+            ms = bench_ms(fn)
+            # components: pre-pass, mask (torch), main kernel (given LUT)
+            cdt = torch.bfloat16
+            pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt), rep=50)
+            qsum, ksum_blk, kvs, kss = launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt)
+            mask_ms = bench_ms(lambda: launch.lut_from_sums(qsum, ksum_blk, length, BLOCK_Q, BLOCK_K, kb), rep=50)
+            _, lut = launch.sla_forward_impl(q, k, v, keep, w, bias, return_lut=True)
+            main_ms = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, bias, lut=lut), rep=50) - pre
+            mem_mb, mem_ratio = peak_extra_mb(fn, q)
+            flops = op_flops(b, length, h, d, kb)
+            floor_ms = flops / (rate * 1e9) if rate else float("nan")
+            row = dict(B=b, L=length, H=h, D=d, keep=keep, keep_blocks=kb, ms=ms, prepass_ms=pre, mask_ms=mask_ms,
+                       main_ms=main_ms, tflops=flops / ms / 1e9, best_sdpa=best_name, best_sdpa_ms=best,
+                       ratio_vs_best_sdpa=best / ms, floor_ms=floor_ms, share_of_floor=floor_ms / ms,
+                       extra_mem_mb=mem_mb, extra_mem_over_q=mem_ratio, sdpa=sd)
+            if thu_cls is not None:
+                try:
+                    mod = thu_cls(head_dim=d, topk=keep, feature_map="softmax", BLKQ=BLOCK_Q, BLKK=BLOCK_K).cuda()
+                    qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+                    with torch.no_grad():
+                        row["thu_sla_ms"] = bench_ms(lambda: mod(qt, kt, vt), rep=50)
+                    del qt, kt, vt
+                except Exception as e:  # noqa: BLE001
+                    row["thu_sla_ms"] = None
+                    print(f"# thu-ml SLA failed: {type(e).__name__}: {str(e)[:120]}")
+            rows.append(row)
+            print(f"  keep {keep:.2f} ({kb} blk): {ms:7.3f} ms  (pre {pre:.3f}, mask {mask_ms:.3f}, main {main_ms:.3f})"
+                  f"  {row['tflops']:.0f} TFLOP/s  x{row['ratio_vs_best_sdpa']:.2f} vs {best_name}"
+                  f"  floor {floor_ms:.3f} ms ({100 * row['share_of_floor']:.0f}%)"
+                  f"  extra mem {mem_mb:.1f} MiB ({100 * mem_ratio:.1f}% of q)"
+                  + (f"  thu-SLA {row['thu_sla_ms']:.3f} ms" if row.get("thu_sla_ms") else ""), flush=True)
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows
+
+
+def sweep(kernels, launch, shape=(1, 32760, 12, 128), keep=0.10):
+    """Main-kernel (num_warps, num_stages) sweep at one shape, LUT fixed."""
+    b, length, h, d = shape
+    q, k, v = make_inputs(b, length, h, d)
+    w = torch.randn(d, d, device="cuda") * 0.05
+    _, lut = launch.sla_forward_impl(q, k, v, keep, w, None, return_lut=True)
+    pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
+    res = []
+    for bq in (128, 64):
+        _, lut_b = launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, return_lut=True)
+        for nw in (4, 8):
+            for ns in (2, 3, 4):
+                launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns)
+                try:
+                    t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, lut=lut_b),
+                                 rep=50) - pre
+                except Exception as e:  # noqa: BLE001
+                    t = None
+                    print(f"# sweep bq={bq} w={nw} s={ns}: {type(e).__name__}: {str(e)[:100]}")
+                res.append(dict(block_q=bq, num_warps=nw, num_stages=ns, main_ms=t))
+                if t:
+                    print(f"  sweep bq={bq} warps={nw} stages={ns}: main {t:.3f} ms", flush=True)
+    launch.CONFIG_OVERRIDE = None
+    return res
+
+
+def wan_model_bench(kernels, keep=0.10, steps=3):
+    """One forward of ComfyUI's WanModel (1.3B config, random bf16 weights, L = 32 760): SDPA vs our op."""
+    cpath = os.environ.get("COMFYUI_PATH")
+    if not cpath:
+        return {"skipped": "COMFYUI_PATH unset"}
+    sys.path.insert(0, cpath)
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=1536, ffn_dim=8960,
+                         freq_dim=256, text_dim=4096, out_dim=16, num_heads=12, num_layers=30, device="cuda",
+                         dtype=torch.bfloat16, operations=comfy.ops.disable_weight_init)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    model.eval()
+    x = torch.randn(1, 16, 21, 60, 104, device="cuda", dtype=torch.bfloat16)
+    t = torch.tensor([500.0], device="cuda")
+    ctx = torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16)
+    calls = {"sla": 0, "dense": 0}
+
+    def override(func, *args, **kwargs):
+        # Minimal benchmark override: self-attention (same q/k length, no mask) goes to SLA, the rest to func.
+        q, k, v = args[:3]
+        heads = kwargs.get("heads", args[3] if len(args) > 3 else None)
+        if (q.shape[1] != k.shape[1] or kwargs.get("mask") is not None or kwargs.get("skip_reshape")
+                or q.dim() != 3):
+            calls["dense"] += 1
+            return func(*args, **kwargs)
+        calls["sla"] += 1
+        b, length, hd = q.shape
+        shp = (b, length, heads, hd // heads)
+        o = kernels.sla_forward(q.view(shp), k.view(shp), v.view(shp), keep, None, None, "softmax", 128, 64)
+        return o.view(b, length, hd)
+
+    def fwd(opts):
+        with torch.no_grad():
+            return model(x, t, ctx, transformer_options=opts)
+
+    res = {}
+    for name, opts in (("sdpa", {}), ("sla", {"optimized_attention_override": override})):
+        fwd(dict(opts))
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(steps):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fwd(dict(opts))
+            e.record()
+            torch.cuda.synchronize()
+            times.append(s.elapsed_time(e))
+        res[name + "_ms"] = sorted(times)[len(times) // 2]
+    res["speedup"] = res["sdpa_ms"] / res["sla_ms"]
+    res["calls_per_forward"] = {k_: v_ / (steps + 1) for k_, v_ in calls.items()}
+    print(f"# WanModel 1.3B forward, L=32760: default {res['sdpa_ms']:.1f} ms, SLA keep {keep} "
+          f"{res['sla_ms']:.1f} ms, x{res['speedup']:.2f}  (override calls/forward {res['calls_per_forward']})")
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--wan-model", action="store_true", help="also time ComfyUI's WanModel (needs COMFYUI_PATH)")
+    ap.add_argument("--sweep", action="store_true", help="also sweep main-kernel num_warps/num_stages")
+    ap.add_argument("--quick", action="store_true", help="only the 1.3B shape")
+    ap.add_argument("--no-table", action="store_true")
+    ap.add_argument("--json", default=None, help="write results to this JSON file")
+    args = ap.parse_args()
+    kernels, launch = load_pack()
+    props = torch.cuda.get_device_properties(0)
+    meta = dict(gpu=torch.cuda.get_device_name(0), sms=props.multi_processor_count, torch=torch.__version__,
+                triton=triton.__version__, date=datetime.date.today().isoformat())
+    print("# " + json.dumps(meta))
+    result = dict(meta=meta)
+    if not args.no_table:
+        shapes = SHAPES[:1] if args.quick else SHAPES
+        result["table"] = kernel_table(kernels, launch, shapes, KEEPS)
+    if args.sweep:
+        result["sweep"] = sweep(kernels, launch)
+    if args.wan_model:
+        result["wan_model"] = wan_model_bench(kernels)
+    if "table" in result:
+        print("\n| shape | keep | ms | x best SDPA | share of floor | TFLOP/s | thu-ml SLA ms |")
+        print("|---|---|---|---|---|---|---|")
+        for r in result["table"]:
+            thu = r.get("thu_sla_ms")
+            print(f"| H={r['H']} L={r['L']} | {r['keep']:.2f} | {r['ms']:.3f} | {r['ratio_vs_best_sdpa']:.2f} "
+                  f"({r['best_sdpa']} {r['best_sdpa_ms']:.2f}) | {100 * r['share_of_floor']:.0f}% | "
+                  f"{r['tflops']:.0f} | {thu if thu is None else f'{thu:.3f}'} |")
+    text = json.dumps(result, indent=1, default=str)
+    if args.json:
+        pathlib.Path(args.json).write_text(text)
+    print("JSON " + json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()

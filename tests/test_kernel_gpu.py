@@ -1,0 +1,85 @@
+"""bf16 kernel checks at real shapes on a CUDA GPU (skipped without one).
+
+A dense float64 reference at L = 32 760 would need L x L per head (100 GB), so the reference here is exact
+float64 for a sample of query blocks (the first, some in the middle and the ragged last one) of every
+(batch, head), over all keys, with the kernel's own LUT. The whole output is NaN-poisoned first and must come
+back finite everywhere. Set SLA_ERR_LOG=path to append each case's error as JSON lines (BENCHMARKS.md).
+"""
+import json
+import os
+
+import pytest
+import torch
+
+from comfyui_sla.kernels import sla_forward_impl
+from comfyui_sla.sla.reference import feature_map as phi
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def reference_rows(q, k, v, lut, qblocks, w, bias, fmap, block_q, block_k, variant, cdt=torch.bfloat16):
+    """Exact SLA output (float64) for query blocks ``qblocks`` of every (b, h): (B, len(rows), H, D)."""
+    b, length, h, d = q.shape
+    qd, kd, vd = (t.to(cdt).double().permute(0, 2, 1, 3) for t in (q, k, v))   # (B, H, L, D)
+    rows = torch.cat([torch.arange(i * block_q, min(length, (i + 1) * block_q), device=q.device)
+                      for i in qblocks])
+    qr = qd[:, :, rows]                                                         # (B, H, R, D)
+    nk = (length + block_k - 1) // block_k
+    blk_mask = torch.zeros(b, h, len(qblocks), nk, dtype=torch.bool, device=q.device)
+    blk_mask.scatter_(-1, lut[:, :, qblocks].long(), True)
+    counts = torch.tensor([min(length, (i + 1) * block_q) - i * block_q for i in qblocks], device=q.device)
+    tok = blk_mask.repeat_interleave(counts, dim=2).repeat_interleave(block_k, dim=3)[..., :length]
+    logits = (qr @ kd.transpose(-1, -2)) * d ** -0.5
+    o = torch.softmax(logits.masked_fill(~tok, float("-inf")), -1) @ vd
+    if w is not None:
+        fq, fk = phi(qr, fmap), phi(kd, fmap)
+        if variant == "main":
+            o_l = (fq @ (fk.transpose(-1, -2) @ vd)) / (1e-5 + fq @ fk.sum(2).unsqueeze(-1))
+        else:
+            a = (fq @ fk.transpose(-1, -2)).masked_fill(tok, 0.0)
+            den = a.sum(-1, keepdim=True)
+            o_l = torch.where(den > 0, (a @ vd) / torch.where(den > 0, den, 1.0), 0.0)
+        o = o + o_l @ w.double().t() + (bias.double() if bias is not None else 0.0)
+    return o.permute(0, 2, 1, 3), rows
+
+
+CASES = [  # (B, L, H, D, block_q, keep, feature map, variant, proj)
+    (1, 32760, 12, 128, 128, 0.05, "softmax", "main", "rand"),
+    (1, 32760, 12, 128, 128, 0.10, "softmax", "main", "zero"),
+    (1, 32760, 12, 128, 128, 0.50, "softmax", "main", "none"),
+    (2, 7001, 4, 128, 128, 0.10, "elu", "main", "rand"),
+    (1, 7001, 4, 128, 64, 1.00, "relu", "main", "rand"),
+    (2, 4099, 3, 64, 128, 0.01, "softmax", "main", "rand"),
+    (1, 4099, 3, 64, 64, 0.20, "elu", "sla1", "rand"),
+    (1, 8192, 4, 128, 128, 0.15, "softmax", "sla1", "rand"),
+    (1, 8192, 4, 128, 128, 1.00, "softmax", "sla1", "rand"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernel_real_shapes(case, dtype):
+    b, length, h, d, bq, keep, fmap, variant, proj = case
+    if dtype == torch.float16 and length > 10000:
+        pytest.skip("fp16 checked at the smaller shapes")
+    gen = torch.Generator(device="cuda").manual_seed(CASES.index(case))
+    qkv = torch.randn(b, length, 3 * h * d, device="cuda", generator=gen).to(dtype)   # ComfyUI layout
+    q, k, v = (qkv[..., i * h * d:(i + 1) * h * d].view(b, length, h, d) for i in range(3))
+    w = bias = None
+    if proj == "rand":
+        w = torch.randn(d, d, device="cuda", generator=gen) * 0.2
+        bias = torch.randn(d, device="cuda", generator=gen) * 0.2
+    elif proj == "zero":
+        w, bias = torch.zeros(d, d, device="cuda"), torch.zeros(d, device="cuda")
+    out = torch.full(q.shape, float("nan"), device="cuda", dtype=dtype)
+    out, lut = sla_forward_impl(q, k, v, keep, w, bias, fmap, bq, 64, variant, return_lut=True, out=out)
+    assert torch.isfinite(out).all(), "NaN/inf in the output: unwritten or overflowed elements"
+    nq = lut.shape[2]
+    qblocks = sorted({0, 1, nq // 3, nq // 2, nq - 2, nq - 1} - {-1})
+    ref, rows = reference_rows(q, k, v, lut, qblocks, w, bias, fmap, bq, 64, variant,
+                               torch.float16 if dtype == torch.float16 else torch.bfloat16)
+    err = ((out[:, rows].double() - ref).norm() / ref.norm()).item()
+    if os.environ.get("SLA_ERR_LOG"):
+        with open(os.environ["SLA_ERR_LOG"], "a") as f:
+            f.write(json.dumps({"case": list(case), "dtype": str(dtype), "rel_l2": err}) + "\n")
+    assert err < 1e-2
