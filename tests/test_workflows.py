@@ -4,7 +4,8 @@ Runs without ComfyUI: structure (ids, links, slots, types, acyclic), our nodes' 
 ``INPUT_TYPES`` (count, order, types, ranges, combo values), core nodes against a table of their widgets, and what
 each example must demonstrate (TurboWan sampler settings, two experts with their own SLA, conservative
 training-free settings). With COMFYUI_PATH set, ``test_workflows_against_real_comfyui`` checks every node type,
-widget list and link type against the node classes of a real ComfyUI checkout (and the table below against it).
+widget list and link type against the node classes of a real ComfyUI checkout (and the table below against it),
+and runs each workflow, converted to an API prompt as the frontend does, through ComfyUI's ``validate_prompt``.
 """
 from __future__ import annotations
 
@@ -335,7 +336,14 @@ def test_workflows_against_real_comfyui(comfy_path, tmp_path):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
     import comfy_env
 
-    schemas = comfy_env.run_runner(comfy_path, str(tmp_path), "--schemas-only")["schemas"]
+    results = comfy_env.run_runner(comfy_path, str(tmp_path), "--schemas-only", "--validate-workflows",
+                                   *WORKFLOW_FILES)
+    schemas = results["schemas"]
+    # What happens when a user queues it: the frontend's UI -> API conversion, then ComfyUI's validate_prompt
+    # (node classes, link types, widget types/ranges/combo values, our VALIDATE_INPUTS), with placeholder model
+    # files of the names the workflows use.
+    for name, v in results["workflow_validation"].items():
+        assert v["valid"], f"{name}: ComfyUI rejects it: {v['error']} {v['node_errors']}"
     for node_type, names in CORE_WIDGETS.items():
         real = tuple(i["name"] for i in schemas[node_type]["inputs"] if i["widget"])
         assert real == names, f"{node_type}: table {names} != ComfyUI {real}"

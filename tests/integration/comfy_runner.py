@@ -293,6 +293,82 @@ def node_schemas(nodes_mod) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- UI workflows
+
+# Which folder a model-file widget lists (by node type and widget name).
+MODEL_FOLDERS = {"ckpt_name": "diffusion_models", "unet_name": "diffusion_models", "weights_name": "diffusion_models",
+                 "vae_name": "vae", "lora_name": "loras"}
+NODE_MODEL_FOLDERS = {("CLIPLoader", "clip_name"): "text_encoders", ("CLIPVisionLoader", "clip_name"): "clip_vision"}
+FRONTEND_ONLY = {"Note", "MarkdownNote"}
+
+
+def ui_widget_names(schema: dict) -> list:
+    """widgets_values slot names as the frontend lays them out (hidden control/upload values included)."""
+    names = []
+    for i in schema["inputs"]:
+        if not i["widget"]:
+            continue
+        names.append(i["name"])
+        if i["control_after_generate"]:
+            names.append(None)
+        if i["image_upload"]:
+            names.append(None)
+    return names
+
+
+def placeholder_files(workflow_paths, work: str) -> None:
+    """Empty files named as the workflows' model/image widgets, so ComfyUI's combo validation can find them."""
+    for path in workflow_paths:
+        with open(path) as f:
+            wf = json.load(f)
+        for n in wf["nodes"]:
+            values = n.get("widgets_values") or []
+            if n["type"] == "LoadImage" and values:
+                from PIL import Image
+                Image.new("RGB", (64, 64)).save(os.path.join(work, "input", values[0]))
+            names = {"SLADiffusionModelLoader": ["ckpt_name"], "SLAWeightsLoader": ["weights_name"],
+                     "UNETLoader": ["unet_name"], "VAELoader": ["vae_name"], "CLIPLoader": ["clip_name"],
+                     "CLIPVisionLoader": ["clip_name"], "LoraLoaderModelOnly": ["lora_name"]}.get(n["type"], [])
+            for i, name in enumerate(names):
+                folder = NODE_MODEL_FOLDERS.get((n["type"], name)) or MODEL_FOLDERS[name]
+                target = os.path.join(work, "models", folder, values[i])
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                open(target, "ab").close()
+
+
+def ui_to_api(wf: dict, schemas: dict) -> dict:
+    """Convert a UI-format workflow to an API prompt the way the frontend's graphToPrompt does."""
+    links = {link[0]: link for link in wf["links"]}
+    prompt = {}
+    for n in wf["nodes"]:
+        if n["type"] in FRONTEND_ONLY or n.get("mode", 0) in (2, 4):  # muted / bypassed
+            continue
+        inputs = {}
+        for name, value in zip(ui_widget_names(schemas[n["type"]]), n.get("widgets_values") or []):
+            if name is not None:
+                inputs[name] = value
+        for i in n["inputs"]:
+            if i.get("link") is not None:
+                link = links[i["link"]]
+                inputs[i["name"]] = [str(link[1]), link[2]]
+        prompt[str(n["id"])] = {"class_type": n["type"], "inputs": inputs}
+    return prompt
+
+
+def validate_workflows(env, workflow_paths, schemas) -> dict:
+    """{file: {"valid": bool, "error": ..., "node_errors": ...}} from ComfyUI's own validate_prompt."""
+    import asyncio
+    out = {}
+    for path in workflow_paths:
+        with open(path) as f:
+            wf = json.load(f)
+        prompt = ui_to_api(wf, schemas)
+        valid = asyncio.run(env.execution.validate_prompt("workflow-check", prompt, None))
+        out[os.path.basename(path)] = {"valid": bool(valid[0]), "error": _jsonable(valid[1]),
+                                       "node_errors": _jsonable(valid[3]), "outputs": _jsonable(valid[2])}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 def comfy_version() -> str:
@@ -323,6 +399,8 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", help="scenario names to run (default: all)")
     ap.add_argument("--no-schemas", action="store_true", help="skip the node schema dump")
     ap.add_argument("--schemas-only", action="store_true", help="boot, dump node schemas, run nothing")
+    ap.add_argument("--validate-workflows", nargs="*", default=[],
+                    help="UI workflow files to convert to API prompts and run through validate_prompt")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
@@ -339,6 +417,8 @@ def main(argv=None):
     os.makedirs(os.path.join(work, "models", "diffusion_models"), exist_ok=True)
     os.makedirs(os.path.join(work, "models", "loras"), exist_ok=True)
     results["models"] = write_models(os.path.join(work, "models"))
+    os.makedirs(os.path.join(work, "input"), exist_ok=True)
+    placeholder_files(args.validate_workflows, work)
 
     env = comfy_env.ComfyEnv(args.comfy, work, extra_nodes=TEST_NODES)
     results["boot_s"] = time.perf_counter() - t0
@@ -351,8 +431,10 @@ def main(argv=None):
                                                                "SLAWeightsLoader")
                              if n in env.nodes.NODE_CLASS_MAPPINGS}
     results["display_names"] = {n: env.nodes.NODE_DISPLAY_NAME_MAPPINGS.get(n) for n in results["registered"]}
-    if not args.no_schemas:
+    if not args.no_schemas or args.validate_workflows:
         results["schemas"] = node_schemas(env.nodes)
+    if args.validate_workflows:
+        results["workflow_validation"] = validate_workflows(env, args.validate_workflows, results["schemas"])
 
     for name, graph in scenarios().items():
         if args.schemas_only:
