@@ -67,7 +67,8 @@ def wan_model(model):
         dm = getattr(getattr(model, "model", None), "diffusion_model", None)
     blocks = getattr(dm, "blocks", None)
     name = type(dm).__name__
-    if dm is None or not name.startswith("Wan") or blocks is None or len(blocks) == 0:
+    is_wan = any(c.__name__ == "WanModel" for c in type(dm).__mro__)  # WanModel and its VACE/camera/... kin
+    if dm is None or not is_wan or blocks is None or len(blocks) == 0:
         raise ValueError(f"SLA supports Wan video models (WanModel and its variants); this MODEL's diffusion "
                          f"model is {name}")
     return dm
