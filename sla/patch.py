@@ -388,6 +388,13 @@ def _sla_call(rt: SLARuntime, q, k, v, heads, block):
                  "training-free block-sparse attention (keep %.2f); raise keep_ratio if quality drops",
                  s.keep_ratio)
     backend = rt.resolve_backend(q)
+    if backend == "triton":
+        from ..kernels.launch import HEAD_DIMS  # importable: resolve_backend checked triton_available
+        if d not in HEAD_DIMS:
+            log_once(("triton-head", rt.uid, d), logging.INFO,
+                     "SLA: the Triton kernel takes head sizes %s, this model has %d: using the PyTorch path",
+                     HEAD_DIMS, d)
+            backend = "torch"
     q4, k4, v4 = (t.unflatten(-1, (heads, d)) for t in (q, k, v))
     out = sparse_linear_attention(q4, k4, v4, s.keep_ratio,
                                   None if proj is None else proj[0], None if proj is None else proj[1],
