@@ -376,22 +376,36 @@ def _check_scale_shape(path, reader, qkey, skey):
 # ----------------------------------------------------------------------------------------------- tensors
 
 def dequantize_int8_tiles(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype,
-                          out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """W = q * scale[i // 128, j // 128], computed one 128-row tile at a time in fp32 and stored as ``dtype``.
+                          out: Optional[torch.Tensor] = None, chunk_elems: int = 1 << 23) -> torch.Tensor:
+    """W = q * scale[i // 128, j // 128], computed in fp32 one band of 128-row tiles at a time, stored as ``dtype``.
 
     Args:
         q: int8 [out, in]. scale: [ceil(out/128), ceil(in/128)] (fp32). dtype: output dtype.
+        chunk_elems: elements per fp32 work buffer (default 8M = 32 MB), reused for every band.
     Returns:
-        [out, in] tensor of ``dtype`` (``out`` if given). Extra memory: one tile row in fp32.
+        [out, in] tensor of ``dtype`` (``out`` if given). Extra memory: the work buffer only.
     """
     out_f, in_f = q.shape
     if out is None:
         out = torch.empty((out_f, in_f), dtype=dtype)
+    if q.numel() == 0:
+        return out
     sf = scale.to(torch.float32)
-    for r in range(sf.shape[0]):
-        r0, r1 = r * TILE, min((r + 1) * TILE, out_f)
-        col = sf[r].repeat_interleave(TILE)[:in_f]
-        out[r0:r1] = (q[r0:r1].to(torch.float32) * col).to(dtype)
+    full = in_f // TILE  # column tiles that are complete; a partial last tile is handled separately
+    rows = max(TILE, (chunk_elems // max(in_f, 1)) // TILE * TILE)
+    buf = torch.empty((min(rows, out_f), in_f), dtype=torch.float32)
+    for r0 in range(0, out_f, rows):
+        r1 = min(r0 + rows, out_f)
+        h = r1 - r0
+        t = buf[:h]
+        t.copy_(q[r0:r1])
+        # per-row scales of this band: [h, col_tiles]
+        sc = sf[r0 // TILE: (r1 + TILE - 1) // TILE].repeat_interleave(TILE, 0)[:h]
+        if full:
+            t[:, : full * TILE].view(h, full, TILE).mul_(sc[:, :full, None])
+        if in_f % TILE:
+            t[:, full * TILE:].mul_(sc[:, full:full + 1])
+        out[r0:r1].copy_(t)
     return out
 
 

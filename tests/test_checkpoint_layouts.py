@@ -249,3 +249,15 @@ def test_converted_metadata_roundtrip(native, tmp_path):
     assert L.info.sla_settings["keep_ratio"] == 0.15
     assert "converted from turbodiffusion-int8" in L.info.summary()
     assert TD_PROJ_L.format(i=0, p="weight") not in L.state_dict
+
+
+@pytest.mark.parametrize("shape", [(320, 256), (256, 320), (100, 77), (129, 1), (1, 300), (384, 640)])
+@pytest.mark.parametrize("chunk", [1, 1000, 1 << 23])
+def test_dequantize_int8_tiles(shape, chunk):
+    from wan_factory import quantize_tiles
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[0]))
+    q, s = quantize_tiles(w)
+    ref = dequantize_tiles(q, s)
+    assert torch.equal(C.dequantize_int8_tiles(q, s, torch.float32, chunk_elems=chunk), ref)
+    assert torch.equal(C.dequantize_int8_tiles(q, s, torch.bfloat16, chunk_elems=chunk), ref.to(torch.bfloat16))
+    assert (ref - w).abs().max() <= s.max() * 1.0001
