@@ -409,27 +409,63 @@ def dequantize_int8_tiles(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dty
     return out
 
 
-def _materialise(reader, o: _Out, dtype: torch.dtype) -> torch.Tensor:
-    """One owned output tensor for plan entry ``o``; the source pages are released afterwards."""
+BAND_ELEMS = 1 << 23  # elements per streamed band (32 MB in fp32): bounds the extra memory of any one tensor
+
+
+def iter_bands(reader, o: _Out, dtype: torch.dtype, band_elems: Optional[int] = None):
+    """Yield the output tensor of plan entry ``o`` as consecutive row bands of ``dtype``, releasing the source's
+    mapped pages band by band (so even a 300 MB embedding never sits in memory twice).
+
+    Bands are [rows, ...] slices along dim 0 (multiples of 128 rows for int8 tiles). A band may be a view of the
+    source map when no conversion is needed: consume it before asking for the next one.
+    """
+    band_elems = band_elems or BAND_ELEMS
     src = reader.get(o.src)
-    if o.kind == "dequant":
-        sc = reader.get(o.scale)
-        if not torch.isfinite(sc.float()).all():
-            raise CheckpointError(f"{reader.path!r}: scale {o.scale!r} holds non-finite values; the file is corrupt")
-        t = dequantize_int8_tiles(src, sc, dtype)
-        reader.release(sc)
-    else:
-        if o.kind == "patch":
-            # TurboDiffusion flattens (c, kt, kh, kw), the Conv3d weight's own memory order: a reshape suffices.
-            src_v = src.reshape(o.shape)
-        else:
-            src_v = src
-        if src_v.dtype == dtype:
-            t = src_v.clone(memory_format=torch.contiguous_format)
-        else:
-            t = src_v.to(dtype, copy=True)
-    reader.release(src)
-    return t
+    try:
+        if o.kind == "dequant":
+            sc = reader.get(o.scale)
+            if not torch.isfinite(sc.float()).all():
+                raise CheckpointError(f"{reader.path!r}: scale {o.scale!r} holds non-finite values; the file is "
+                                      "corrupt")
+            out_f, in_f = src.shape
+            rows = max(TILE, (band_elems // max(in_f, 1)) // TILE * TILE)
+            for r0 in range(0, out_f, rows):
+                r1 = min(r0 + rows, out_f)
+                yield dequantize_int8_tiles(src[r0:r1], sc[r0 // TILE: (r1 + TILE - 1) // TILE], dtype)
+                reader.release(src[r0:r1])
+            reader.release(sc)
+            return
+        # TurboDiffusion flattens the patch embedding as (c, kt, kh, kw), the Conv3d weight's own memory order, so
+        # a reshape is the whole conversion.
+        v = src.reshape(o.shape) if o.kind == "patch" else src
+        if v.ndim == 0 or v.numel() == 0:
+            yield v.to(dtype, copy=True)
+            return
+        flat = v.reshape(v.shape[0], -1)
+        rows = max(1, band_elems // max(flat.shape[1], 1))
+        for r0 in range(0, flat.shape[0], rows):
+            part = flat[r0: r0 + rows]
+            yield part if part.dtype == dtype else part.to(dtype)
+            reader.release(part)
+    finally:
+        reader.release(src)
+
+
+def _materialise(reader, o: _Out, dtype: torch.dtype) -> torch.Tensor:
+    """One owned output tensor for plan entry ``o``, filled band by band."""
+    out = torch.empty(o.shape, dtype=dtype)
+    if out.ndim == 0 or out.numel() == 0:
+        for part in iter_bands(reader, o, dtype):
+            out.copy_(part.reshape(out.shape))
+        return out
+    flat = out.view(out.shape[0], -1)
+    r = 0
+    for part in iter_bands(reader, o, dtype):
+        h = part.shape[0]
+        flat[r: r + h].copy_(part.reshape(h, -1))
+        r += h
+    assert r == flat.shape[0]
+    return out
 
 
 def _read_proj_l(reader, plan: Plan) -> Dict[int, Tuple[torch.Tensor, torch.Tensor]]:

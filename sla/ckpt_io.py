@@ -300,9 +300,23 @@ class SafetensorsWriter:
         if k != key or tuple(t.shape) != shape or t.dtype != dt:
             raise RuntimeError(f"writer order/shape mismatch at {key!r}: planned {k!r} {shape} {dt}, "
                                f"got {tuple(t.shape)} {t.dtype}")
+        self.write_parts(key, [t])
+
+    def write_parts(self, key: str, parts) -> None:
+        """Write the next planned tensor from consecutive pieces (e.g. row bands) of its dtype."""
+        k, shape, dt, n = self._order[self._i]
+        if k != key:
+            raise RuntimeError(f"writer order mismatch: planned {k!r}, got {key!r}")
+        written = 0
+        for t in parts:
+            if t.dtype != dt:
+                raise RuntimeError(f"{key!r}: part of dtype {t.dtype}, planned {dt}")
+            if t.numel():
+                self.f.write(t.contiguous().view(torch.uint8).reshape(-1).numpy().data)
+                written += t.numel() * t.element_size()
+        if written != n:
+            raise RuntimeError(f"{key!r}: wrote {written} bytes, planned {n}")
         self._i += 1
-        if n:
-            self.f.write(t.contiguous().view(torch.uint8).reshape(-1).numpy().data)
 
     def done(self) -> bool:
         return self._i == len(self._order)

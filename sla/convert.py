@@ -24,8 +24,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .checkpoint import (METADATA_PREFIX, SLA_DEFAULTS, CheckpointError, CheckpointInfo, _materialise,
-                         _read_proj_l, _ranges, _simpletuner_payload, plan_checkpoint, target_dtype)
+from .checkpoint import (METADATA_PREFIX, SLA_DEFAULTS, CheckpointError, CheckpointInfo, _ranges, _read_proj_l,
+                         _simpletuner_payload, iter_bands, plan_checkpoint, target_dtype)
 from .ckpt_io import SafetensorsWriter, TorchReader, open_source
 from .ckpt_keys import PROJ_L_KEY
 
@@ -126,9 +126,7 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
             w = SafetensorsWriter(f, entries, meta)
             done = 0
             for o, dt in jobs:
-                t = _materialise(reader, o, dt)
-                w.write(o.key, t)
-                del t
+                w.write_parts(o.key, iter_bands(reader, o, dt))
                 if isinstance(reader, TorchReader):
                     reader.drop(o.src)
                 done += 1

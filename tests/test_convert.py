@@ -87,15 +87,15 @@ def test_atomic_on_failure(native, tmp_path, monkeypatch):
     src = save_pth(to_turbodiffusion_quant(native), tmp_path / "q.pth")
     out = tmp_path / "out.safetensors"
     calls = {"n": 0}
-    orig = CV.SafetensorsWriter.write
+    orig = CV.SafetensorsWriter.write_parts
 
-    def failing(self, key, t):
+    def failing(self, key, parts):
         calls["n"] += 1
         if calls["n"] == 20:
             raise OSError("disk full (simulated)")
-        return orig(self, key, t)
+        return orig(self, key, parts)
 
-    monkeypatch.setattr(CV.SafetensorsWriter, "write", failing)
+    monkeypatch.setattr(CV.SafetensorsWriter, "write_parts", failing)
     with pytest.raises(OSError, match="disk full"):
         CV.convert(src, out, torch.bfloat16)
     assert not out.exists()
