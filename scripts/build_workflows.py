@@ -84,7 +84,9 @@ class Workflow:
         self.links.append([lid, src, src_slot, dst, slot, typ])
 
     def group(self, title, bounding, color="#3f789e"):
-        self.groups.append({"title": title, "bounding": list(bounding), "color": color, "font_size": 24,
+        # bounding (x, y, w, h) around node bodies; grow it upwards to leave room for the node and group titles
+        x, y, w, h = bounding
+        self.groups.append({"title": title, "bounding": [x, y - 40, w, h + 40], "color": color, "font_size": 24,
                             "flags": {}})
 
     def to_json(self):
