@@ -133,8 +133,8 @@ def kernel_table(kernels, launch, shapes, keeps, with_thu=True):
             # components: pre-pass, mask (torch), main kernel (given LUT)
             cdt = torch.bfloat16
             pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt), rep=50)
-            qsum, ksum_blk, kvs, kss = launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt)
-            mask_ms = bench_ms(lambda: launch.lut_from_sums(qsum, ksum_blk, length, BLOCK_Q, BLOCK_K, kb), rep=50)
+            qm, km, _, _, kt = launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt)
+            mask_ms = bench_ms(lambda: launch.lut_from_means(qm, km, kt, length, kb), rep=50)
             _, lut = launch.sla_forward_impl(q, k, v, keep, w, bias, return_lut=True)
             main_ms = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, bias, lut=lut), rep=50) - pre
             mem_mb, mem_ratio = peak_extra_mb(fn, q)
@@ -170,23 +170,24 @@ def sweep(kernels, launch, shape=(1, 32760, 12, 128), keep=0.10):
     b, length, h, d = shape
     q, k, v = make_inputs(b, length, h, d)
     w = torch.randn(d, d, device="cuda") * 0.05
-    _, lut = launch.sla_forward_impl(q, k, v, keep, w, None, return_lut=True)
     pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
     res = []
-    for bq in (128, 64):
-        _, lut_b = launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, return_lut=True)
-        for nw in (4, 8):
-            for ns in (2, 3, 4):
-                launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns)
-                try:
-                    t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, lut=lut_b),
-                                 rep=50) - pre
-                except Exception as e:  # noqa: BLE001
-                    t = None
-                    print(f"# sweep bq={bq} w={nw} s={ns}: {type(e).__name__}: {str(e)[:100]}")
-                res.append(dict(block_q=bq, num_warps=nw, num_stages=ns, main_ms=t))
-                if t:
-                    print(f"  sweep bq={bq} warps={nw} stages={ns}: main {t:.3f} ms", flush=True)
+    configs = [(128, False, 8, 3), (128, True, 8, 2), (128, True, 8, 3), (128, True, 8, 4), (128, True, 4, 3),
+               (64, False, 4, 3), (64, True, 4, 3)]
+    luts = {}
+    for bq, pair, nw, ns in configs:
+        if bq not in luts:
+            luts[bq] = launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, return_lut=True)[1]
+        launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns, PAIR=pair)
+        try:
+            t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, lut=luts[bq]),
+                         rep=50) - pre
+        except Exception as e:  # noqa: BLE001
+            t = None
+            print(f"# sweep bq={bq} pair={pair} w={nw} s={ns}: {type(e).__name__}: {str(e)[:100]}")
+        res.append(dict(block_q=bq, pair=pair, num_warps=nw, num_stages=ns, main_ms=t))
+        if t:
+            print(f"  sweep bq={bq} pair={pair} warps={nw} stages={ns}: main {t:.3f} ms", flush=True)
     launch.CONFIG_OVERRIDE = None
     return res
 

@@ -10,6 +10,7 @@ block), then measures, each in a fresh subprocess, the peak resident set (VmHWM 
 
 - ``load_checkpoint(path, weight_dtype=bf16)`` (what the ComfyUI loader node does), and
 - ``convert(path, out.safetensors, bf16)`` (``python3 -m sla.convert``),
+- ``load_checkpoint`` of that converted ``.safetensors``,
 
 and, for comparison, a naive ``torch.load`` (no mmap) + dequantisation. The peak above the interpreter's own
 baseline (torch imported, nothing loaded) is reported per GB of output (bf16 model + fp32 proj_l).
@@ -105,6 +106,10 @@ if mode == 'load':
     from sla.checkpoint import load_checkpoint
     L = load_checkpoint(src, weight_dtype=torch.bfloat16)
     held = sum(t.numel() * t.element_size() for t in L.state_dict.values())
+elif mode == 'load_st':
+    from sla.checkpoint import load_checkpoint
+    L = load_checkpoint(dst, weight_dtype=torch.bfloat16)
+    held = sum(t.numel() * t.element_size() for t in L.state_dict.values())
 elif mode == 'convert':
     from sla.convert import convert
     convert(src, dst, torch.bfloat16, overwrite=True)
@@ -150,11 +155,8 @@ def main(argv=None):
     print(f"synthetic -quant file: {os.path.getsize(src) / 1e9:.2f} GB ({args.blocks} blocks at dim {DIM}, "
           f"ffn {FFN}); bf16 output {out_bytes / 1e9:.2f} GB; written in {time.time() - t0:.0f}s")
     rows = []
-    modes = ["load", "convert"] + ([] if args.skip_naive else ["naive"])
+    modes = ["load", "convert", "load_st"] + ([] if args.skip_naive else ["naive"])
     for mode in modes:
-        if mode != "naive":
-            # drop the page cache's claim on the file is not needed: page cache is not counted in RSS
-            pass
         m = measure(mode, src, dst)
         peak = m["hwm"] - m["baseline"]
         rows.append((mode, m, peak))
@@ -162,10 +164,12 @@ def main(argv=None):
               f"{peak / 1e9:.2f} GB = {peak / out_bytes:.3f} x output), {m['secs']:.1f}s")
     if os.path.exists(dst):
         print(f"converted file: {os.path.getsize(dst) / 1e9:.2f} GB")
+    print(f"\nmachine: {os.cpu_count()} CPUs, torch {__import__('torch').__version__}, {args.blocks} blocks")
     print("\n| operation | output GB | peak RSS above baseline GB | per GB of output | time s |")
     print("|---|---|---|---|---|")
     for mode, m, peak in rows:
         name = {"load": "`load_checkpoint(-quant.pth, bf16)`", "convert": "`sla.convert -> .safetensors (bf16)`",
+                "load_st": "`load_checkpoint(converted .safetensors)`",
                 "naive": "naive `torch.load` + dequantise (reference)"}[mode]
         print(f"| {name} | {out_bytes / 1e9:.2f} | {peak / 1e9:.2f} | {peak / out_bytes:.3f} | {m['secs']:.1f} |")
     if not args.keep:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
 
-from .sla_triton import FMAP_CODES, LOG2E, _prepass_kernel, _sla_fwd_kernel
+from .sla_triton import FMAP_CODES, LOG2E, _prepass_kernel, _sla_fwd_kernel, _topk_kernel
 
 HEAD_DIMS = (64, 128)
 BLOCK_QS = (64, 128)
@@ -73,14 +74,16 @@ def _num_sms(device: torch.device) -> int:
 
 
 def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dtype):
-    """Run the pre-pass. Returns qsum (B,H,Nq,D), ksum_blk (B,H,Nk,D), kv (B,H,D,D), ks (B,H,D), all fp32."""
+    """Run the pre-pass. Returns fp32 qmean (B,H,Nq,D), kmean (B,H,Nk,D), kv (B,H,D,D), ks (B,H,D), ktot (B,H,D)."""
     b, length, h, d = q.shape
     nq, nk = triton.cdiv(length, block_q), triton.cdiv(length, block_k)
     dev = q.device
-    qsum = torch.empty(b, h, nq, d, device=dev, dtype=torch.float32)
-    ksum_blk = torch.empty(b, h, nk, d, device=dev, dtype=torch.float32)
-    kv = torch.zeros(b, h, d, d, device=dev, dtype=torch.float32)
-    ks = torch.zeros(b, h, d, device=dev, dtype=torch.float32)
+    qmean = torch.empty(b, h, nq, d, device=dev, dtype=torch.float32)
+    kmean = torch.empty(b, h, nk, d, device=dev, dtype=torch.float32)
+    acc = torch.zeros(b * h * d * (d + 2), device=dev, dtype=torch.float32)   # one memset for all three
+    kv = acc[:b * h * d * d].view(b, h, d, d)
+    ks = acc[b * h * d * d:b * h * d * (d + 1)].view(b, h, d)
+    ktot = acc[b * h * d * (d + 1):].view(b, h, d)
     # Chunks of whole query and key blocks; about 4 programs per multiprocessor (the atomics into kv are then
     # few and the K/V stream keeps every SM busy).
     unit = block_q * block_k // math.gcd(block_q, block_k)
@@ -88,32 +91,33 @@ def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dt
     per_prog = max(1, triton.cdiv(n_units * b * h, 4 * _num_sms(dev)))
     chunk_tokens = per_prog * unit
     n_chunks = triton.cdiv(length, chunk_tokens)
-    _prepass_kernel[(n_chunks, b * h)](
-        q, k, v, qsum, ksum_blk, kv, ks,
+    _prepass_kernel[(2 * n_chunks, b * h)](
+        q, k, v, qmean, kmean, kv, ks, ktot,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        h, length, nq, nk, chunk_tokens // block_q, chunk_tokens // block_k,
+        h, length, nq, nk, chunk_tokens // block_q, chunk_tokens // block_k, n_chunks,
         BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
-        num_warps=4 if d == 64 else 8, num_stages=2)
-    return qsum, ksum_blk, kv, ks
+        num_warps=4 if d == 64 else 8, num_stages=3)
+    return qmean, kmean, kv, ks, ktot
 
 
-def lut_from_sums(qsum, ksum_blk, length: int, block_q: int, block_k: int, keep: int) -> torch.Tensor:
-    """Block LUT (B, H, Nq, keep) int32, rows sorted, from the pre-pass block sums (same rule as sla.mask)."""
-    nq, nk = qsum.shape[2], ksum_blk.shape[2]
-    dev = qsum.device
-    cq = torch.full((nq, 1), float(block_q), device=dev)
-    cq[-1] = float(length - (nq - 1) * block_q)
-    ck = torch.full((nk, 1), float(block_k), device=dev)
-    ck[-1] = float(length - (nk - 1) * block_k)
-    k_mean = ksum_blk.sum(dim=2, keepdim=True) / length           # smooth-k: sequence mean of k
-    scores = (qsum / cq) @ (ksum_blk / ck - k_mean).transpose(-1, -2)
+def lut_from_means(qmean, kmean, ktot, length: int, keep: int) -> torch.Tensor:
+    """Block LUT (B, H, Nq, keep) int32, rows ascending, from the pre-pass means (same rule as sla.mask).
+
+    scores = qmean @ (kmean - mean_L(k))^T (smooth-k), one batched matmul; the per-row top-k and its sorted
+    indices come from one Triton kernel (radix select + prefix-sum compaction).
+    """
+    b, h, nq, _ = qmean.shape
+    nk = kmean.shape[2]
     if keep == nk:
-        idx = torch.arange(nk, device=dev, dtype=torch.int32).expand(scores.shape)
-        return idx.contiguous()
-    idx = torch.topk(scores, keep, dim=-1, sorted=False).indices
-    return idx.sort(dim=-1).values.to(torch.int32).contiguous()
+        return torch.arange(nk, device=qmean.device, dtype=torch.int32).expand(b, h, nq, nk).contiguous()
+    kc = kmean - (ktot / length).unsqueeze(2)
+    scores = torch.matmul(qmean, kc.transpose(-1, -2))             # (B, H, Nq, Nk) fp32, contiguous
+    lut = torch.empty(b, h, nq, keep, device=qmean.device, dtype=torch.int32)
+    nk_pad = triton.next_power_of_2(nk)
+    _topk_kernel[(b * h * nq,)](scores, lut, nk, keep, NK_PAD=nk_pad, num_warps=4 if nk_pad <= 2048 else 8)
+    return lut
 
 
 def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: float,
@@ -135,6 +139,12 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
         raise ValueError(f"variant must be 'main' or 'sla1', got {variant!r}")
     b, length, h, d = q.shape
     cdt = _resolve_compute_dtype(q.dtype, compute_dtype)
+    if lut is None:
+        _keep_count(1, keep_ratio)  # validates keep_ratio before any launch
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"the Triton SLA kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}")
     nq, nk = triton.cdiv(length, block_q), triton.cdiv(length, block_k)
     has_proj = proj_weight is not None
     if has_proj and tuple(proj_weight.shape) != (d, d):
@@ -142,9 +152,9 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     if proj_bias is not None and tuple(proj_bias.shape) != (d,):
         raise ValueError(f"proj_bias must be ({d},), got {tuple(proj_bias.shape)}")
 
-    qsum, ksum_blk, kv, ks = prepass(q, k, v, block_q, block_k, feature_map, cdt)
+    qmean, kmean, kv, ks, ktot = prepass(q, k, v, block_q, block_k, feature_map, cdt)
     if lut is None:
-        lut = lut_from_sums(qsum, ksum_blk, length, block_q, block_k, _keep_count(nk, keep_ratio))
+        lut = lut_from_means(qmean, kmean, ktot, length, _keep_count(nk, keep_ratio))
     else:
         lut = lut.to(device=q.device, dtype=torch.int32).contiguous()
         if lut.shape[:3] != (b, h, nq):
@@ -157,9 +167,14 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
         raise ValueError(f"out must be a contiguous {tuple(q.shape)} {q.dtype} tensor, got "
                          f"{tuple(out.shape)} {out.dtype}")
     w = proj_weight.to(device=q.device, dtype=cdt).contiguous() if has_proj else kv  # dummy pointer if absent
+    if has_proj and variant == "main":
+        # Fold proj_l into the summary: (phi(q) KV / den) W^T = phi(q) (KV W^T) / den, one tiny batched matmul.
+        kv = torch.matmul(kv, proj_weight.to(device=q.device, dtype=torch.float32).t()).to(cdt)
     bias = proj_bias.to(device=q.device, dtype=torch.float32).contiguous() if proj_bias is not None else ks
     big = d == 128 and block_q == 128
-    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2)
+    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main")
+    if cdt == torch.float32:  # fp32 tiles are twice the size: fit shared memory (a test path, not a fast one)
+        cfg.update(num_stages=1, PAIR=False)
     if CONFIG_OVERRIDE:
         cfg.update(CONFIG_OVERRIDE)
     _sla_fwd_kernel[(nq, b * h)](

@@ -41,18 +41,20 @@ def _phi(x, FMAP: tl.constexpr, AXIS: tl.constexpr):
 
 
 @triton.jit
-def _prepass_kernel(Q, K, V, QSUM, KSUM_BLK, KV, KS,
+def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
                     stride_qb, stride_ql, stride_qh,
                     stride_kb, stride_kl, stride_kh,
                     stride_vb, stride_vl, stride_vh,
-                    H, L, NQ, NK, CHUNK_Q, CHUNK_K,
+                    H, L, NQ, NK, CHUNK_Q, CHUNK_K, NCH,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, CDT: tl.constexpr):
-    """One program = CHUNK_K key blocks (and CHUNK_Q query blocks, the same tokens) of one (b, h).
+    """Programs 0..NCH-1 of axis 0: CHUNK_K key blocks of one (b, h); programs NCH..2*NCH-1: CHUNK_Q query
+    blocks (the same tokens). Splitting the two streams doubles the loads in flight.
 
-    QSUM (B, H, NQ, D), KSUM_BLK (B, H, NK, D): fp32 block sums of the inputs as given (for the mask).
-    KV (B, H, D, D) += phi(k)^T v, KS (B, H, D) += sum phi(k): fp32, zero-initialised by the launcher; phi is
-    applied to k rounded to the compute dtype, as upstream does.
+    QMEAN (B, H, NQ, D), KMEAN (B, H, NK, D): fp32 block means of the inputs as given (for the mask; a partial
+    last block divides by its true count). KTOT (B, H, D) += sum of k (smooth-k's sequence mean is KTOT / L).
+    KV (B, H, D, D) += phi(k)^T v and KS (B, H, D) += sum phi(k), fp32; phi is applied to k rounded to the
+    compute dtype, as upstream does. KTOT, KV and KS are zero-initialised by the launcher.
     """
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -60,61 +62,93 @@ def _prepass_kernel(Q, K, V, QSUM, KSUM_BLK, KV, KS,
     h = pid_bh % H
     offs_d = tl.arange(0, HEAD_D)
 
-    # Query block sums (mask only).
-    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
-    offs_bq = tl.arange(0, BLOCK_Q)
-    for i in range(0, CHUNK_Q):
-        qb = pid_c * CHUNK_Q + i
-        if qb < NQ:
-            rows = qb * BLOCK_Q + offs_bq
-            q = tl.load(q_base + rows[:, None].to(tl.int64) * stride_ql + offs_d[None, :],
-                        mask=(rows < L)[:, None], other=0.0)
-            tl.store(QSUM + ((pid_bh * NQ + qb) * HEAD_D + offs_d), tl.sum(q.to(tl.float32), 0))
-
-    # Key block sums + linear summaries.
-    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
-    offs_bk = tl.arange(0, BLOCK_K)
-    kv = tl.zeros([HEAD_D, HEAD_D], dtype=tl.float32)
-    ks = tl.zeros([HEAD_D], dtype=tl.float32)
-    for i in range(0, CHUNK_K):
-        kb = pid_c * CHUNK_K + i
-        if kb < NK:
-            rows = kb * BLOCK_K + offs_bk
-            valid = rows < L
-            k = tl.load(k_base + rows[:, None].to(tl.int64) * stride_kl + offs_d[None, :],
-                        mask=valid[:, None], other=0.0)
-            v = tl.load(v_base + rows[:, None].to(tl.int64) * stride_vl + offs_d[None, :],
-                        mask=valid[:, None], other=0.0)
-            tl.store(KSUM_BLK + ((pid_bh * NK + kb) * HEAD_D + offs_d), tl.sum(k.to(tl.float32), 0))
+    if pid_c < NCH:
+        # Key block means + linear summaries, k and v read once.
+        offs_bk = tl.arange(0, BLOCK_K)
+        k_tile = offs_bk[:, None] * stride_kl + offs_d[None, :]
+        v_tile = offs_bk[:, None] * stride_vl + offs_d[None, :]
+        k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
+        v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
+        kv = tl.zeros([HEAD_D, HEAD_D], dtype=tl.float32)
+        ks = tl.zeros([HEAD_D], dtype=tl.float32)
+        kt = tl.zeros([HEAD_D], dtype=tl.float32)
+        kb_lo = pid_c * CHUNK_K
+        kb_hi = tl.minimum(kb_lo + CHUNK_K, NK)
+        for kb in range(kb_lo, kb_hi):
+            valid = kb * BLOCK_K + offs_bk < L
+            row0 = tl.cast(kb * BLOCK_K, tl.int64)
+            k = tl.load(k_base + row0 * stride_kl + k_tile, mask=valid[:, None], other=0.0)
+            v = tl.load(v_base + row0 * stride_vl + v_tile, mask=valid[:, None], other=0.0)
+            ksum = tl.sum(k.to(tl.float32), 0)
+            kt += ksum
+            cnt = tl.minimum(L - kb * BLOCK_K, BLOCK_K).to(tl.float32)
+            tl.store(KMEAN + ((pid_bh * NK + kb) * HEAD_D + offs_d), ksum / cnt)
             fk = _phi(k.to(CDT).to(tl.float32), FMAP, 1)
             fk = tl.where(valid[:, None], fk, 0.0)          # padded keys contribute nothing
             ks += tl.sum(fk, 0)
             kv = tl.dot(tl.trans(fk.to(CDT)), v.to(CDT), kv,
                         input_precision="ieee" if CDT == tl.float32 else None)
-    offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
-    tl.atomic_add(KV + pid_bh * HEAD_D * HEAD_D + offs_dd, kv, sem="relaxed")
-    tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, sem="relaxed")
+        offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
+        tl.atomic_add(KV + pid_bh * HEAD_D * HEAD_D + offs_dd, kv, sem="relaxed")
+        tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, sem="relaxed")
+        tl.atomic_add(KTOT + pid_bh * HEAD_D + offs_d, kt, sem="relaxed")
+    else:
+        # Query block means (mask only).
+        offs_bq = tl.arange(0, BLOCK_Q)
+        q_tile = offs_bq[:, None] * stride_ql + offs_d[None, :]
+        q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
+        qb_lo = (pid_c - NCH) * CHUNK_Q
+        qb_hi = tl.minimum(qb_lo + CHUNK_Q, NQ)
+        for qb in range(qb_lo, qb_hi):
+            rows = qb * BLOCK_Q + offs_bq
+            q = tl.load(q_base + tl.cast(qb * BLOCK_Q, tl.int64) * stride_ql + q_tile, mask=(rows < L)[:, None],
+                        other=0.0)
+            cnt = tl.minimum(L - qb * BLOCK_Q, BLOCK_Q).to(tl.float32)
+            tl.store(QMEAN + ((pid_bh * NQ + qb) * HEAD_D + offs_d), tl.sum(q.to(tl.float32), 0) / cnt)
+
 
 
 @triton.jit
-def _attend_block(acc, m_i, l_i, kv_kept, ks_kept, q, k_base, v_base, stride_kl, stride_vl, kblk, L, qk_scale,
-                  BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, MASK_TAIL: tl.constexpr, SLA1: tl.constexpr,
-                  FMAP: tl.constexpr, CDT: tl.constexpr):
-    """One key block of the online softmax (and, for sla1, of the kept blocks' linear summaries)."""
-    offs_d = tl.arange(0, HEAD_D)
-    rows = kblk * BLOCK_K + tl.arange(0, BLOCK_K)
-    kt_ptrs = k_base + offs_d[:, None] + rows[None, :].to(tl.int64) * stride_kl      # k^T: (D, BLOCK_K)
-    v_ptrs = v_base + rows[:, None].to(tl.int64) * stride_vl + offs_d[None, :]       # v: (BLOCK_K, D)
-    if MASK_TAIL:
-        valid = rows < L
-        kt = tl.load(kt_ptrs, mask=valid[None, :], other=0.0).to(CDT)
-        v = tl.load(v_ptrs, mask=valid[:, None], other=0.0).to(CDT)
-    else:
-        kt = tl.load(kt_ptrs).to(CDT)
-        v = tl.load(v_ptrs).to(CDT)
+def _topk_kernel(S, LUT, NK, KEEP, NK_PAD: tl.constexpr):
+    """Per row of the block scores S (R, NK) fp32: the KEEP largest, as ascending column indices into LUT.
+
+    Radix select on order-preserving integer keys (no sort): find the KEEP-th largest key bit by bit, take
+    every key above it plus the first ties, and compact their column indices in order with a prefix sum.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, NK_PAD)
+    ok = cols < NK
+    x = tl.load(S + row * NK + cols, mask=ok, other=0.0)
+    bits = x.to(tl.int32, bitcast=True)
+    # Order-preserving map float -> signed int: flip the magnitude bits of negatives.
+    key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    key = tl.where(ok, key, -2147483647 - 1)            # padding sorts below every real score
+    # Largest t with count(key >= t) >= KEEP, built from the sign bit down (two's complement, so the search
+    # starts at INT_MIN and sets bits from 30 to 0 after deciding the sign).
+    n_nonneg = tl.sum((key >= 0).to(tl.int32), 0)
+    t = tl.where(n_nonneg >= KEEP, 0, -2147483647 - 1)
+    for i in tl.static_range(31):
+        cand = t | (1 << (30 - i))
+        cnt = tl.sum((key >= cand).to(tl.int32), 0)
+        t = tl.where(cnt >= KEEP, cand, t)
+    above = key > t
+    n_above = tl.sum(above.to(tl.int32), 0)
+    tie = key == t
+    tie_rank = tl.cumsum(tie.to(tl.int32), 0)            # 1-based rank among the ties, in column order
+    sel = above | (tie & (tie_rank <= KEEP - n_above))
+    pos = tl.cumsum(sel.to(tl.int32), 0) - 1
+    tl.store(LUT + row * KEEP + pos, cols, mask=sel)
+
+
+@triton.jit
+def _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, valid, qk_scale,
+            MASK: tl.constexpr, SLA1: tl.constexpr, FMAP: tl.constexpr, CDT: tl.constexpr):
+    """One key tile of the online softmax (and, for sla1, of the kept blocks' linear summaries).
+
+    q (BLOCK_Q, D), kt = k^T (D, N), v (N, D) in the compute dtype; valid (N,) masks keys past L when MASK.
+    """
     qk = tl.dot(q, kt, input_precision="ieee" if CDT == tl.float32 else None)
-    if MASK_TAIL:
+    if MASK:
         qk = tl.where(valid[None, :], qk, float("-inf"))
     m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
     p = tl.exp2(qk * qk_scale - m_ij[:, None])
@@ -124,7 +158,7 @@ def _attend_block(acc, m_i, l_i, kv_kept, ks_kept, q, k_base, v_base, stride_kl,
     acc = tl.dot(p.to(CDT), v, acc, input_precision="ieee" if CDT == tl.float32 else None)
     if SLA1:
         fkt = _phi(kt.to(tl.float32), FMAP, 0)            # head axis is 0 in k^T
-        if MASK_TAIL:
+        if MASK:
             fkt = tl.where(valid[None, :], fkt, 0.0)
         ks_kept += tl.sum(fkt, 1)
         kv_kept = tl.dot(fkt.to(CDT), v, kv_kept, input_precision="ieee" if CDT == tl.float32 else None)
@@ -138,15 +172,17 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS,
                     stride_vb, stride_vl, stride_vh,
                     stride_ob, stride_ol, stride_oh,
                     H, L, NQ, KEEP, qk_scale,
-                    TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr,
+                    TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, SLA1: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_BIAS: tl.constexpr,
                     CDT: tl.constexpr):
     """One program = one query tile of BLOCK_Q tokens of one (b, h).
 
     LUT (B, H, NQ, KEEP) int32, each row sorted ascending, so only its last entry can be the partial tail
-    block (TAIL_IN_LUT says the sequence has one). KV (B, H, D, D) / KS (B, H, D): fp32 linear summaries over all
-    keys. W (D, D): proj_l weight in the compute dtype (applied as x @ W^T), BIAS (D,) fp32.
+    block (TAIL_IN_LUT says the sequence has one). PAIR: two LUT blocks (2 * BLOCK_K keys) per iteration.
+    KV (B, H, D, D) / KS (B, H, D): fp32 linear summaries over all keys; for the main variant KV holds
+    phi(K)^T V @ W^T (proj_l folded in, compute dtype), for sla1 phi(K)^T V (fp32) and W (D, D) the proj_l weight
+    in the compute dtype (applied as x @ W^T). BIAS (D,) fp32.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -157,33 +193,59 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS,
     offs_m = pid_m * BLOCK_Q + tl.arange(0, BLOCK_Q)
     offs_d = tl.arange(0, HEAD_D)
     row_ok = offs_m < L
-    q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_ql \
-        + offs_d[None, :]
+    q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ql \
+        + (tl.arange(0, BLOCK_Q)[:, None] * stride_ql + offs_d[None, :])
     q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0).to(CDT)
     k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
 
-    # Sparse branch: online softmax in base 2 (scale * log2(e) folded into qk_scale).
+    # Sparse branch: online softmax in base 2 (D^-0.5 * log2(e) folded into qk_scale).
     m_i = tl.full([BLOCK_Q], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_Q], dtype=tl.float32)
     acc = tl.zeros([BLOCK_Q, HEAD_D], dtype=tl.float32)
     kv_kept = tl.zeros([HEAD_D, HEAD_D], dtype=tl.float32)
     ks_kept = tl.zeros([HEAD_D], dtype=tl.float32)
     lut_row = LUT + (pid_bh * NQ + pid_m) * KEEP
-    n_full = KEEP
+    n_plain = KEEP                    # LUT entries that need no key masking
     if TAIL_IN_LUT:
-        n_full -= 1
-    for j in range(0, n_full):
-        kblk = tl.load(lut_row + j)
-        acc, m_i, l_i, kv_kept, ks_kept = _attend_block(
-            acc, m_i, l_i, kv_kept, ks_kept, q, k_base, v_base, stride_kl, stride_vl, kblk, L, qk_scale,
-            BLOCK_K, HEAD_D, False, SLA1, FMAP, CDT)
+        n_plain -= 1
+    # Tile offsets inside one key block, computed once (int32; the block's row goes into a scalar base).
+    offs_n = tl.arange(0, BLOCK_K)
+    kt_tile = offs_d[:, None] + offs_n[None, :] * stride_kl       # k^T: (D, BLOCK_K)
+    v_tile = offs_n[:, None] * stride_vl + offs_d[None, :]        # v: (BLOCK_K, D)
+    ones = tl.full([BLOCK_K], 1, tl.int1)
+    j = 0
+    if PAIR:
+        # Two LUT blocks per iteration: one (BLOCK_Q, 2 * BLOCK_K) score tile, half the softmax rescales.
+        offs_n2 = tl.arange(0, 2 * BLOCK_K)
+        half = offs_n2 >= BLOCK_K
+        n_in = offs_n2 - tl.where(half, BLOCK_K, 0)
+        kt_tile2 = offs_d[:, None] + n_in[None, :] * stride_kl
+        v_tile2 = n_in[:, None] * stride_vl + offs_d[None, :]
+        ones2 = tl.full([2 * BLOCK_K], 1, tl.int1)
+        for jj in range(0, n_plain // 2):
+            blk_a = tl.load(lut_row + 2 * jj).to(tl.int64) * BLOCK_K
+            blk_b = tl.load(lut_row + 2 * jj + 1).to(tl.int64) * BLOCK_K
+            row0 = tl.where(half, blk_b, blk_a)
+            kt = tl.load(k_base + row0[None, :] * stride_kl + kt_tile2).to(CDT)
+            v = tl.load(v_base + row0[:, None] * stride_vl + v_tile2).to(CDT)
+            acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, ones2,
+                                                      qk_scale, False, SLA1, FMAP, CDT)
+        j = (n_plain // 2) * 2
+    for jj in range(j, n_plain):
+        row0 = tl.load(lut_row + jj).to(tl.int64) * BLOCK_K
+        kt = tl.load(k_base + row0 * stride_kl + kt_tile).to(CDT)
+        v = tl.load(v_base + row0 * stride_vl + v_tile).to(CDT)
+        acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, ones,
+                                                  qk_scale, False, SLA1, FMAP, CDT)
     if TAIL_IN_LUT:
         # Only the last (largest) entry can be the partial block; mask keys past L there alone.
-        kblk = tl.load(lut_row + KEEP - 1)
-        acc, m_i, l_i, kv_kept, ks_kept = _attend_block(
-            acc, m_i, l_i, kv_kept, ks_kept, q, k_base, v_base, stride_kl, stride_vl, kblk, L, qk_scale,
-            BLOCK_K, HEAD_D, True, SLA1, FMAP, CDT)
+        row0 = tl.load(lut_row + KEEP - 1) * BLOCK_K
+        valid = row0 + offs_n < L
+        kt = tl.load(k_base + row0.to(tl.int64) * stride_kl + kt_tile, mask=valid[None, :], other=0.0).to(CDT)
+        v = tl.load(v_base + row0.to(tl.int64) * stride_vl + v_tile, mask=valid[:, None], other=0.0).to(CDT)
+        acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, valid,
+                                                  qk_scale, True, SLA1, FMAP, CDT)
     out = acc / l_i[:, None]
 
     if HAS_PROJ:
@@ -197,22 +259,26 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS,
             # rounded per-block products, so they cancel where every block is kept.
             kv = kv - kv_kept
             ks = ks - ks_kept
-        num = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec)
-        den = tl.sum(fq * ks[None, :], 1)
         if SLA1:
+            num = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec)
+            den = tl.sum(fq * ks[None, :], 1)
             if ALL_KEPT:
                 o_l = tl.zeros([BLOCK_Q, HEAD_D], dtype=tl.float32)
             else:
                 ok = den > 0
                 o_l = tl.where(ok[:, None], num / tl.where(ok, den, 1.0)[:, None], 0.0)
+            # proj_l: o_l @ W^T, W^T read through swapped strides.
+            wt = tl.load(W + offs_d[:, None] + offs_d[None, :] * HEAD_D)
+            out = tl.dot(o_l.to(CDT), wt, out, input_precision=prec)
         else:
-            o_l = num / (1e-5 + den)[:, None]
-        # proj_l: o_l @ W^T (+ bias), W^T read through swapped strides.
-        wt = tl.load(W + offs_d[:, None] + offs_d[None, :] * HEAD_D)
-        out = tl.dot(o_l.to(CDT), wt, out, input_precision=prec)
+            # main: KV here is already KV @ W^T (folded by the launcher), so proj_l costs no extra product:
+            # proj(phi(q) KV / den) = phi(q) (KV W^T) / den.
+            num = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec)
+            den = tl.sum(fq * ks[None, :], 1)
+            out += num / (1e-5 + den)[:, None]
         if HAS_BIAS:
             out += tl.load(BIAS + offs_d)[None, :]
 
-    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ol \
-        + offs_d[None, :]
+    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol \
+        + (tl.arange(0, BLOCK_Q)[:, None] * stride_ol + offs_d[None, :])
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])

@@ -53,6 +53,8 @@ CASES = [
     (2, 333, 1, 64, 64, 0.5, "elu", "sla1", torch.float16, "auto", "rand"),
     (1, 150, 2, 128, 128, 1.0, "relu", "sla1", torch.float32, "fp32", "rand"),     # all kept: O_l = 0
     (1, 257, 1, 64, 64, 0.01, "relu", "sla1", torch.float32, "fp32", "rand"),      # one block kept
+    (1, 520, 1, 128, 128, 0.5, "softmax", "main", torch.float16, "auto", "rand"),  # pair + single + tail
+    (1, 512, 1, 128, 128, 0.75, "elu", "main", torch.float32, "fp32", "rand"),     # pairs only, no tail
 ]
 
 
@@ -92,6 +94,31 @@ def test_mask_matches_block_lut():
             picked = scores.gather(-1, lut.cpu().long()).sum(-1)
             best = scores.gather(-1, ref.long()).sum(-1)
             torch.testing.assert_close(picked, best, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("nk,keep", [(1, 1), (7, 3), (37, 5), (64, 63), (300, 17)])
+def test_topk_kernel_picks_the_largest_in_column_order(nk, keep):
+    """Radix-select top-k: negatives, +-0, exact ties (first columns win, like a stable pick), padding."""
+    from comfyui_sla.kernels.sla_triton import _topk_kernel
+    import triton
+    gen = torch.Generator().manual_seed(nk)
+    rows = 6
+    s = torch.randn(rows, nk, generator=gen)
+    s[1] = -s[1].abs() - 1.0                                   # all negative
+    s[2] = torch.randint(-2, 3, (nk,), generator=gen).float()  # many exact ties
+    s[3] = 0.0
+    s[3, ::2] = -0.0
+    s = s.to(DEV)
+    lut = torch.empty(rows, keep, dtype=torch.int32, device=DEV)
+    _topk_kernel[(rows,)](s, lut, nk, keep, NK_PAD=triton.next_power_of_2(nk))
+    lut = lut.cpu()
+    s = s.cpu()
+    assert (lut.diff(dim=-1) > 0).all()
+    kth = s.topk(keep, dim=-1).values[:, -1:]
+    picked = s.gather(-1, lut.long())
+    assert (picked >= kth).all()                              # nothing below the keep-th largest is picked
+    # exactly the right multiset of values
+    torch.testing.assert_close(picked.sort(-1).values, s.topk(keep, dim=-1).values.sort(-1).values)
 
 
 def test_strided_views_and_public_op():
