@@ -151,7 +151,8 @@ async def check(url, shots, chromium, files, thumbs=None):
                         if n["values"] != want:
                             problems.append(f"node {n['id']} ({n['type']}) widgets {n['values']} != file {want}")
                     expected = comfy_runner.ui_to_api(wf, schemas)
-                    got = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in res["output"].items()}
+                    got = {k: {"class_type": v.get("class_type"), "inputs": v.get("inputs")}
+                           for k, v in res["output"].items()}
                     if got != expected:
                         for k in sorted(set(got) | set(expected)):
                             if got.get(k) != expected.get(k):
