@@ -172,23 +172,28 @@ def sweep(kernels, launch, shape=(1, 32760, 12, 128), keep=0.10):
     w = torch.randn(d, d, device="cuda") * 0.05
     pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
     res = []
-    configs = [(128, False, 8, 3), (128, True, 8, 2), (128, True, 8, 3), (128, True, 8, 4), (128, True, 4, 3),
-               (64, False, 4, 3), (64, True, 4, 3)]
+    # (block_q, pair, warps, stages, warp_specialize, tma)
+    configs = [(128, True, 8, 3, False, False), (128, True, 8, 2, False, False), (128, True, 8, 3, True, False),
+               (128, False, 8, 3, False, True), (128, False, 8, 2, False, True), (128, False, 8, 4, False, True),
+               (128, False, 8, 3, True, True), (64, False, 4, 3, False, False), (64, False, 4, 3, False, True)]
     luts = {}
-    for bq, pair, nw, ns in configs:
+    for bq, pair, nw, ns, ws, tma in configs:
         if bq not in luts:
             luts[bq] = launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, return_lut=True)[1]
-        launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns, PAIR=pair)
+        launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns, PAIR=pair, WS=ws, USE_TMA=tma)
         try:
             t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, lut=luts[bq]),
                          rep=50) - pre
         except Exception as e:  # noqa: BLE001
             t = None
-            print(f"# sweep bq={bq} pair={pair} w={nw} s={ns}: {type(e).__name__}: {str(e)[:100]}")
-        res.append(dict(block_q=bq, pair=pair, num_warps=nw, num_stages=ns, main_ms=t))
+            print(f"# sweep bq={bq} pair={pair} w={nw} s={ns} ws={ws} tma={tma}: {type(e).__name__}: {str(e)[:100]}")
+        res.append(dict(block_q=bq, pair=pair, num_warps=nw, num_stages=ns, warp_specialize=ws, tma=tma, main_ms=t))
         if t:
-            print(f"  sweep bq={bq} pair={pair} warps={nw} stages={ns}: main {t:.3f} ms", flush=True)
+            print(f"  sweep bq={bq} pair={pair} warps={nw} stages={ns} ws={ws} tma={tma}: main {t:.3f} ms", flush=True)
     launch.CONFIG_OVERRIDE = None
+    t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, None, None, lut=luts[128]), rep=50) - pre
+    print(f"  default config without proj_l (no linear branch): main {t:.3f} ms", flush=True)
+    res.append(dict(block_q=128, no_proj=True, main_ms=t))
     return res
 
 

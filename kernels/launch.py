@@ -53,6 +53,12 @@ def supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: int, bl
     return True
 
 
+def _tma_ok(*ts) -> bool:
+    """Host-side TMA descriptors need 16-byte aligned bases and strides (and a unit last stride)."""
+    return all(t.data_ptr() % 16 == 0 and all((st * t.element_size()) % 16 == 0 for st in t.stride()[:-1])
+               for t in ts)
+
+
 def _resolve_compute_dtype(dtype: torch.dtype, compute_dtype: str) -> torch.dtype:
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {tuple(COMPUTE_DTYPES)}, got {compute_dtype!r}")
@@ -172,13 +178,21 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
         kv = torch.matmul(kv, proj_weight.to(device=q.device, dtype=torch.float32).t()).to(cdt)
     bias = proj_bias.to(device=q.device, dtype=torch.float32).contiguous() if proj_bias is not None else ks
     big = d == 128 and block_q == 128
-    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main")
+    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main", WS=False, USE_TMA=False)
     if cdt == torch.float32:  # fp32 tiles are twice the size: fit shared memory (a test path, not a fast one)
         cfg.update(num_stages=1, PAIR=False)
     if CONFIG_OVERRIDE:
         cfg.update(CONFIG_OVERRIDE)
+    dk, dv = k, v
+    if cfg["USE_TMA"]:
+        if variant != "main" or cdt == torch.float32 or k.dtype != cdt or v.dtype != cdt or not _tma_ok(k, v):
+            cfg["USE_TMA"] = False
+        else:
+            from triton.tools.tensor_descriptor import TensorDescriptor
+            dk = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, block_k, 1, d])
+            dv = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, block_k, 1, d])
     _sla_fwd_kernel[(nq, b * h)](
-        q, k, v, out, lut, kv, ks, w, bias,
+        q, k, v, out, lut, kv, ks, w, bias, dk, dv,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),

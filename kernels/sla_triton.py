@@ -166,20 +166,40 @@ def _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, valid, qk_scale,
 
 
 @triton.jit
-def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS,
+def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr):
+    """Two key blocks (k1, k2: (BLOCK_K, D)) with one softmax rescale; unmasked (TMA path, main variant)."""
+    qk1 = tl.dot(q, tl.trans(k1))
+    qk2 = tl.dot(q, tl.trans(k2))
+    m_ij = tl.maximum(m_i, tl.maximum(tl.max(qk1, 1), tl.max(qk2, 1)) * qk_scale)
+    p1 = tl.exp2(qk1 * qk_scale - m_ij[:, None])
+    p2 = tl.exp2(qk2 * qk_scale - m_ij[:, None])
+    alpha = tl.exp2(m_i - m_ij)
+    l_i = l_i * alpha + tl.sum(p1, 1) + tl.sum(p2, 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p1.to(CDT), v1, acc)
+    acc = tl.dot(p2.to(CDT), v2, acc)
+    return acc, m_ij, l_i
+
+
+@triton.jit
+def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
                     stride_qb, stride_ql, stride_qh,
                     stride_kb, stride_kl, stride_kh,
                     stride_vb, stride_vl, stride_vh,
                     stride_ob, stride_ol, stride_oh,
                     H, L, NQ, KEEP, qk_scale,
-                    TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr,
+                    TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr, WS: tl.constexpr,
+                    USE_TMA: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, SLA1: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_BIAS: tl.constexpr,
                     CDT: tl.constexpr):
     """One program = one query tile of BLOCK_Q tokens of one (b, h).
 
     LUT (B, H, NQ, KEEP) int32, each row sorted ascending, so only its last entry can be the partial tail
-    block (TAIL_IN_LUT says the sequence has one). PAIR: two LUT blocks (2 * BLOCK_K keys) per iteration.
+    block (TAIL_IN_LUT says the sequence has one). PAIR: two LUT blocks (2 * BLOCK_K keys) per iteration;
+    WS: Triton's automatic warp specialisation of that loop (benchmark option). USE_TMA: unmasked key blocks
+    come through the tensor-memory accelerator from host-side 4-D descriptors DK, DV over (B, L, H, D)
+    (main variant, bf16/fp16; block [1, BLOCK_K, 1, D]).
     KV (B, H, D, D) / KS (B, H, D): fp32 linear summaries over all keys; for the main variant KV holds
     phi(K)^T V @ W^T (proj_l folded in, compute dtype), for sla1 phi(K)^T V (fp32) and W (D, D) the proj_l weight
     in the compute dtype (applied as x @ W^T). BIAS (D,) fp32.
@@ -215,7 +235,17 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS,
     v_tile = offs_n[:, None] * stride_vl + offs_d[None, :]        # v: (BLOCK_K, D)
     ones = tl.full([BLOCK_K], 1, tl.int1)
     j = 0
-    if PAIR:
+    if USE_TMA:
+        for jj in tl.range(0, n_plain // 2, warp_specialize=WS):
+            r1 = tl.load(lut_row + 2 * jj) * BLOCK_K
+            r2 = tl.load(lut_row + 2 * jj + 1) * BLOCK_K
+            k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
+            v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
+            k2 = DK.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
+            v2 = DV.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
+            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT)
+        j = (n_plain // 2) * 2
+    elif PAIR:
         # Two LUT blocks per iteration: one (BLOCK_Q, 2 * BLOCK_K) score tile, half the softmax rescales.
         offs_n2 = tl.arange(0, 2 * BLOCK_K)
         half = offs_n2 >= BLOCK_K
@@ -223,7 +253,7 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS,
         kt_tile2 = offs_d[:, None] + n_in[None, :] * stride_kl
         v_tile2 = n_in[:, None] * stride_vl + offs_d[None, :]
         ones2 = tl.full([2 * BLOCK_K], 1, tl.int1)
-        for jj in range(0, n_plain // 2):
+        for jj in tl.range(0, n_plain // 2, warp_specialize=WS):
             blk_a = tl.load(lut_row + 2 * jj).to(tl.int64) * BLOCK_K
             blk_b = tl.load(lut_row + 2 * jj + 1).to(tl.int64) * BLOCK_K
             row0 = tl.where(half, blk_b, blk_a)

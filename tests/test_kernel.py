@@ -167,3 +167,16 @@ def test_fp32_inputs_compute_in_bf16_by_default_and_return_fp32():
     ref = sla_reference(q.cpu(), k.cpu(), v.cpu(), 0.25, lut=lut.cpu())  # bf16-rounded inputs
     assert rel_err(out.cpu(), ref) < 1e-2
     assert math.isfinite(out.abs().max().item())
+
+
+@pytest.mark.parametrize("length,keep", [(520, 0.5), (512, 0.75)])
+def test_tma_path_matches_reference(monkeypatch, length, keep):
+    """The tensor-descriptor (TMA) key path: pairs of blocks, odd leftovers and the masked tail."""
+    from comfyui_sla.kernels import launch
+    monkeypatch.setattr(launch, "CONFIG_OVERRIDE", dict(USE_TMA=True, PAIR=False))
+    q, k, v = make(1, length, 2, 128, torch.float16, length, layout="flat")
+    gen = torch.Generator().manual_seed(length)
+    w, bias = (torch.randn(128, 128, generator=gen) * 0.2).to(DEV), (torch.randn(128, generator=gen) * 0.2).to(DEV)
+    out, lut = run_checked(q, k, v, keep, w, bias, "softmax", 128, "main", "auto")
+    ref = sla_reference(q.cpu(), k.cpu(), v.cpu(), keep, w.cpu(), bias.cpu(), "softmax", 128, 64, lut=lut.cpu())
+    assert rel_err(out.cpu(), ref) < 4e-3
