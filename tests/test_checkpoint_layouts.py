@@ -275,3 +275,13 @@ def test_small_bands_same_result(native, tmp_path, monkeypatch, ext):
     convert(p, out, None)  # keep the file's dtypes: int8 -> bf16 (its bias dtype), fp32 norms stay fp32
     monkeypatch.setattr(C, "BAND_ELEMS", 1 << 23)
     _assert_same(C.load_checkpoint(out), base, proj)
+
+
+def test_legacy_torch_serialization(native, tmp_path):
+    """Old (pre-zip) torch.save files load too (no mmap possible there; still weights_only)."""
+    p = tmp_path / "legacy.pth"
+    torch.save(to_turbodiffusion(native, prefix="net."), p, _use_new_zipfile_serialization=False)
+    assert open(p, "rb").read(1) == b"\x80"
+    L = C.load_checkpoint(p)
+    base, proj = _td_expected(native)
+    _assert_same(L, base, proj)
