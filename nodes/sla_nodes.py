@@ -16,9 +16,9 @@ CATEGORY = "advanced/attention/SLA"
 KEEP_TOOLTIP = ("Share of key blocks each query block attends exactly (sparsity = 1 - keep). The rest is covered "
                 "by the linear branch when the model has SLA (proj_l) weights. 0.10 is TurboWan's trained value, "
                 "0.15 its quality recommendation; without SLA weights (training-free) stay around 0.3 or higher.")
-DENSE_CALL = ("Outside the window self-attention is full dense softmax attention: on an SLA fine-tuned checkpoint "
-              "that skips the linear branch (proj_l), i.e. the attention the model was distilled from, at full "
-              "cost and close to, not identical with, what it was trained on.")
+DENSE_CALL = ("Outside this window self-attention runs dense: exact full softmax attention without the linear "
+              "branch (proj_l). On an SLA fine-tuned checkpoint that is the original Wan attention it was "
+              "fine-tuned from: full cost, and close to but not the same as what it was trained with.")
 
 
 def _tip(text):
