@@ -110,6 +110,21 @@ elif mode == 'load_st':
     from sla.checkpoint import load_checkpoint
     L = load_checkpoint(dst, weight_dtype=torch.bfloat16)
     held = sum(t.numel() * t.element_size() for t in L.state_dict.values())
+elif mode in ('comfy', 'comfy_st'):
+    sys.path.insert(0, os.environ['SLA_BENCH_COMFYUI']); sys.path.insert(0, {root!r} + '/tests/integration')
+    from comfy_env import install_placeholders
+    install_placeholders()
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True
+    import comfy.sd, comfy.utils
+    base = rss()
+    if mode == 'comfy':
+        from sla.checkpoint import load_checkpoint
+        sd = load_checkpoint(src, weight_dtype=torch.bfloat16).state_dict
+    else:
+        sd = comfy.utils.load_torch_file(dst)
+    m = comfy.sd.load_diffusion_model_state_dict(sd, model_options={{"dtype": torch.bfloat16}})
+    held = sum(t.numel() * t.element_size() for t in m.model.diffusion_model.state_dict().values())
 elif mode == 'convert':
     from sla.convert import convert
     convert(src, dst, torch.bfloat16, overwrite=True)
@@ -146,6 +161,9 @@ def main(argv=None):
     ap.add_argument("--workdir", default="/tmp/sla_mem")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic files")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--comfyui", default="", help="a ComfyUI checkout: also measure the whole loader-node path "
+                    "(load_checkpoint + comfy.sd.load_diffusion_model_state_dict) and the stock UNETLoader path "
+                    "on the converted file")
     args = ap.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     src = os.path.join(args.workdir, f"synthetic-14B-{args.blocks}blocks-quant.pth")
@@ -156,6 +174,9 @@ def main(argv=None):
           f"ffn {FFN}); bf16 output {out_bytes / 1e9:.2f} GB; written in {time.time() - t0:.0f}s")
     rows = []
     modes = ["load", "convert", "load_st"] + ([] if args.skip_naive else ["naive"])
+    if args.comfyui:
+        os.environ["SLA_BENCH_COMFYUI"] = args.comfyui
+        modes += ["comfy", "comfy_st"]
     for mode in modes:
         m = measure(mode, src, dst)
         peak = m["hwm"] - m["baseline"]
@@ -170,6 +191,8 @@ def main(argv=None):
     for mode, m, peak in rows:
         name = {"load": "`load_checkpoint(-quant.pth, bf16)`", "convert": "`sla.convert -> .safetensors (bf16)`",
                 "load_st": "`load_checkpoint(converted .safetensors)`",
+                "comfy": "loader node path: `load_checkpoint(-quant.pth)` + ComfyUI model build (bf16)",
+                "comfy_st": "stock UNETLoader path on the converted .safetensors (ComfyUI's own loader, bf16)",
                 "naive": "naive `torch.load` + dequantise (reference)"}[mode]
         print(f"| {name} | {out_bytes / 1e9:.2f} | {peak / 1e9:.2f} | {peak / out_bytes:.3f} | {m['secs']:.1f} |")
     if not args.keep:

@@ -15,6 +15,8 @@ BLOCK_KS = (64,)
 COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Benchmark hook: dict(num_warps=..., num_stages=...) replaces the main kernel's launch config when set.
 CONFIG_OVERRIDE: dict | None = None
+# Benchmark hook for the pre-pass: dict(progs_per_sm=..., num_warps=..., num_stages=...).
+PREPASS_OVERRIDE: dict | None = None
 _TL_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
@@ -94,7 +96,10 @@ def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dt
     # few and the K/V stream keeps every SM busy).
     unit = block_q * block_k // math.gcd(block_q, block_k)
     n_units = triton.cdiv(length, unit)
-    per_prog = max(1, triton.cdiv(n_units * b * h, 4 * _num_sms(dev)))
+    pcfg = dict(progs_per_sm=4, num_warps=4 if d == 64 else 8, num_stages=3)
+    if PREPASS_OVERRIDE:
+        pcfg.update(PREPASS_OVERRIDE)
+    per_prog = max(1, triton.cdiv(n_units * b * h, pcfg["progs_per_sm"] * _num_sms(dev)))
     chunk_tokens = per_prog * unit
     n_chunks = triton.cdiv(length, chunk_tokens)
     _prepass_kernel[(2 * n_chunks, b * h)](
@@ -104,7 +109,7 @@ def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dt
         v.stride(0), v.stride(1), v.stride(2),
         h, length, nq, nk, chunk_tokens // block_q, chunk_tokens // block_k, n_chunks,
         BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
-        num_warps=4 if d == 64 else 8, num_stages=3)
+        num_warps=pcfg["num_warps"], num_stages=pcfg["num_stages"])
     return qmean, kmean, kv, ks, ktot
 
 
@@ -178,7 +183,11 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
         kv = torch.matmul(kv, proj_weight.to(device=q.device, dtype=torch.float32).t()).to(cdt)
     bias = proj_bias.to(device=q.device, dtype=torch.float32).contiguous() if proj_bias is not None else ks
     big = d == 128 and block_q == 128
-    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main", WS=False, USE_TMA=False)
+    # Measured on an H100 (KERNEL_NOTES.md): D=128, block_q=128 runs best with 8 warps and the key blocks coming
+    # through TMA descriptors (Hopper and newer), two per iteration, 2 stages; else pointer loads, 2 per iteration.
+    tma = big and variant == "main" and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
+    cfg = dict(num_warps=8 if big else 4, num_stages=2 if tma else (3 if big else 2),
+               PAIR=big and variant == "main" and not tma, WS=False, USE_TMA=tma)
     if cdt == torch.float32:  # fp32 tiles are twice the size: fit shared memory (a test path, not a fast one)
         cfg.update(num_stages=1, PAIR=False)
     if CONFIG_OVERRIDE:

@@ -142,17 +142,17 @@ def test_fake_impl_gives_shape_without_running():
 
 
 def test_bad_inputs_are_refused_with_a_clear_message():
-    q = torch.randn(1, 10, 2, 48)
+    q = torch.randn(1, 10, 2, 48, device=DEV)
     assert not supports(q, q, q, 128, 64)
     with pytest.raises(ValueError, match="head sizes"):
         sla_forward_impl(q, q, q, 0.1)
-    q = torch.randn(1, 10, 2, 64)
+    q = torch.randn(1, 10, 2, 64, device=DEV)
     with pytest.raises(ValueError, match="block_q"):
         sla_forward_impl(q, q, q, 0.1, block_q=32)
     with pytest.raises(ValueError, match="keep_ratio"):
         sla_forward_impl(q, q, q, 0.0)
     with pytest.raises(ValueError, match="proj_weight"):
-        sla_forward_impl(q, q, q, 0.1, torch.zeros(3, 3))
+        sla_forward_impl(q, q, q, 0.1, torch.zeros(3, 3, device=DEV))
     with pytest.raises(ValueError, match="unit stride"):
         sla_forward_impl(q.transpose(2, 3).contiguous().transpose(2, 3), q, q, 0.1)
 
