@@ -370,3 +370,14 @@ def test_workflows_against_real_comfyui(comfy_path, tmp_path):
                 problems.append(f"{os.path.basename(path)}: node {n['id']} ({n['type']}) outputs "
                                 f"{[o['type'] for o in n['outputs']]}, ComfyUI says {real['outputs']}")
     assert problems == []
+
+
+def test_workflows_match_their_builder():
+    """workflows/*.json are what scripts/build_workflows.py writes (edit the builder, then rerun it)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_workflows", os.path.join(ROOT, "scripts",
+                                                                                  "build_workflows.py"))
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    for name, fn in builder.WORKFLOWS.items():
+        assert json.loads(json.dumps(fn())) == by_name(name), f"{name} differs from scripts/build_workflows.py"

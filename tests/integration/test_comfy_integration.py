@@ -100,6 +100,10 @@ def test_turbodiffusion_checkpoint_samples_finite_latents(run):
 def test_loader_alone_is_a_complete_graph(run):
     x = run.latent("loader_defaults")
     assert tuple(x.shape) == LATENT_SHAPE and torch.isfinite(x).all()
+    # The loader's defaults (min_tokens 2048) keep this 360-token latent dense, and the run log says why.
+    lines = run.run_lines("loader_defaults")
+    assert sparse_calls(lines) == 0 and dense_calls(lines) == 9, lines
+    assert "min_tokens" in lines[0], lines
 
 
 def test_keep_one_with_zero_proj_l_equals_unpatched(run):
@@ -143,6 +147,10 @@ def test_two_clones_keep_their_own_settings(run):
     assert max_diff(b, run.latent("keep06_projl")) < SAME, "keep 0.6 clone changed when sampled beside keep 0.3"
     loader = run.latent("two_clones", "pair_loader")
     assert max_diff(loader, run.latent("loader_defaults")) < SAME, "ApplySLA changed its input model"
+    # Three sampling runs in one prompt: 9 + 9 sparse calls from the two clones, none from the loader's own model
+    # (its min_tokens 2048 keeps it dense), so no clone's settings leaked into the input model.
+    lines = run.run_lines("two_clones")
+    assert sorted(sparse_calls([line]) for line in lines) == [0, 9, 9], lines
 
 
 def test_training_free_on_stock_loader(run):
