@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from . import ckpt_keys as K
-from .ckpt_io import CheckpointError, SafetensorsReader, TorchReader, open_source
+from .ckpt_io import CheckpointError, TorchReader, open_source
 
 log = logging.getLogger(__name__)
 
