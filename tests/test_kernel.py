@@ -180,3 +180,14 @@ def test_tma_path_matches_reference(monkeypatch, length, keep):
     out, lut = run_checked(q, k, v, keep, w, bias, "softmax", 128, "main", "auto")
     ref = sla_reference(q.cpu(), k.cpu(), v.cpu(), keep, w.cpu(), bias.cpu(), "softmax", 128, 64, lut=lut.cpu())
     assert rel_err(out.cpu(), ref) < 4e-3
+
+
+def test_torch_compile_sees_one_opaque_op():
+    """fullgraph=True fails on a graph break: the custom op (with its fake impl) must trace as one node."""
+    q, k, v = make(1, 70, 1, 64, torch.float32, 3)
+
+    def f(q, k, v):
+        return sla_forward(q, k, v, 0.5, None, None, "softmax", 64, 64, "main", "fp32") * 2.0
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v), f(q, k, v), rtol=0, atol=0)
