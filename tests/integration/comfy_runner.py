@@ -167,6 +167,32 @@ def sample(g, model, name):
     g.add("SLATestSaveLatent", samples=out, name=name)
 
 
+def sample_split(g, high, low, name, split=2, steps=4):
+    """Wan2.2-style split: KSamplerAdvanced steps 0-split on ``high`` (returns leftover noise), then split-end on
+    ``low`` without adding noise."""
+    pos = g.add("SLATestConditioning", seed=1, tokens=12)
+    neg = g.add("SLATestConditioning", seed=2, tokens=12)
+    latent = g.add("EmptyHunyuanLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1)
+    common = dict(noise_seed=SEED, steps=steps, cfg=CFG, sampler_name="euler", scheduler="simple", positive=pos,
+                  negative=neg)
+    first = g.add("KSamplerAdvanced", model=high, add_noise="enable", latent_image=latent, start_at_step=0,
+                  end_at_step=split, return_with_leftover_noise="enable", **common)
+    second = g.add("KSamplerAdvanced", model=low, add_noise="disable", latent_image=first, start_at_step=split,
+                   end_at_step=10000, return_with_leftover_noise="disable", **common)
+    g.add("SLATestSaveLatent", samples=second, name=name)
+
+
+def sample_full(g, model, name, steps=4):
+    """The same schedule in one KSamplerAdvanced (0-end), for comparison with :func:`sample_split`."""
+    pos = g.add("SLATestConditioning", seed=1, tokens=12)
+    neg = g.add("SLATestConditioning", seed=2, tokens=12)
+    latent = g.add("EmptyHunyuanLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1)
+    out = g.add("KSamplerAdvanced", model=model, add_noise="enable", noise_seed=SEED, steps=steps, cfg=CFG,
+                sampler_name="euler", scheduler="simple", positive=pos, negative=neg, latent_image=latent,
+                start_at_step=0, end_at_step=10000, return_with_leftover_noise="disable")
+    g.add("SLATestSaveLatent", samples=out, name=name)
+
+
 def sla_loader(g, ckpt=CKPT_PROJL):
     return g.add("SLADiffusionModelLoader", ckpt_name=ckpt, weight_dtype="default")
 
@@ -248,6 +274,23 @@ def scenarios():
     @scen
     def dense_window(g):  # SLA only for the last third of sampling, block 0 always dense
         sample(g, apply_sla(g, sla_loader(g), keep=0.3, start=0.5, end=1.0, dense_blocks="0"), "dense_window")
+
+    # Wan2.2-style split sampling. Wan's flow schedule (shift 8), 4 'simple' steps: sigmas 1.0, 0.96, 0.889, 0.727;
+    # start_percent 0.4 is sigma 0.923, so SLA runs in steps 3-4 only, i.e. exactly in the second half.
+    @scen
+    def split_window(g):  # one model on both halves: the window must follow sigma, not the half's step index
+        m = apply_sla(g, sla_loader(g), keep=0.3, start=0.4)
+        sample_split(g, m, m, "split_window")
+
+    @scen
+    def full_window(g):  # the same model and schedule in one sampler
+        sample_full(g, apply_sla(g, sla_loader(g), keep=0.3, start=0.4), "full_window")
+
+    @scen
+    def split_experts(g):  # two experts (different weights), each its own ApplySLA
+        high = apply_sla(g, sla_loader(g, CKPT_PROJL), keep=0.3)
+        low = apply_sla(g, sla_loader(g, CKPT_ZERO), keep=0.6, start=0.4)
+        sample_split(g, high, low, "split_experts")
 
     return out
 

@@ -171,3 +171,21 @@ def test_sampling_window_and_dense_blocks(run):
     assert dense_calls(lines) > 0 and sparse_calls(lines) > 0, lines
     assert max_diff(x, run.latent("keep03_projl")) > DIFFERENT
     assert max_diff(x, run.latent("unpatched")) > DIFFERENT
+
+
+def test_split_sampling_window_follows_sigma(run):
+    # Wan2.2-style KSamplerAdvanced halves on one model: start_percent 0.4 (sigma 0.923) puts SLA exactly in
+    # steps 3-4, i.e. the second half, although that half's step indices restart at 0.
+    lines = run.run_lines("split_window")
+    assert [(sparse_calls([line]), dense_calls([line])) for line in lines] == [(0, 6), (6, 0)], lines
+    assert [(sparse_calls([line]), dense_calls([line])) for line in run.run_lines("full_window")] == [(6, 6)]
+    # Split and unsplit runs of one schedule agree.
+    assert max_diff(run.latent("split_window"), run.latent("full_window")) < SAME
+
+
+def test_split_experts_keep_their_own_settings(run):
+    lines = run.run_lines("split_experts")
+    assert len(lines) == 2 and sparse_calls(lines) == 12, lines
+    assert "realised keep 0.167" in lines[0] and "realised keep 0.500" in lines[1], lines
+    x = run.latent("split_experts")
+    assert torch.isfinite(x).all()
