@@ -47,6 +47,7 @@ WAN = dict(dim=256, num_heads=2, num_layers=3, ffn_dim=512, in_dim=16, out_dim=1
 CKPT_PROJL = "tiny_turbowan_projl.pth"
 CKPT_ZERO = "tiny_turbowan_zero_projl.pth"
 CKPT_NATIVE = "tiny_wan_native.safetensors"
+CKPT_QUANT = "tiny_turbowan_projl-quant.pth"
 LORA = "tiny_wan_lora.safetensors"
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -66,6 +67,8 @@ def write_models(models_dir: str) -> dict:
     td_zero = wf.to_turbodiffusion(zero)
     wf.save_pth(td_projl, os.path.join(dm, CKPT_PROJL))
     wf.save_pth(td_zero, os.path.join(dm, CKPT_ZERO))
+    # The -quant layout (int8 tiles + scales in every block Linear), wrapped in a trainer's prefixes.
+    wf.save_pth(wf.to_turbodiffusion_quant(projl, prefix="net.", wrapped=True), os.path.join(dm, CKPT_QUANT))
 
     # Native file: exactly the values the TurboDiffusion file holds (bf16 / fp32 norms), Conv3d patch embedding,
     # no proj_l, so "UNETLoader -> KSampler" is the unpatched twin of the SLA checkpoints.
@@ -193,8 +196,8 @@ def sample_full(g, model, name, steps=4):
     g.add("SLATestSaveLatent", samples=out, name=name)
 
 
-def sla_loader(g, ckpt=CKPT_PROJL):
-    return g.add("SLADiffusionModelLoader", ckpt_name=ckpt, weight_dtype="default")
+def sla_loader(g, ckpt=CKPT_PROJL, weight_dtype="default"):
+    return g.add("SLADiffusionModelLoader", ckpt_name=ckpt, weight_dtype=weight_dtype)
 
 
 def unet_loader(g):
@@ -274,6 +277,18 @@ def scenarios():
     @scen
     def dense_window(g):  # SLA only for the last third of sampling, block 0 always dense
         sample(g, apply_sla(g, sla_loader(g), keep=0.3, start=0.5, end=1.0, dense_blocks="0"), "dense_window")
+
+    @scen
+    def bf16_model(g):  # bf16 weights and activations on the CPU
+        sample(g, apply_sla(g, sla_loader(g, weight_dtype="bf16"), keep=0.3), "bf16_model")
+
+    @scen
+    def fp8_model(g):  # fp8 storage, cast per layer
+        sample(g, apply_sla(g, sla_loader(g, weight_dtype="fp8_e4m3fn"), keep=0.3), "fp8_model")
+
+    @scen
+    def quant_checkpoint(g):  # TurboDiffusion -quant.pth with net./_checkpoint_wrapped_module. prefixes
+        sample(g, apply_sla(g, sla_loader(g, CKPT_QUANT), keep=0.3), "quant_checkpoint")
 
     # Wan2.2-style split sampling. Wan's flow schedule (shift 8), 4 'simple' steps: sigmas 1.0, 0.96, 0.889, 0.727;
     # start_percent 0.4 is sigma 0.923, so SLA runs in steps 3-4 only, i.e. exactly in the second half.

@@ -189,3 +189,15 @@ def test_split_experts_keep_their_own_settings(run):
     assert "realised keep 0.167" in lines[0] and "realised keep 0.500" in lines[1], lines
     x = run.latent("split_experts")
     assert torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("scenario,tolerance", [("bf16_model", 0.02), ("fp8_model", 0.2),
+                                                ("quant_checkpoint", 0.05)])
+def test_low_precision_and_quantized_checkpoints(run, scenario, tolerance):
+    # bf16 / fp8 weights (loader's weight_dtype) and the -quant.pth int8-tile layout (with net. and
+    # _checkpoint_wrapped_module. prefixes) sample through SLA close to the fp32 result of the same weights.
+    ref = run.latent("keep03_projl")
+    x = run.latent(scenario)
+    assert torch.isfinite(x).all()
+    assert sparse_calls(run.run_lines(scenario)) == 9
+    assert max_diff(x, ref) < tolerance * ref.abs().max().item(), max_diff(x, ref)
