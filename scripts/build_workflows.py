@@ -129,7 +129,8 @@ def turbowan_t2v():
     w.node("Note", (-420, 0), (380, 640), [
         "TurboWan2.1 T2V 1.3B 480p with Sparse-Linear Attention\n\n"
         "Files:\n"
-        "- models/diffusion_models: TurboWan2.1-T2V-1.3B-480P.pth (TurboDiffusion, the non -quant file)\n"
+        "- models/diffusion_models: TurboWan2.1-T2V-1.3B-480P.pth from TurboDiffusion (the -quant.pth loads too: "
+        "its int8 weights are dequantised at load)\n"
         f"- models/text_encoders: {UMT5}\n"
         f"- models/vae: {WAN21_VAE}\n\n"
         "Load SLA Diffusion Model builds the native Wan model and keeps the checkpoint's SLA weights (proj_l). "
@@ -181,7 +182,7 @@ def wan22_i2v():
         "TurboWan2.2 I2V A14B 720p (two experts) with Sparse-Linear Attention\n\n"
         "Files:\n"
         "- models/diffusion_models: TurboWan2.2-I2V-A14B-high-720P.pth and TurboWan2.2-I2V-A14B-low-720P.pth "
-        "(TurboDiffusion, the non -quant files; weight_dtype fp8_e4m3fn halves their memory)\n"
+        "from TurboDiffusion (-quant.pth files load too; weight_dtype fp8_e4m3fn halves their memory)\n"
         f"- models/text_encoders: {UMT5}\n"
         f"- models/vae: {WAN21_VAE} (Wan2.2 A14B uses the Wan2.1 VAE)\n\n"
         "Each expert has its own Apply Sparse-Linear Attention: the two models never see each other's settings. "
