@@ -82,7 +82,8 @@ def install_placeholders() -> list:
         try:
             importlib.import_module(name)
         except Exception:  # absent, or a binary build that does not match the installed torch
-            sys.modules.pop(name, None)
+            for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+                del sys.modules[mod]  # drop a half-imported package
             missing.append(name)
     if missing:
         sys.meta_path.insert(0, _PlaceholderFinder(missing))
