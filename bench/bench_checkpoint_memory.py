@@ -110,7 +110,7 @@ elif mode == 'load_st':
     from sla.checkpoint import load_checkpoint
     L = load_checkpoint(dst, weight_dtype=torch.bfloat16)
     held = sum(t.numel() * t.element_size() for t in L.state_dict.values())
-elif mode in ('comfy', 'comfy_st'):
+elif mode in ('comfy', 'comfy_plain', 'comfy_st'):
     sys.path.insert(0, os.environ['SLA_BENCH_COMFYUI']); sys.path.insert(0, {root!r} + '/tests/integration')
     from comfy_env import install_placeholders
     install_placeholders()
@@ -118,12 +118,20 @@ elif mode in ('comfy', 'comfy_st'):
     comfy.cli_args.args.cpu = True
     import comfy.sd, comfy.utils
     base = rss()
+    opts = {{"dtype": torch.bfloat16}}
     if mode == 'comfy':
+        from sla.checkpoint import consume_on_copy, load_checkpoint, plain_tensors
+        L = load_checkpoint(src, weight_dtype=torch.bfloat16)
+        with consume_on_copy(L.state_dict) as sd:
+            m = comfy.sd.load_diffusion_model_state_dict(sd, model_options=opts)
+        plain_tensors(m.model.diffusion_model)
+    elif mode == 'comfy_plain':
         from sla.checkpoint import load_checkpoint
         sd = load_checkpoint(src, weight_dtype=torch.bfloat16).state_dict
+        m = comfy.sd.load_diffusion_model_state_dict(sd, model_options=opts)
     else:
         sd = comfy.utils.load_torch_file(dst)
-    m = comfy.sd.load_diffusion_model_state_dict(sd, model_options={{"dtype": torch.bfloat16}})
+        m = comfy.sd.load_diffusion_model_state_dict(sd, model_options=opts)
     held = sum(t.numel() * t.element_size() for t in m.model.diffusion_model.state_dict().values())
 elif mode == 'convert':
     from sla.convert import convert
@@ -176,7 +184,7 @@ def main(argv=None):
     modes = ["load", "convert", "load_st"] + ([] if args.skip_naive else ["naive"])
     if args.comfyui:
         os.environ["SLA_BENCH_COMFYUI"] = args.comfyui
-        modes += ["comfy", "comfy_st"]
+        modes += ["comfy", "comfy_plain", "comfy_st"]
     for mode in modes:
         m = measure(mode, src, dst)
         peak = m["hwm"] - m["baseline"]
@@ -191,7 +199,8 @@ def main(argv=None):
     for mode, m, peak in rows:
         name = {"load": "`load_checkpoint(-quant.pth, bf16)`", "convert": "`sla.convert -> .safetensors (bf16)`",
                 "load_st": "`load_checkpoint(converted .safetensors)`",
-                "comfy": "loader node path: `load_checkpoint(-quant.pth)` + ComfyUI model build (bf16)",
+                "comfy": "node path: `load_checkpoint` + `consume_on_copy` + ComfyUI model build (bf16)",
+                "comfy_plain": "node path without `consume_on_copy` (plain state dict to ComfyUI)",
                 "comfy_st": "stock UNETLoader path on the converted .safetensors (ComfyUI's own loader, bf16)",
                 "naive": "naive `torch.load` + dequantise (reference)"}[mode]
         print(f"| {name} | {out_bytes / 1e9:.2f} | {peak / 1e9:.2f} | {peak / out_bytes:.3f} | {m['secs']:.1f} |")

@@ -285,3 +285,45 @@ def test_legacy_torch_serialization(native, tmp_path):
     L = C.load_checkpoint(p)
     base, proj = _td_expected(native)
     _assert_same(L, base, proj)
+
+
+def test_consume_on_copy_frees_and_matches():
+    m = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.LayerNorm(6), torch.nn.Linear(6, 2))
+    sd = {k: torch.randn_like(v) for k, v in m.state_dict().items()}
+    ref = {k: v.clone() for k, v in sd.items()}
+    held = sd["0.weight"]
+    with C.consume_on_copy(sd) as w:
+        assert sd == {}  # the caller's dict no longer reaches the tensors
+        assert w["0.weight"].shape == (6, 8) and w["0.weight"].nelement() == 48  # metadata still readable
+        assert torch.equal((w["2.bias"] * 2), ref["2.bias"] * 2) and type(w["2.bias"] * 2) is torch.Tensor
+        m.load_state_dict(w)
+        assert all(v.untyped_storage().nbytes() == 0 for v in w.values())
+    assert held.untyped_storage().nbytes() == 0
+    assert all(torch.equal(m.state_dict()[k], ref[k]) for k in ref)
+    assert C.plain_tensors(m) == 0 and type(m[0].weight) is torch.nn.Parameter
+    # outside the block nothing is freed any more: copies from a leftover wrapper are plain copies
+    t = torch.randn(3)
+    with C.consume_on_copy({"x": t.clone()}) as w:
+        leftover = w["x"]
+    dst = torch.empty(3)
+    dst.copy_(leftover)
+    assert leftover.untyped_storage().nbytes() == 12
+
+
+def test_plain_tensors_unwraps_adopted():
+    lin = torch.nn.Linear(2, 2)
+    with C.consume_on_copy({"w": torch.randn(2, 2)}) as w:
+        lin.weight = torch.nn.Parameter(w["w"], requires_grad=False)  # a loader that assigns instead of copying
+    assert C.plain_tensors(lin) == 1 and not isinstance(lin.weight.data, C._ConsumeOnCopy)
+    assert lin(torch.randn(1, 2)).shape == (1, 2)
+
+
+def test_adopted_tensor_is_never_freed():
+    """A loader that adopts a tensor (Parameter(t)) and later copies from the same dict entry keeps its weights."""
+    lin, other = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    w0 = torch.randn(2, 2)
+    with C.consume_on_copy({"w": w0.clone()}) as w:
+        lin.weight = torch.nn.Parameter(w["w"], requires_grad=False)
+        other.weight.data.copy_(w["w"])
+    C.plain_tensors(lin)
+    assert torch.equal(lin.weight, w0) and torch.equal(other.weight, w0)
