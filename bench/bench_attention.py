@@ -172,24 +172,25 @@ def sweep(kernels, launch, shape=(1, 32760, 12, 128), keep=0.10):
     w = torch.randn(d, d, device="cuda") * 0.05
     pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
     res = []
-    # (block_q, pair, warps, stages, warp_specialize, tma)
-    configs = [(128, True, 8, 3, False, False), (128, False, 8, 2, False, True), (64, False, 4, 3, False, False)]
+    # (block_q, pair, warps, stages, warp_specialize, tma, fast exp2)
+    configs = [(128, True, 8, 3, False, False, False), (128, False, 8, 2, False, True, False),
+               (128, False, 8, 2, False, True, True), (128, False, 8, 3, False, True, True)]
     luts = {}
-    for bq, pair, nw, ns, ws, tma in configs:
+    for bq, pair, nw, ns, ws, tma, fx in configs:
         if bq not in luts:
             luts[bq] = launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, return_lut=True)[1]
-        launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns, PAIR=pair, WS=ws, USE_TMA=tma)
+        launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns, PAIR=pair, WS=ws, USE_TMA=tma, FAST_EXP=fx)
         try:
             t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, lut=luts[bq]),
                          rep=50) - pre
         except Exception as e:  # noqa: BLE001
             t = None
-            print(f"# sweep bq={bq} pair={pair} w={nw} s={ns} ws={ws} tma={tma}: {type(e).__name__}: {str(e)[:100]}")
-        res.append(dict(block_q=bq, pair=pair, num_warps=nw, num_stages=ns, warp_specialize=ws, tma=tma, main_ms=t))
+            print(f"# sweep bq={bq} pair={pair} w={nw} s={ns} ws={ws} tma={tma} fastexp={fx}: {type(e).__name__}: {str(e)[:100]}")
+        res.append(dict(block_q=bq, pair=pair, num_warps=nw, num_stages=ns, warp_specialize=ws, tma=tma, fast_exp=fx, main_ms=t))
         if t:
-            print(f"  sweep bq={bq} pair={pair} warps={nw} stages={ns} ws={ws} tma={tma}: main {t:.3f} ms", flush=True)
+            print(f"  sweep bq={bq} pair={pair} warps={nw} stages={ns} ws={ws} tma={tma} fastexp={fx}: main {t:.3f} ms", flush=True)
     launch.CONFIG_OVERRIDE = None
-    for pps, nw, ns in ((8, 4, 3), (8, 4, 2), (8, 4, 4), (16, 4, 2), (32, 4, 2), (16, 2, 3)):
+    for pps, nw, ns in ((8, 4, 3),):
         launch.PREPASS_OVERRIDE = dict(progs_per_sm=pps, num_warps=nw, num_stages=ns)
         tp = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
         print(f"  prepass progs/SM={pps} warps={nw} stages={ns}: {tp:.3f} ms", flush=True)

@@ -188,7 +188,7 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     # through TMA descriptors (Hopper and newer), two per iteration, 2 stages; else pointer loads, 2 per iteration.
     tma = big and variant == "main" and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
     cfg = dict(num_warps=8 if big else 4, num_stages=2 if tma else (3 if big else 2),
-               PAIR=big and variant == "main" and not tma, WS=False, USE_TMA=tma)
+               PAIR=big and variant == "main" and not tma, WS=False, USE_TMA=tma, FAST_EXP=False)
     if cdt == torch.float32:  # fp32 tiles are twice the size: fit shared memory (a test path, not a fast one)
         cfg.update(num_stages=1, PAIR=False)
     if CONFIG_OVERRIDE:
@@ -197,6 +197,7 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     if cfg["USE_TMA"]:
         if variant != "main" or cdt == torch.float32 or k.dtype != cdt or v.dtype != cdt or not _tma_ok(k, v):
             cfg["USE_TMA"] = False
+            cfg["FAST_EXP"] = False
         else:
             from triton.tools.tensor_descriptor import TensorDescriptor
             dk = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, block_k, 1, d])

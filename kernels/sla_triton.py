@@ -166,18 +166,38 @@ def _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, valid, qk_scale,
 
 
 @triton.jit
-def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr):
+def _exp2_half(x, CDT: tl.constexpr):
+    """2^x (x <= 0, fp32) computed two at a time in the compute dtype on the MUFU (sm_90: ex2 on bf16x2/f16x2).
+
+    Halves the special-function work of the softmax; p is rounded to the compute dtype for the P @ V product
+    anyway, so the result carries about the same error.
+    """
+    if CDT == tl.bfloat16:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.bf16x2 $0, $1;", "=r,r", [x.to(tl.bfloat16)],
+                                         dtype=tl.bfloat16, is_pure=True, pack=2)
+    else:
+        return tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [x.to(tl.float16)],
+                                         dtype=tl.float16, is_pure=True, pack=2)
+
+
+@triton.jit
+def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr, FAST_EXP: tl.constexpr):
     """Two key blocks (k1, k2: (BLOCK_K, D)) with one softmax rescale; unmasked (TMA path, main variant)."""
     qk1 = tl.dot(q, tl.trans(k1))
     qk2 = tl.dot(q, tl.trans(k2))
     m_ij = tl.maximum(m_i, tl.maximum(tl.max(qk1, 1), tl.max(qk2, 1)) * qk_scale)
-    p1 = tl.exp2(qk1 * qk_scale - m_ij[:, None])
-    p2 = tl.exp2(qk2 * qk_scale - m_ij[:, None])
     alpha = tl.exp2(m_i - m_ij)
-    l_i = l_i * alpha + tl.sum(p1, 1) + tl.sum(p2, 1)
+    if FAST_EXP:
+        p1 = _exp2_half(qk1 * qk_scale - m_ij[:, None], CDT)
+        p2 = _exp2_half(qk2 * qk_scale - m_ij[:, None], CDT)
+        l_i = l_i * alpha + tl.sum(p1.to(tl.float32), 1) + tl.sum(p2.to(tl.float32), 1)
+    else:
+        p1 = tl.exp2(qk1 * qk_scale - m_ij[:, None]).to(CDT)
+        p2 = tl.exp2(qk2 * qk_scale - m_ij[:, None]).to(CDT)
+        l_i = l_i * alpha + tl.sum(p1.to(tl.float32), 1) + tl.sum(p2.to(tl.float32), 1)
     acc = acc * alpha[:, None]
-    acc = tl.dot(p1.to(CDT), v1, acc)
-    acc = tl.dot(p2.to(CDT), v2, acc)
+    acc = tl.dot(p1, v1, acc)
+    acc = tl.dot(p2, v2, acc)
     return acc, m_ij, l_i
 
 
@@ -189,7 +209,7 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
                     stride_ob, stride_ol, stride_oh,
                     H, L, NQ, KEEP, qk_scale,
                     TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr, WS: tl.constexpr,
-                    USE_TMA: tl.constexpr,
+                    USE_TMA: tl.constexpr, FAST_EXP: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, SLA1: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_BIAS: tl.constexpr,
                     CDT: tl.constexpr):
@@ -199,7 +219,8 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
     block (TAIL_IN_LUT says the sequence has one). PAIR: two LUT blocks (2 * BLOCK_K keys) per iteration;
     WS: Triton's automatic warp specialisation of that loop (benchmark option). USE_TMA: unmasked key blocks
     come through the tensor-memory accelerator from host-side 4-D descriptors DK, DV over (B, L, H, D)
-    (main variant, bf16/fp16; block [1, BLOCK_K, 1, D]).
+    (main variant, bf16/fp16; block [1, BLOCK_K, 1, D]). FAST_EXP (TMA path, sm_90+): softmax exponentials two
+    at a time in the compute dtype.
     KV (B, H, D, D) / KS (B, H, D): fp32 linear summaries over all keys; for the main variant KV holds
     phi(K)^T V @ W^T (proj_l folded in, compute dtype), for sla1 phi(K)^T V (fp32) and W (D, D) the proj_l weight
     in the compute dtype (applied as x @ W^T). BIAS (D,) fp32.
@@ -243,7 +264,7 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
             v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
             k2 = DK.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
             v2 = DV.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
-            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT)
+            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT, FAST_EXP)
         j = (n_plain // 2) * 2
     elif PAIR:
         # Two LUT blocks per iteration: one (BLOCK_Q, 2 * BLOCK_K) score tile, half the softmax rescales.
