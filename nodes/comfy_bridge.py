@@ -260,7 +260,12 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
     # bf16/fp16 are cast while reading (less peak memory); fp8 is cast by ComfyUI's own loader.
     read_dtype = options.get("dtype") if weight_dtype in ("bf16", "fp16") else None
     ck = ck_mod.load_checkpoint(path, weight_dtype=read_dtype, progress=_progress())
-    model = comfy.sd.load_diffusion_model_state_dict(ck.state_dict, model_options=options)
+    # Hand the weights over so that each tensor is freed as soon as ComfyUI has copied it into the model: the
+    # build then peaks at ~1.1x the model size instead of 2x (BENCHMARKS.md, "Checkpoint loading memory").
+    with ck_mod.consume_on_copy(ck.state_dict) as sd:
+        model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options)
+    if model is not None:
+        ck_mod.plain_tensors(model.model.diffusion_model)
     if model is None:
         raise ck_mod.CheckpointError(f"ComfyUI could not detect a diffusion model in {ckpt_name} after conversion "
                                      f"to Wan-native keys")
