@@ -174,7 +174,7 @@ def sweep(kernels, launch, shape=(1, 32760, 12, 128), keep=0.10):
     res = []
     # (block_q, pair, warps, stages, warp_specialize, tma, fast exp2)
     configs = [(128, True, 8, 3, False, False, False), (128, False, 8, 2, False, True, False),
-               (128, False, 8, 2, False, True, True), (128, False, 8, 3, False, True, True)]
+               (128, False, 8, 3, False, True, True)]
     luts = {}
     for bq, pair, nw, ns, ws, tma, fx in configs:
         if bq not in luts:
