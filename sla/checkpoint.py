@@ -11,7 +11,8 @@ Layouts (detected from the tensor names and shapes, never from the file name; co
                        ``_checkpoint_wrapped_module.`` prefixes, ``blocks.N.self_attn.attn_op.local_attn.proj_l``.
 ``turbodiffusion-int8`` its ``-quant.pth``: block Linears (not proj_l) as ``int8_weight`` [out, in] + fp32 ``scale``
                        [ceil(out/128), ceil(in/128)] (W = int8 * scale per 128x128 tile) + ``bias``.
-``comfyui``            ComfyUI-native Wan names (Conv3d patch embedding), e.g. written by ``sla.convert``.
+``comfyui``            ComfyUI-native Wan names (Conv3d patch embedding), e.g. written by ``sla.convert``; ComfyUI's
+                       scaled-fp8 / ``comfy_quant`` layers pass through uncast for ComfyUI to apply their scales.
 ``fastvideo`` / ``sglang`` / ``diffusers``  Diffusers- or FastVideo-named base weights with proj_l under
                        ``attn1.attn_impl`` / ``attn1.local_attn`` / ``attn1.attn_op.local_attn``.
 ``simpletuner``        SimpleTuner's separate ``sla_attention.pt``: one proj_l shared by every layer
@@ -118,6 +119,7 @@ class _Out:
     src_dtype: torch.dtype
     scale: Optional[str] = None  # source key of the tile scales (dequant)
     bias_dtype: Optional[torch.dtype] = None
+    keep_dtype: bool = False  # ComfyUI scaled-fp8 / comfy_quant layers: never cast
 
 
 @dataclasses.dataclass
@@ -135,13 +137,15 @@ def _is_float(dt: torch.dtype) -> bool:
 
 
 def target_dtype(key: str, shape: Tuple[int, ...], src: torch.dtype, weight_dtype: Optional[torch.dtype],
-                 dequant: bool = False, bias_dtype: Optional[torch.dtype] = None) -> torch.dtype:
+                 dequant: bool = False, bias_dtype: Optional[torch.dtype] = None, keep: bool = False) -> torch.dtype:
     """Output dtype of one tensor.
 
     ``weight_dtype`` None keeps the file's dtypes (dequantised int8 weights take their bias's dtype, else bf16).
     16/32-bit ``weight_dtype`` applies to every floating tensor. An fp8 ``weight_dtype`` applies to Linear weight
     matrices only (2-D ``*.weight``), as ComfyUI's fp8 files do: biases, norms and modulation keep a 16/32-bit dtype.
     """
+    if keep:
+        return src
     if weight_dtype is None:
         if dequant:
             return bias_dtype if bias_dtype is not None and bias_dtype.is_floating_point else torch.bfloat16
@@ -257,6 +261,15 @@ def plan_checkpoint(reader, require_base: bool = True) -> Plan:
                               f"{b + '.int8_weight'!r} beside it")
     info.quantized = bool(int8)
 
+    # ComfyUI's own scaled/quantised formats (scaled_fp8, *.scale_weight, *.weight_scale, *.comfy_quant): those
+    # layers' tensors must reach ComfyUI unchanged (it applies the scales itself), so no dtype cast touches them.
+    scaled_suffixes = (".scale_weight", ".weight_scale", ".scale_input", ".input_scale", ".comfy_quant")
+    scaled_layers = {w[: w.rindex(".")] for w in wan if w.endswith(scaled_suffixes)}
+    keep_all = "scaled_fp8" in wan
+    if scaled_layers or keep_all:
+        log.info("SLA: %s uses ComfyUI's scaled/quantised weight format; those weights are passed through "
+                 "unchanged for ComfyUI to load", path)
+
     outputs: List[_Out] = []
     if has_base:
         dim = reader.shape(wan["head.modulation"])[-1]
@@ -306,7 +319,8 @@ def plan_checkpoint(reader, require_base: bool = True) -> Plan:
             elif w == "patch_embedding.weight" and len(pshape) == 2:
                 outputs.append(_Out(w, raw, "patch", (pshape[0], info.in_dim, 1, 2, 2), reader.dtype(raw)))
             else:
-                outputs.append(_Out(w, raw, "copy", reader.shape(raw), reader.dtype(raw)))
+                keep = keep_all or ("." in w and w[: w.rindex(".")] in scaled_layers)
+                outputs.append(_Out(w, raw, "copy", reader.shape(raw), reader.dtype(raw), keep_dtype=keep))
 
     # ---- proj_l checks
     hd = info.head_dim if has_base else None
@@ -539,7 +553,8 @@ def load_checkpoint(path, weight_dtype: Optional[torch.dtype] = None, progress: 
         done = 0
         sd: Dict[str, torch.Tensor] = {}
         for o in plan.outputs:
-            dt = target_dtype(o.key, o.shape, o.src_dtype, weight_dtype, o.kind == "dequant", o.bias_dtype)
+            dt = target_dtype(o.key, o.shape, o.src_dtype, weight_dtype, o.kind == "dequant", o.bias_dtype,
+                              o.keep_dtype)
             sd[o.key] = _materialise(reader, o, dt)
             if isinstance(reader, TorchReader):
                 reader.drop(o.src)

@@ -100,7 +100,7 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
         info.weight_dtype = str(dtype).replace("torch.", "") if dtype is not None else ""
         entries, jobs = [], []
         for o in plan.outputs:
-            dt = target_dtype(o.key, o.shape, o.src_dtype, dtype, o.kind == "dequant", o.bias_dtype)
+            dt = target_dtype(o.key, o.shape, o.src_dtype, dtype, o.kind == "dequant", o.bias_dtype, o.keep_dtype)
             entries.append((o.key, o.shape, dt))
             jobs.append((o, dt))
         for i in sorted(plan.proj_l):

@@ -327,3 +327,17 @@ def test_adopted_tensor_is_never_freed():
         other.weight.data.copy_(w["w"])
     C.plain_tensors(lin)
     assert torch.equal(lin.weight, w0) and torch.equal(other.weight, w0)
+
+
+@pytest.mark.skipif(not hasattr(torch, "float8_e4m3fn"), reason="no fp8 in this torch")
+def test_comfy_scaled_fp8_passes_through(native, tmp_path):
+    """ComfyUI's own scaled-fp8 files: weights with a scale_weight sibling are never re-cast (ComfyUI scales them)."""
+    d = dict(native)
+    d["blocks.0.ffn.0.weight"] = native["blocks.0.ffn.0.weight"].to(torch.float8_e4m3fn)
+    d["blocks.0.ffn.0.scale_weight"] = torch.tensor(0.5)
+    d["scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)
+    L = C.load_checkpoint(save_safetensors(d, tmp_path / "scaled.safetensors"), weight_dtype=torch.bfloat16)
+    assert L.state_dict["blocks.0.ffn.0.weight"].dtype == torch.float8_e4m3fn
+    assert torch.equal(L.state_dict["blocks.0.ffn.0.weight"].float(), d["blocks.0.ffn.0.weight"].float())
+    assert L.state_dict["blocks.0.ffn.0.scale_weight"].dtype == torch.float32
+    assert "scaled_fp8" in L.state_dict
