@@ -158,6 +158,16 @@ def test_warning_when_everything_ran_dense(comfy, caplog):
     assert msg[0].levelno == logging.WARNING and "below min_tokens 3" in msg[0].message
 
 
+def test_half_outside_the_window_is_info_not_warning(comfy, caplog):
+    # A Wan2.2 high-noise half that lies wholly before start_percent is dense by design.
+    m = comfy.bridge.apply_sla(make_model(comfy), SLASettings(min_tokens=0, start_percent=0.99))
+    with caplog.at_level(logging.INFO, logger="comfyui_sla"):
+        sample(comfy, m, steps=2)
+    msg = [r for r in caplog.records if r.message.startswith("SLA run:")]
+    assert "outside start/end" in msg[0].message and "0 sparse" in msg[0].message
+    assert msg[0].levelno == logging.INFO
+
+
 def test_window_follows_model_sampling_patched_after_apply(comfy):
     from comfy.model_sampling import ModelSamplingDiscreteFlow
     m = comfy.bridge.apply_sla(make_model(comfy), SLASettings(min_tokens=0, start_percent=0.0, end_percent=0.5))
