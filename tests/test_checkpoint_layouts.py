@@ -341,3 +341,61 @@ def test_comfy_scaled_fp8_passes_through(native, tmp_path):
     assert torch.equal(L.state_dict["blocks.0.ffn.0.weight"].float(), d["blocks.0.ffn.0.weight"].float())
     assert L.state_dict["blocks.0.ffn.0.scale_weight"].dtype == torch.float32
     assert "scaled_fp8" in L.state_dict
+
+
+class _ShapeReader:
+    """Keys/shapes/dtypes of a (meta) state dict, as plan_checkpoint sees a file, without any data."""
+
+    kind = "pth"
+    metadata = {}
+
+    def __init__(self, sd):
+        self.path, self._sd = "<shapes>", sd
+
+    def keys(self):
+        return list(self._sd)
+
+    def shape(self, k):
+        return tuple(self._sd[k].shape)
+
+    def dtype(self, k):
+        return self._sd[k].dtype
+
+
+def _quant_shapes(sd):
+    """TurboDiffusion -quant key/shape layout of a meta dict (block Linears -> int8_weight + tile scales)."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("blocks.") and k.endswith(".weight") and v.ndim == 2 and ".proj_l." not in k:
+            b = k[: -len(".weight")]
+            out[b + ".int8_weight"] = torch.empty(v.shape, dtype=torch.int8, device="meta")
+            out[b + ".scale"] = torch.empty(-(-v.shape[0] // 128), -(-v.shape[1] // 128), device="meta")
+        elif k == "patch_embedding.weight":
+            out[k] = torch.empty(v.shape[0], v[0].numel(), dtype=torch.bfloat16, device="meta")
+        else:
+            out[k] = v
+    return {"net." + k: v for k, v in out.items()}
+
+
+@pytest.mark.parametrize("cfg,family,layout", [
+    (dict(dim=1536, num_heads=12, num_layers=30, ffn_dim=8960), "Wan2.1 T2V 1.3B", "turbodiffusion-int8"),
+    (dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824), "Wan2.1 T2V 14B / Wan2.2 T2V A14B expert",
+     "turbodiffusion-int8"),
+    (dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824, in_dim=36), "Wan2.2 I2V A14B expert",
+     "turbodiffusion-int8"),
+    (dict(dim=5120, num_heads=40, num_layers=40, ffn_dim=13824, in_dim=36, i2v=True), "Wan2.1 I2V 14B",
+     "turbodiffusion-int8"),
+    (dict(dim=3072, num_heads=24, num_layers=30, ffn_dim=14336, in_dim=48, out_dim=48), "Wan2.2 TI2V 5B",
+     "turbodiffusion-int8"),
+])
+def test_real_size_detection(cfg, family, layout):
+    """Every published model size is recognised from shapes alone (meta tensors: no memory needed)."""
+    sd = make_wan_state_dict(**cfg, meta=True, dtype=torch.bfloat16)
+    plan = C.plan_checkpoint(_ShapeReader(_quant_shapes(sd)))
+    info = plan.info
+    assert info.family == family and info.layout == layout and info.quantized
+    assert info.num_blocks == cfg["num_layers"] and info.head_dim == 128 and info.num_heads == cfg["num_heads"]
+    assert info.sla_blocks == list(range(cfg["num_layers"])) and info.in_dim == cfg.get("in_dim", 16)
+    deq = [o for o in plan.outputs if o.kind == "dequant"]
+    assert len(deq) == cfg["num_layers"] * (12 if cfg.get("i2v") else 10)
+    assert {o.key for o in plan.outputs} == {k for k in sd if ".proj_l." not in k}

@@ -51,7 +51,7 @@ def make_wan_state_dict(dim: int = 256, num_heads: int = 2, num_layers: int = 3,
                         in_dim: int = 16, out_dim: int = 16, text_dim: int = 4096, freq_dim: int = 256,
                         i2v: bool = False, seed: int = 0,
                         dtype: torch.dtype = torch.float32, proj_l: bool = True, proj_scale: float = 0.05,
-                        proj_l_blocks=None) -> Dict[str, torch.Tensor]:
+                        proj_l_blocks=None, meta: bool = False) -> Dict[str, torch.Tensor]:
     """Random Wan weights with the exact keys/shapes of ComfyUI's ``WanModel`` (+ TurboDiffusion proj_l keys).
 
     Args:
@@ -64,6 +64,7 @@ def make_wan_state_dict(dim: int = 256, num_heads: int = 2, num_layers: int = 3,
         proj_l: add ``blocks.{i}.self_attn.attn_op.local_attn.proj_l.{weight [hd, hd], bias [hd]}``.
         proj_scale: std of the random proj_l values (0 gives the zero-initialised, un-fine-tuned layer).
         proj_l_blocks: iterable of block indices that get proj_l (default: all).
+        meta: shapes only (tensors on the "meta" device), for real model sizes without the memory.
 
     Returns:
         dict key -> tensor (CPU, contiguous).
@@ -71,11 +72,15 @@ def make_wan_state_dict(dim: int = 256, num_heads: int = 2, num_layers: int = 3,
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, std=None):
+        if meta:
+            return torch.empty(*shape, dtype=dtype, device="meta")
         fan_in = shape[-1] if len(shape) > 1 else 1
         s = std if std is not None else 1.0 / math.sqrt(fan_in)
         return (torch.randn(*shape, generator=g) * s).to(dtype)
 
     def norm_w(n):
+        if meta:
+            return torch.empty(n, dtype=dtype, device="meta")
         return (1.0 + 0.1 * torch.randn(n, generator=g)).to(dtype)
 
     sd: Dict[str, torch.Tensor] = {}
@@ -123,6 +128,10 @@ def make_wan_state_dict(dim: int = 256, num_heads: int = 2, num_layers: int = 3,
         hd = dim // num_heads
         blocks = range(num_layers) if proj_l_blocks is None else proj_l_blocks
         for i in blocks:
+            if meta:
+                sd[TD_PROJ_L.format(i=i, p="weight")] = torch.empty(hd, hd, device="meta")
+                sd[TD_PROJ_L.format(i=i, p="bias")] = torch.empty(hd, device="meta")
+                continue
             sd[TD_PROJ_L.format(i=i, p="weight")] = torch.randn(hd, hd, generator=g) * proj_scale
             sd[TD_PROJ_L.format(i=i, p="bias")] = torch.randn(hd, generator=g) * proj_scale
     return sd
