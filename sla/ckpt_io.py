@@ -71,6 +71,10 @@ def sniff(path: str) -> str:
         raise CheckpointError(f"cannot read checkpoint {path!r}: {e}") from e
     if size == 0:
         raise CheckpointError(f"{path!r} is empty (0 bytes); expected a .safetensors or .pth checkpoint")
+    if head[:4] == b"GGUF":
+        raise CheckpointError(
+            f"{path!r} is a GGUF file: load it with a GGUF model loader, then add the SLA weights with "
+            "'Load SLA Weights' from a file that holds proj_l tensors (.safetensors or .pth)")
     if head[:4] == b"PK\x03\x04":
         return "torch-zip"
     if head[:1] == b"\x80":

@@ -50,6 +50,9 @@ def test_garbage_and_empty(tmp_path):
     (tmp_path / "e.safetensors").write_bytes(b"")
     assert "empty" in _err(str(tmp_path / "e.safetensors"))
     assert "does not exist" in _err(str(tmp_path / "missing.safetensors"))
+    (tmp_path / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)
+    msg = _err(str(tmp_path / "m.gguf"), load_proj_l)
+    assert "GGUF" in msg and "Load SLA Weights" in msg
 
 
 def test_not_wan(tmp_path):
