@@ -2,7 +2,8 @@
 
 Usage (from the pack's folder, e.g. ``ComfyUI/custom_nodes/<this pack>``)::
 
-    python3 -m sla.convert IN OUT.safetensors [--dtype bf16|fp16|fp8_e4m3fn|fp8_e5m2|fp32] [--force]
+    python3 -m sla.convert IN OUT.safetensors [--dtype bf16|fp16|fp8_e4m3fn|fp8_e5m2|fp32|keep] [--force]
+                           [--sla-weights sla_attention.pt]
 
 The output holds ComfyUI's Wan weights (the stock "Load Diffusion Model" / UNETLoader loads it; it ignores the
 proj_l keys with an 'unet unexpected' log line) plus the per-block proj_l tensors under TurboDiffusion's names
@@ -25,7 +26,7 @@ from typing import Callable, Optional
 import torch
 
 from .checkpoint import (METADATA_PREFIX, SLA_DEFAULTS, CheckpointError, CheckpointInfo, _ranges, _read_proj_l,
-                         _simpletuner_payload, iter_bands, plan_checkpoint, target_dtype)
+                         _simpletuner_payload, iter_bands, load_proj_l, plan_checkpoint, target_dtype)
 from .ckpt_io import SafetensorsWriter, TorchReader, open_source
 from .ckpt_keys import PROJ_L_KEY
 
@@ -70,7 +71,8 @@ class _Progress:
 
 
 def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, overwrite: bool = False,
-            progress: Optional[Callable[[int, int], None]] = None) -> CheckpointInfo:
+            progress: Optional[Callable[[int, int], None]] = None, sla_weights: Optional[str] = None
+            ) -> CheckpointInfo:
     """Write ``src`` (any layout ``load_checkpoint`` reads) as ComfyUI-native safetensors ``dst``.
 
     Args:
@@ -78,6 +80,8 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
         dtype: weight dtype of the output (``sla.checkpoint.target_dtype`` rules; None keeps the file's dtypes).
         overwrite: replace an existing ``dst`` (never ``src`` itself).
         progress: ``progress(done, total)`` per tensor.
+        sla_weights: take the proj_l weights from this separate file instead (e.g. SimpleTuner's
+            ``sla_attention.pt``, whose one shared proj_l is written for every block); ``src`` must then have none.
     Returns:
         The source's CheckpointInfo.
     """
@@ -88,22 +92,41 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
         raise CheckpointError(f"refusing to overwrite the input {src!r}: choose another output path")
     if os.path.exists(dst) and not overwrite:
         raise CheckpointError(f"output {dst!r} exists; pass --force to replace it")
+    if sla_weights is not None and _same_file(sla_weights, dst):
+        raise CheckpointError(f"refusing to overwrite the input {sla_weights!r}: choose another output path")
     reader = open_source(src)
     tmp = None
     try:
         if _simpletuner_payload(reader) is not None:
             raise CheckpointError(
-                f"{src!r} is SimpleTuner's sla_attention.pt (SLA weights only, no base model): nothing to convert; "
-                "use it directly with 'Load SLA Weights'")
+                f"{src!r} is SimpleTuner's sla_attention.pt (SLA weights only, no base model): pass the base model "
+                "as IN and this file with --sla-weights, or use it directly with 'Load SLA Weights'")
         plan = plan_checkpoint(reader, require_base=True)
         info = plan.info
         info.weight_dtype = str(dtype).replace("torch.", "") if dtype is not None else ""
+        extra = None
+        if sla_weights is not None:
+            if plan.proj_l:
+                raise CheckpointError(
+                    f"{src!r} already holds proj_l weights for {len(plan.proj_l)} blocks; --sla-weights "
+                    f"{sla_weights!r} would mix two sets: expected a base model without proj_l")
+            extra, extra_info = load_proj_l(sla_weights, num_blocks=info.num_blocks)
+            if not extra:
+                raise CheckpointError(f"{sla_weights!r} holds no proj_l weights")
+            bad = [i for i in extra if not 0 <= i < info.num_blocks]
+            if bad:
+                raise CheckpointError(f"{sla_weights!r} has proj_l for blocks {bad} but {src!r} has "
+                                      f"{info.num_blocks} blocks")
+            info.sla_blocks = sorted(extra)
+            info.sla_settings = extra_info.sla_settings or dict(SLA_DEFAULTS)
+            info.layout = f"{info.layout} + {extra_info.layout} proj_l"
+        proj_blocks = sorted(extra) if extra is not None else sorted(plan.proj_l)
         entries, jobs = [], []
         for o in plan.outputs:
             dt = target_dtype(o.key, o.shape, o.src_dtype, dtype, o.kind == "dequant", o.bias_dtype, o.keep_dtype)
             entries.append((o.key, o.shape, dt))
             jobs.append((o, dt))
-        for i in sorted(plan.proj_l):
+        for i in proj_blocks:
             d = info.head_dim
             entries.append((PROJ_L_KEY.format(i=i, p="weight"), (d, d), torch.float32))
             entries.append((PROJ_L_KEY.format(i=i, p="bias"), (d,), torch.float32))
@@ -132,7 +155,7 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
                 done += 1
                 if progress is not None:
                     progress(done, total)
-            for i, (pw, pb) in _read_proj_l(reader, plan).items():
+            for i, (pw, pb) in sorted((extra if extra is not None else _read_proj_l(reader, plan)).items()):
                 w.write(PROJ_L_KEY.format(i=i, p="weight"), pw.contiguous())
                 w.write(PROJ_L_KEY.format(i=i, p="bias"), pb.contiguous())
                 done += 2
@@ -161,6 +184,9 @@ def main(argv=None) -> int:
                     help="weight dtype of the output (default bf16; fp8 applies to Linear weights only; 'keep' keeps "
                          "the input's dtypes)")
     ap.add_argument("--force", action="store_true", help="replace an existing output file (never the input)")
+    ap.add_argument("--sla-weights", metavar="FILE", default=None,
+                    help="take the proj_l weights from a separate file (e.g. SimpleTuner's sla_attention.pt, one "
+                         "proj_l shared by every block) and write them into OUT with the base model IN")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dtype = None if args.dtype == "keep" else DTYPES[args.dtype]
@@ -174,7 +200,8 @@ def main(argv=None) -> int:
         bar(done, total)
 
     try:
-        info = convert(args.input, args.output, dtype, overwrite=args.force, progress=prog)
+        info = convert(args.input, args.output, dtype, overwrite=args.force, progress=prog,
+                       sla_weights=args.sla_weights)
     except CheckpointError as e:
         log.error("%s", e)
         return 2

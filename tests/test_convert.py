@@ -181,3 +181,23 @@ def test_comfyui_loads_converted(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         res = json.loads(r.stdout.strip().splitlines()[-1])
         assert res == {"cls": "WanModel", "blocks": 3, "blocks2": 3, "same": True, "heads": 2}, (comfy_path, res)
+
+
+def test_sla_weights_from_simpletuner(tmp_path):
+    base_sd = make_wan_state_dict(**DIMS, proj_l=False, seed=6)
+    src = save_safetensors(base_sd, tmp_path / "base.safetensors")
+    w, b = torch.randn(128, 128), torch.randn(128)
+    st = tmp_path / "sla_attention.pt"
+    torch.save(simpletuner_payload(w, b, settings={"topk": 0.2, "feature_map": "softmax", "blkq": 64, "blkk": 64}),
+               st)
+    out = tmp_path / "merged.safetensors"
+    info = CV.convert(src, out, torch.bfloat16, sla_weights=st)
+    assert "simpletuner" in info.layout
+    L = load_checkpoint(out)
+    assert sorted(L.proj_l) == [0, 1, 2] and all(torch.equal(L.proj_l[i][0], w) for i in range(3))
+    assert L.info.sla_settings["keep_ratio"] == 0.2 and L.info.sla_settings["block_q"] == 64
+    # a base that already has proj_l would mix two sets
+    with_proj = save_safetensors(make_wan_state_dict(**DIMS, seed=6), tmp_path / "with.safetensors")
+    with pytest.raises(CheckpointError, match="would mix two sets"):
+        CV.convert(with_proj, tmp_path / "x.safetensors", sla_weights=st)
+    assert not (tmp_path / "x.safetensors").exists()
