@@ -202,6 +202,7 @@ class TorchReader:
                 raise CheckpointError(
                     f"{path!r} is truncated or corrupt: the torch zip archive cannot be read ({e}); "
                     "re-download the file") from e
+        self.mmapped = mmap_ok
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap_ok)
         except pickle.UnpicklingError as e:
@@ -245,9 +246,10 @@ class TorchReader:
         return self._tensors[key]
 
     def release(self, t: torch.Tensor) -> None:
-        if t.numel():
-            st = t.untyped_storage()
-            _madvise_dontneed(t.data_ptr(), min(t.numel() * t.element_size(), st.nbytes()))
+        # Only file-backed (mmap) pages may be dropped: they are re-read from the file if touched again. Dropping
+        # pages of a heap allocation (legacy non-zip files) would zero them, including any tensor sharing them.
+        if self.mmapped and t.numel():
+            _madvise_dontneed(t.data_ptr(), t.numel() * t.element_size())
 
     def drop(self, key: str) -> None:
         """Forget a tensor so its storage can be freed (non-mmap loads)."""

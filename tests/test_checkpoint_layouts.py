@@ -399,3 +399,18 @@ def test_real_size_detection(cfg, family, layout):
     deq = [o for o in plan.outputs if o.kind == "dequant"]
     assert len(deq) == cfg["num_layers"] * (12 if cfg.get("i2v") else 10)
     assert {o.key for o in plan.outputs} == {k for k in sd if ".proj_l." not in k}
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_tensors_sharing_storage(tmp_path, legacy):
+    """Two entries viewing one storage (tied weights) both load intact, whatever pages were released between."""
+    sd = make_wan_state_dict(**{**DIMS, "num_layers": 1}, proj_l=False, seed=9)
+    big = torch.randn(2 * 256 * 256)
+    sd["blocks.0.self_attn.q.weight"] = big[: 256 * 256].view(256, 256)
+    sd["blocks.0.self_attn.k.weight"] = big[256 * 256:].view(256, 256)
+    sd["blocks.0.self_attn.v.weight"] = big[: 256 * 256].view(256, 256)  # same bytes as q
+    p = tmp_path / "tied.pth"
+    torch.save(sd, p, _use_new_zipfile_serialization=not legacy)
+    L = C.load_checkpoint(p)
+    for k in ("q", "k", "v"):
+        assert torch.equal(L.state_dict[f"blocks.0.self_attn.{k}.weight"], sd[f"blocks.0.self_attn.{k}.weight"]), k
