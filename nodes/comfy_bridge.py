@@ -251,7 +251,9 @@ def settings_from_checkpoint(info, **overrides) -> SLASettings:
 
 
 def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
-    """Load an SLA checkpoint as a native ComfyUI MODEL with SLA applied at the checkpoint defaults."""
+    """Load an SLA checkpoint as a native ComfyUI MODEL with SLA applied at the checkpoint defaults.
+
+    Returns (model, detection summary line)."""
     import comfy.sd
 
     ck_mod = _checkpoint_module()
@@ -278,7 +280,7 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
         wid = register_proj_l(proj_l, _source_id(path))
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
-    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid))
+    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid)), ck.info.summary()
 
 
 def _expand_shared(proj_l: dict, n_blocks: int) -> dict:
@@ -290,7 +292,9 @@ def _expand_shared(proj_l: dict, n_blocks: int) -> dict:
 
 
 def load_sla_weights(model, weights_name: str):
-    """Attach the proj_l of ``weights_name`` (read alone, lazily for safetensors) to ``model``."""
+    """Attach the proj_l of ``weights_name`` (read alone, lazily for safetensors) to ``model``.
+
+    Returns (model, detection summary line)."""
     ck_mod = _checkpoint_module()
     dm = wan_model(model)
     path = diffusion_model_path(weights_name)
@@ -304,4 +308,4 @@ def load_sla_weights(model, weights_name: str):
     settings = current_settings(model)
     settings = settings.replace(weights_id=wid) if settings is not None else settings_from_checkpoint(
         info, weights_id=wid)
-    return apply_sla(model, settings)
+    return apply_sla(model, settings), info.summary()

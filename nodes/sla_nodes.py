@@ -21,6 +21,10 @@ DENSE_CALL = ("Outside this window self-attention runs dense: exact full softmax
               "fine-tuned from: full cost, and close to but not the same as what it was trained with.")
 
 
+INFO_TOOLTIP = ("What was detected in the file: model family, how many blocks carry SLA weights, source layout, "
+                "quantized or not (the same line is logged).")
+
+
 def _tip(text):
     return {"tooltip": text}
 
@@ -43,13 +47,16 @@ class SLADiffusionModelLoader:
                                   "Model); fp8 halves memory at some quality cost.")),
         }}
 
-    RETURN_TYPES = ("MODEL",)
-    OUTPUT_TOOLTIPS = ("Native Wan MODEL with SLA applied; connect to KSampler, LoRA loaders, ApplySLA...",)
+    # Outputs, like inputs, are only ever appended (saved links address them by position).
+    RETURN_TYPES = ("MODEL", "STRING")
+    RETURN_NAMES = ("MODEL", "info")
+    OUTPUT_TOOLTIPS = ("Native Wan MODEL with SLA applied; connect to KSampler, LoRA loaders, ApplySLA...",
+                       INFO_TOOLTIP)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
     def load(self, ckpt_name, weight_dtype):
-        return (bridge.load_sla_model(ckpt_name, weight_dtype),)
+        return bridge.load_sla_model(ckpt_name, weight_dtype)
 
 
 class ApplySLA:
@@ -135,13 +142,14 @@ class SLAWeightsLoader:
                                   "proj_l tensors are read.")),
         }}
 
-    RETURN_TYPES = ("MODEL",)
-    OUTPUT_TOOLTIPS = ("The model with SLA weights attached and SLA applied.",)
+    RETURN_TYPES = ("MODEL", "STRING")
+    RETURN_NAMES = ("MODEL", "info")
+    OUTPUT_TOOLTIPS = ("The model with SLA weights attached and SLA applied.", INFO_TOOLTIP)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
     def load(self, model, weights_name):
-        return (bridge.load_sla_weights(model, weights_name),)
+        return bridge.load_sla_weights(model, weights_name)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -25,9 +25,9 @@ OUT = os.path.join(ROOT, "workflows")
 
 # Link inputs (name, type) and outputs (name, type) of every node type used; widget inputs are given per node.
 NODE_IO = {
-    "SLADiffusionModelLoader": ([], [("MODEL", "MODEL")]),
+    "SLADiffusionModelLoader": ([], [("MODEL", "MODEL"), ("info", "STRING")]),
     "ApplySLA": ([("model", "MODEL")], [("MODEL", "MODEL")]),
-    "SLAWeightsLoader": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "SLAWeightsLoader": ([("model", "MODEL")], [("MODEL", "MODEL"), ("info", "STRING")]),
     "UNETLoader": ([], [("MODEL", "MODEL")]),
     "ModelSamplingSD3": ([("model", "MODEL")], [("MODEL", "MODEL")]),
     "CLIPLoader": ([], [("CLIP", "CLIP")]),

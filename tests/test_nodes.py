@@ -31,7 +31,8 @@ def test_mappings_ids_names_and_input_order():
         spec = cls.INPUT_TYPES()
         assert list(spec) == ["required"]
         assert list(spec["required"]) == inputs   # widget values are saved by position
-        assert cls.RETURN_TYPES == ("MODEL",) and callable(getattr(cls, cls.FUNCTION))
+        assert cls.RETURN_TYPES[0] == "MODEL" and callable(getattr(cls, cls.FUNCTION))
+        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
         assert cls.CATEGORY.endswith("SLA") and cls.DESCRIPTION
 
 
@@ -112,7 +113,9 @@ def test_loader_builds_native_model_with_sla_at_defaults(comfy, caplog):
     name, native = write_turbo(comfy)
     assert name in N.SLADiffusionModelLoader.INPUT_TYPES()["required"]["ckpt_name"][0]
     with caplog.at_level(logging.INFO, logger="comfyui_sla"):
-        model = N.SLADiffusionModelLoader().load(name, "default")[0]
+        model, info = N.SLADiffusionModelLoader().load(name, "default")
+    assert "Wan T2V" in info and "SLA weights on 3/3 blocks" in info and "turbodiffusion" in info
+    assert any(info in r.message for r in caplog.records)   # the same line is logged
     dm = model.model.diffusion_model
     assert not any("proj_l" in k for k in dm.unexpected_keys)   # proj_l popped before ComfyUI's loader
     s = runtime(model).settings
