@@ -178,7 +178,8 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous {tuple(q.shape)} {q.dtype} tensor, got "
                          f"{tuple(out.shape)} {out.dtype}")
-    w = proj_weight.to(device=q.device, dtype=cdt).contiguous() if has_proj else kv  # dummy pointer if absent
+    # W is read by the kernel only for sla1; for main it is folded into KV below (kv is a dummy pointer then).
+    w = proj_weight.to(device=q.device, dtype=cdt).contiguous() if has_proj and variant == "sla1" else kv
     if has_proj and variant == "main":
         # Fold proj_l into the summary: (phi(q) KV / den) W^T = phi(q) (KV W^T) / den, one tiny batched matmul.
         kv = torch.matmul(kv, proj_weight.to(device=q.device, dtype=torch.float32).t()).to(cdt)
@@ -196,8 +197,12 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     dk, dv = k, v
     if cfg["USE_TMA"]:
         if variant != "main" or cdt == torch.float32 or k.dtype != cdt or v.dtype != cdt or not _tma_ok(k, v):
-            cfg["USE_TMA"] = False
-            cfg["FAST_EXP"] = False
+            # Pointer loads instead. 16-bit views that TMA cannot take (misaligned): the pointer path's best config
+            # (2 blocks per iteration, 3 stages). fp32 inputs cast in-kernel keep single blocks and 2 stages: their
+            # fp32 tiles would not fit shared memory otherwise.
+            cfg.update(USE_TMA=False, FAST_EXP=False)
+            if not CONFIG_OVERRIDE and cdt != torch.float32 and k.dtype == cdt and v.dtype == cdt:
+                cfg.update(PAIR=big and variant == "main", num_stages=3 if big else 2)
         else:
             from triton.tools.tensor_descriptor import TensorDescriptor
             dk = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, block_k, 1, d])
