@@ -98,3 +98,24 @@ def check_case(case, dtype, tag=""):
         with open(os.environ["SLA_ERR_LOG"], "a") as f:
             f.write(json.dumps({"case": list(case), "dtype": str(dtype), "rel_l2": err, "tag": tag}) + "\n")
     assert err < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_views_tma_cannot_take(dtype):
+    """Odd row strides (no 16-byte alignment) and fp32 inputs go through the pointer-load paths."""
+    b, length, h, d = 1, 5000, 2, 128
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    qkv = torch.randn(b, length, 3 * h * d + 1, device="cuda", generator=gen).to(dtype)
+    q, k, v = (qkv[..., 1 + i * h * d:1 + (i + 1) * h * d].view(b, length, h, d) for i in range(3))
+    w = torch.randn(d, d, device="cuda", generator=gen) * 0.2
+    out = torch.full(q.shape, float("nan"), device="cuda", dtype=dtype)
+    out, lut = sla_forward_impl(q, k, v, 0.2, w, None, "softmax", 128, 64, "main", return_lut=True, out=out)
+    assert torch.isfinite(out).all()
+    nq = lut.shape[2]
+    ref, rows = reference_rows(q, k, v, lut, [0, nq // 2, nq - 1], w, None, "softmax", 128, 64, "main")
+    err = ((out[:, rows].double() - ref).norm() / ref.norm()).item()
+    if os.environ.get("SLA_ERR_LOG"):
+        with open(os.environ["SLA_ERR_LOG"], "a") as f:
+            f.write(json.dumps({"case": [b, length, h, d, 128, 0.2, "softmax", "main", "rand"], "dtype": str(dtype),
+                                "rel_l2": err, "tag": "misaligned views"}) + "\n")
+    assert err < 1e-2
