@@ -8,6 +8,34 @@ from .reference import FEATURE_MAPS, VARIANTS, sla_torch
 BACKENDS = ("auto", "triton", "torch")
 
 
+def _kernels():
+    """The pack's ``kernels`` package (imports Triton).
+
+    Inside the pack (ComfyUI, tests) it is the sibling subpackage. When ``sla`` was imported on its own (a script
+    run from the pack folder), ``..kernels`` does not exist, so the sibling folder is loaded by path under a
+    private name rather than as a top-level ``kernels`` that another installed package may own.
+    """
+    if __package__ and "." in __package__:
+        from .. import kernels
+        return kernels
+    import importlib.util
+    import pathlib
+    import sys
+    name = "_sla_pack_kernels"
+    if name not in sys.modules:
+        folder = pathlib.Path(__file__).resolve().parents[1] / "kernels"
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
 def triton_available(device: torch.device | None = None) -> bool:
     """True when the Triton kernel can run on ``device`` (CUDA and an importable kernels package)."""
     if device is not None and torch.device(device).type != "cuda":
@@ -15,7 +43,7 @@ def triton_available(device: torch.device | None = None) -> bool:
     if not torch.cuda.is_available():
         return False
     try:
-        from ..kernels import sla_forward  # noqa: F401  (lazy: Triton is imported only here)
+        _kernels()  # lazy: Triton is imported only here
     except Exception:  # ImportError, or Triton failing to initialise
         return False
     return True
@@ -40,10 +68,10 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "triton" or (backend == "auto" and q.is_cuda and triton_available(q.device)):
-        from ..kernels import sla_forward, supports
+        kernels = _kernels()
         # 'auto' falls back to the PyTorch path for what the kernel does not cover (e.g. head size 96);
         # 'triton' raises a ValueError that names what was found instead.
-        if backend == "triton" or supports(q, k, v, block_q, block_k):
-            return sla_forward(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k,
-                               variant)
+        if backend == "triton" or kernels.supports(q, k, v, block_q, block_k):
+            return kernels.sla_forward(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q,
+                                       block_k, variant)
     return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k, variant)

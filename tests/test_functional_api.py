@@ -1,0 +1,45 @@
+"""The functional API outside ComfyUI: ``sla`` imported on its own still reaches the Triton kernels."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from comfyui_sla.sla import sparse_linear_attention
+from comfyui_sla.sla.reference import sla_reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_standalone_sla_package_loads_the_kernels():
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import torch\n"
+            "from sla.functional import _kernels\n"
+            "k = _kernels()\n"
+            "q = torch.randn(1, 70, 1, 64)\n"
+            "out = k.sla_forward(q, q, q, 0.5, compute_dtype='fp32')\n"
+            "print(k.__name__, tuple(out.shape))\n")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    res = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["_sla_pack_kernels", "(1,", "70,", "1,", "64)"]
+
+
+def test_bad_shapes_and_options_are_named():
+    q = torch.randn(1, 10, 2, 64)
+    with pytest.raises(ValueError, match="share one"):
+        sparse_linear_attention(q, q[:, :5], q)
+    with pytest.raises(ValueError, match="feature_map"):
+        sparse_linear_attention(q, q, q, feature_map="tanh")
+    with pytest.raises(ValueError, match="backend"):
+        sparse_linear_attention(q, q, q, backend="cuda")
+
+
+def test_torch_backend_matches_reference_on_strided_comfy_layout():
+    b, length, h, d = 2, 150, 2, 64
+    qkv = torch.randn(b, length, 3 * h * d)
+    q, k, v = (t.unflatten(-1, (h, d)) for t in qkv.chunk(3, dim=-1))   # non-contiguous views
+    w, bias = 0.1 * torch.randn(d, d), 0.1 * torch.randn(d)
+    out = sparse_linear_attention(q, k, v, 0.4, w, bias, block_q=64, block_k=64, backend="torch")
+    ref = sla_reference(q, k, v, 0.4, w, bias, "softmax", 64, 64, compute_dtype=torch.float32)
+    assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-5
