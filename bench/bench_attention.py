@@ -7,6 +7,10 @@
 Everything runs in one process, bf16, B=1, D=128, random inputs in ComfyUI's [B, L, H*D] layout. Times are medians
 of CUDA-event timings (triton.testing.do_bench). "floor" = FLOP of the op (sparse QK^T + PV over the kept keys,
 plus the linear pre-pass, phi(q)@KV and proj_l) at the dense cuDNN SDPA rate measured in the same run.
+
+thu-ml SLA is compared when its package is importable, e.g. from a git-ignored copy (never commit it):
+    mkdir -p .thirdparty && git -C /path/to/thu-ml/SLA archive HEAD sparse_linear_attention | tar -x -C .thirdparty
+ComfyUI core's comfy_kitchen sol_attn is reported as unavailable when comfy_kitchen cannot be imported.
 """
 from __future__ import annotations
 
