@@ -77,6 +77,9 @@ class _WeightsEntry:
         self.proj_l = proj_l
         self.source = source
         self.cache: Dict[Tuple[str, torch.dtype], ProjL] = {}
+        # A zero-initialised, never fine-tuned proj_l adds exactly nothing: such blocks skip the linear branch.
+        self.zero_blocks = frozenset(i for i, (w, b) in proj_l.items()
+                                     if not w.any() and (b is None or not b.any()))
 
 
 _registry: Dict[int, _WeightsEntry] = {}
@@ -150,6 +153,12 @@ def get_proj_l(weights_id: Optional[int], block: int, device, dtype: torch.dtype
                    for i, (w, b) in entry.proj_l.items()}
         entry.cache[key] = per_dev
     return per_dev[block]
+
+
+def proj_l_is_zero(weights_id: Optional[int], block: int) -> bool:
+    """True when ``block``'s proj_l is all zeros (weight and bias), so the linear branch contributes nothing."""
+    entry = _registry.get(weights_id) if weights_id is not None else None
+    return entry is not None and block in entry.zero_blocks
 
 
 def unregister_proj_l(weights_id: int) -> None:
@@ -386,6 +395,8 @@ def _sla_call(rt: SLARuntime, q, k, v, heads, block):
                      "SLA: proj_l is %dx%d but the model's attention head size is %d: self-attention runs dense",
                      proj[0].shape[0], proj[0].shape[1], d)
             return None, R_PROJ
+        if proj is not None and proj_l_is_zero(s.weights_id, int(block)):
+            proj = None  # same output, and the kernel skips the linear branch (~7% of its time)
     else:
         log_once(("training-free", rt.uid), logging.INFO,
                  "SLA: this model has no SLA (proj_l) weights, it was not fine-tuned for SLA: running "

@@ -125,6 +125,29 @@ def test_training_free_without_weights_and_block_without_proj_l(caplog):
     assert ov2.sla_runtime.stats.sparse_only_blocks == {1}
 
 
+def test_all_zero_proj_l_skips_the_linear_branch(monkeypatch):
+    """A zero (never fine-tuned) proj_l adds nothing: the kernel is called without it, same output."""
+    q, k, v = qkv()
+    pl = proj_l([0, 1])
+    pl[1] = (torch.zeros(D, D), torch.zeros(D))
+    wid = P.register_proj_l(pl)
+    seen = []
+    real = P.sparse_linear_attention
+
+    def spy(*args, **kwargs):
+        seen.append(args[4] is not None)   # proj_weight
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(P, "sparse_linear_attention", spy)
+    s = SLASettings(keep_ratio=0.5, min_tokens=0, weights_id=wid)
+    ov = P.make_attention_override(s)
+    out0, out1 = call(ov, q, k, v, block=0), call(ov, q, k, v, block=1)
+    assert seen == [True, False]
+    torch.testing.assert_close(out0, expected_sla(q, k, v, s, *pl[0]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out1, expected_sla(q, k, v, s, *pl[1]), rtol=1e-5, atol=1e-5)
+    assert ov.sla_runtime.stats.linear_blocks == {0} and ov.sla_runtime.stats.sparse_only_blocks == {1}
+
+
 def test_keep_one_is_dense_attention():
     """keep 1.0 without proj_l is exact softmax attention: SLA equals the dense function."""
     q, k, v = qkv()
