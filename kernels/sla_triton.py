@@ -33,7 +33,8 @@ def _phi(x, FMAP: tl.constexpr, AXIS: tl.constexpr):
     """Feature map on fp32 ``x`` along the head axis ``AXIS``: softmax / elu(x) + 1 / relu."""
     if FMAP == 0:
         e = tl.exp2((x - tl.expand_dims(tl.max(x, AXIS), AXIS)) * 1.4426950408889634)
-        return e / tl.expand_dims(tl.sum(e, AXIS), AXIS)
+        # One reciprocal per row, then multiplies: a per-element fp32 division costs a MUFU.RCP each.
+        return e * tl.expand_dims(1.0 / tl.sum(e, AXIS), AXIS)
     elif FMAP == 1:
         return tl.where(x > 0, x + 1.0, tl.exp2(x * 1.4426950408889634))
     else:
@@ -47,9 +48,12 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
                     stride_vb, stride_vl, stride_vh,
                     H, L, NQ, NK, CHUNK_Q, CHUNK_K, NCH,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
-                    FMAP: tl.constexpr, CDT: tl.constexpr):
-    """Programs 0..NCH-1 of axis 0: CHUNK_K key blocks of one (b, h); programs NCH..2*NCH-1: CHUNK_Q query
-    blocks (the same tokens). Splitting the two streams doubles the loads in flight.
+                    FMAP: tl.constexpr, CDT: tl.constexpr, SPLIT: tl.constexpr):
+    """Programs 0..SPLIT*NCH-1 of axis 0: CHUNK_K key blocks of one (b, h), program c doing chunk c // SPLIT and
+    the (c % SPLIT)-th slice of v's columns (the others of that chunk read the same k, from L2); programs
+    SPLIT*NCH onwards: CHUNK_Q query blocks each (the launcher may give them more tokens than a key program).
+    Splitting the streams keeps more loads in flight. SPLIT > 1 (benchmark option; measured slower on an H100,
+    KERNEL_NOTES.md) shrinks the fp32 D x (D / SPLIT) accumulator so more programs fit per SM.
 
     QMEAN (B, H, NQ, D), KMEAN (B, H, NK, D): fp32 block means of the inputs as given (for the mask; a partial
     last block divides by its true count). KTOT (B, H, D) += sum of k (smooth-k's sequence mean is KTOT / L).
@@ -62,17 +66,21 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
     h = pid_bh % H
     offs_d = tl.arange(0, HEAD_D)
 
-    if pid_c < NCH:
-        # Key block means + linear summaries, k and v read once.
+    if pid_c < SPLIT * NCH:
+        # Key block means + linear summaries, k and v read once (k once per column slice of v).
+        DV: tl.constexpr = HEAD_D // SPLIT
+        part = pid_c % SPLIT
+        kmask = offs_d + part * HEAD_D < HEAD_D              # only the first slice writes the k statistics
+        offs_dv = part * DV + tl.arange(0, DV)
         offs_bk = tl.arange(0, BLOCK_K)
         k_tile = offs_bk[:, None] * stride_kl + offs_d[None, :]
-        v_tile = offs_bk[:, None] * stride_vl + offs_d[None, :]
+        v_tile = offs_bk[:, None] * stride_vl + offs_dv[None, :]
         k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
         v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
-        kv = tl.zeros([HEAD_D, HEAD_D], dtype=tl.float32)
+        kv = tl.zeros([HEAD_D, DV], dtype=tl.float32)
         ks = tl.zeros([HEAD_D], dtype=tl.float32)
         kt = tl.zeros([HEAD_D], dtype=tl.float32)
-        kb_lo = pid_c * CHUNK_K
+        kb_lo = (pid_c // SPLIT) * CHUNK_K
         kb_hi = tl.minimum(kb_lo + CHUNK_K, NK)
         for kb in range(kb_lo, kb_hi):
             valid = kb * BLOCK_K + offs_bk < L
@@ -82,22 +90,22 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
             ksum = tl.sum(k.to(tl.float32), 0)
             kt += ksum
             cnt = tl.minimum(L - kb * BLOCK_K, BLOCK_K).to(tl.float32)
-            tl.store(KMEAN + ((pid_bh * NK + kb) * HEAD_D + offs_d), ksum / cnt)
+            tl.store(KMEAN + ((pid_bh * NK + kb) * HEAD_D + offs_d), ksum * (1.0 / cnt), mask=kmask)
             fk = _phi(k.to(CDT).to(tl.float32), FMAP, 1)
             fk = tl.where(valid[:, None], fk, 0.0)          # padded keys contribute nothing
             ks += tl.sum(fk, 0)
             kv = tl.dot(tl.trans(fk.to(CDT)), v.to(CDT), kv,
                         input_precision="ieee" if CDT == tl.float32 else None)
-        offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
+        offs_dd = offs_d[:, None] * HEAD_D + offs_dv[None, :]
         tl.atomic_add(KV + pid_bh * HEAD_D * HEAD_D + offs_dd, kv, sem="relaxed")
-        tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, sem="relaxed")
-        tl.atomic_add(KTOT + pid_bh * HEAD_D + offs_d, kt, sem="relaxed")
+        tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, mask=kmask, sem="relaxed")
+        tl.atomic_add(KTOT + pid_bh * HEAD_D + offs_d, kt, mask=kmask, sem="relaxed")
     else:
         # Query block means (mask only).
         offs_bq = tl.arange(0, BLOCK_Q)
         q_tile = offs_bq[:, None] * stride_ql + offs_d[None, :]
         q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
-        qb_lo = (pid_c - NCH) * CHUNK_Q
+        qb_lo = (pid_c - SPLIT * NCH) * CHUNK_Q
         qb_hi = tl.minimum(qb_lo + CHUNK_Q, NQ)
         for qb in range(qb_lo, qb_hi):
             rows = qb * BLOCK_Q + offs_bq
@@ -181,8 +189,39 @@ def _exp2_half(x, CDT: tl.constexpr):
 
 
 @triton.jit
-def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr, FAST_EXP: tl.constexpr):
-    """Two key blocks (k1, k2: (BLOCK_K, D)) with one softmax rescale; unmasked (TMA path, main variant)."""
+def _exp2_poly(x):
+    """2^x for fp32 x <= 0 on the FMA/ALU pipes (no MUFU): Cody-Waite split x = n + f, n = round(x),
+    f in [-0.5, 0.5], 2^f by a degree-3 minimax polynomial (rel. error ~1e-4, far below bf16's 4e-3), and n
+    added to the exponent field. x is clamped at -126 so the exponent never underflows into the sign bit."""
+    x = tl.maximum(x, -126.0)
+    t = x + 12582912.0                                   # 1.5 * 2^23: round-to-nearest, n in t's low bits
+    f = x - (t - 12582912.0)
+    p = f * (f * (f * 0.05550327 + 0.24022652) + 0.69314718) + 1.0
+    bits = p.to(tl.int32, bitcast=True) + (t.to(tl.int32, bitcast=True) << 23)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _exp2_mixed(x, POLY: tl.constexpr):
+    """2^x of a (M, N) fp32 tile: POLY 0 all on the MUFU, 1 all polynomial, 2 odd columns polynomial."""
+    if POLY == 0:
+        return tl.exp2(x)
+    elif POLY == 1:
+        return _exp2_poly(x)
+    else:
+        M: tl.constexpr = x.shape[0]
+        N: tl.constexpr = x.shape[1]
+        a, b = tl.split(tl.reshape(x, (M, N // 2, 2)))
+        return tl.reshape(tl.join(tl.exp2(a), _exp2_poly(b)), (M, N))
+
+
+@triton.jit
+def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr, FAST_EXP: tl.constexpr,
+             POLY: tl.constexpr):
+    """Two key blocks (k1, k2: (BLOCK_K, D)) with one softmax rescale; unmasked (TMA path, main variant).
+
+    POLY (benchmark option, KERNEL_NOTES.md): part of the second block's exponentials by polynomial on the
+    FMA pipes (1: all of block 2 = half the tile, 2: its odd columns = a quarter) to relieve the MUFU."""
     qk1 = tl.dot(q, tl.trans(k1))
     qk2 = tl.dot(q, tl.trans(k2))
     m_ij = tl.maximum(m_i, tl.maximum(tl.max(qk1, 1), tl.max(qk2, 1)) * qk_scale)
@@ -197,7 +236,7 @@ def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr, FAST
         acc = tl.dot(p2, v2, acc)
     else:
         p1 = tl.exp2(qk1 * qk_scale - m_ij[:, None])
-        p2 = tl.exp2(qk2 * qk_scale - m_ij[:, None])
+        p2 = _exp2_mixed(qk2 * qk_scale - m_ij[:, None], POLY)
         alpha = tl.exp2(m_i - m_ij)
         l_i = l_i * alpha + tl.sum(p1, 1) + tl.sum(p2, 1)
         acc = acc * alpha[:, None]
@@ -214,7 +253,8 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
                     stride_ob, stride_ol, stride_oh,
                     H, L, NQ, KEEP, qk_scale,
                     TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr, WS: tl.constexpr,
-                    USE_TMA: tl.constexpr, FAST_EXP: tl.constexpr,
+                    USE_TMA: tl.constexpr, FAST_EXP: tl.constexpr, POLY: tl.constexpr,
+                    TMA_TAIL: tl.constexpr, FAST_EPI: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, SLA1: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_BIAS: tl.constexpr,
                     CDT: tl.constexpr):
@@ -225,7 +265,9 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
     WS: Triton's automatic warp specialisation of that loop (benchmark option). USE_TMA: unmasked key blocks
     come through the tensor-memory accelerator from host-side 4-D descriptors DK, DV over (B, L, H, D)
     (main variant, bf16/fp16; block [1, BLOCK_K, 1, D]). FAST_EXP (TMA path, sm_90+): softmax exponentials two
-    at a time in the compute dtype.
+    at a time in the compute dtype. POLY: see _attend2. TMA_TAIL (TMA path): the odd leftover block and the
+    partial tail block through the descriptors too (rows past L come back as zeros, and are masked), instead of
+    unpipelined pointer loads. FAST_EPI: the epilogue's per-element divisions as one reciprocal per row.
     KV (B, H, D, D) / KS (B, H, D): fp32 linear summaries over all keys; for the main variant KV holds
     phi(K)^T V @ W^T (proj_l folded in, compute dtype), for sla1 phi(K)^T V (fp32) and W (D, D) the proj_l weight
     in the compute dtype (applied as x @ W^T). BIAS (D,) fp32.
@@ -261,7 +303,17 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
     v_tile = offs_n[:, None] * stride_vl + offs_d[None, :]        # v: (BLOCK_K, D)
     ones = tl.full([BLOCK_K], 1, tl.int1)
     j = 0
-    if USE_TMA:
+    if USE_TMA and not PAIR:
+        # One key block per iteration through the descriptors: half the score tile's registers (with a register
+        # cap, two programs fit per SM; benchmark option).
+        for jj in tl.range(0, n_plain, warp_specialize=WS):
+            r1 = tl.load(lut_row + jj) * BLOCK_K
+            k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
+            v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
+            acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, tl.trans(k1), v1,
+                                                      ones, qk_scale, False, SLA1, FMAP, CDT)
+        j = n_plain
+    elif USE_TMA:
         for jj in tl.range(0, n_plain // 2, warp_specialize=WS):
             r1 = tl.load(lut_row + 2 * jj) * BLOCK_K
             r2 = tl.load(lut_row + 2 * jj + 1) * BLOCK_K
@@ -269,8 +321,16 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
             v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
             k2 = DK.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
             v2 = DV.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
-            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT, FAST_EXP)
+            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT, FAST_EXP, POLY)
         j = (n_plain // 2) * 2
+        if TMA_TAIL:
+            if n_plain % 2 == 1:
+                r1 = tl.load(lut_row + n_plain - 1) * BLOCK_K
+                k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
+                v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
+                acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, tl.trans(k1), v1,
+                                                          ones, qk_scale, False, SLA1, FMAP, CDT)
+            j = n_plain
     elif PAIR:
         # Two LUT blocks per iteration: one (BLOCK_Q, 2 * BLOCK_K) score tile, half the softmax rescales.
         offs_n2 = tl.arange(0, 2 * BLOCK_K)
@@ -294,7 +354,15 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
         v = tl.load(v_base + row0 * stride_vl + v_tile).to(CDT)
         acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, ones,
                                                   qk_scale, False, SLA1, FMAP, CDT)
-    if TAIL_IN_LUT:
+    if TAIL_IN_LUT and USE_TMA and TMA_TAIL:
+        # The partial block through the descriptors: rows past L are zero-filled by the copy engine, masked here.
+        row0 = tl.load(lut_row + KEEP - 1) * BLOCK_K
+        valid = row0 + offs_n < L
+        kb_ = DK.load([b, row0, h, 0]).reshape(BLOCK_K, HEAD_D)
+        vb_ = DV.load([b, row0, h, 0]).reshape(BLOCK_K, HEAD_D)
+        acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, tl.trans(kb_), vb_, valid,
+                                                  qk_scale, True, SLA1, FMAP, CDT)
+    elif TAIL_IN_LUT:
         # Only the last (largest) entry can be the partial block; mask keys past L there alone.
         row0 = tl.load(lut_row + KEEP - 1) * BLOCK_K
         valid = row0 + offs_n < L
@@ -302,7 +370,10 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
         v = tl.load(v_base + row0.to(tl.int64) * stride_vl + v_tile, mask=valid[:, None], other=0.0).to(CDT)
         acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, valid,
                                                   qk_scale, True, SLA1, FMAP, CDT)
-    out = acc / l_i[:, None]
+    if FAST_EPI:
+        out = acc * (1.0 / l_i)[:, None]
+    else:
+        out = acc / l_i[:, None]
 
     if HAS_PROJ:
         # Linear branch, from the per-(b, h) summaries; phi on the compute-dtype q, as upstream.
@@ -331,7 +402,10 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
             # proj(phi(q) KV / den) = phi(q) (KV W^T) / den.
             num = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec)
             den = tl.sum(fq * ks[None, :], 1)
-            out += num / (1e-5 + den)[:, None]
+            if FAST_EPI:
+                out += num * (1.0 / (1e-5 + den))[:, None]
+            else:
+                out += num / (1e-5 + den)[:, None]
         if HAS_BIAS:
             out += tl.load(BIAS + offs_d)[None, :]
 

@@ -169,11 +169,22 @@ def test_fp32_inputs_compute_in_bf16_by_default_and_return_fp32():
     assert math.isfinite(out.abs().max().item())
 
 
+TMA_CONFIGS = {
+    "pairs": dict(USE_TMA=True, PAIR=True, TMA_TAIL=False, FAST_EPI=False),
+    "pairs-tail-poly": dict(USE_TMA=True, PAIR=True, TMA_TAIL=True, FAST_EPI=True, POLY=2),
+    "pairs-poly-half": dict(USE_TMA=True, PAIR=True, TMA_TAIL=False, FAST_EPI=False, POLY=1),
+    "singles-tail": dict(USE_TMA=True, PAIR=False, TMA_TAIL=True, FAST_EPI=True),
+    "singles": dict(USE_TMA=True, PAIR=False, TMA_TAIL=False, FAST_EPI=False),
+}
+
+
 @pytest.mark.parametrize("length,keep", [(520, 0.5), (512, 0.75)])
-def test_tma_path_matches_reference(monkeypatch, length, keep):
-    """The tensor-descriptor (TMA) key path: pairs of blocks, odd leftovers and the masked tail."""
+@pytest.mark.parametrize("config", list(TMA_CONFIGS))
+def test_tma_path_matches_reference(monkeypatch, length, keep, config):
+    """The tensor-descriptor (TMA) key path: pairs or single blocks, odd leftovers and the masked tail (pointer
+    loads or, with TMA_TAIL, descriptors whose rows past L come back as zeros), polynomial exp2 option."""
     from comfyui_sla.kernels import launch
-    monkeypatch.setattr(launch, "CONFIG_OVERRIDE", dict(USE_TMA=True, PAIR=False))
+    monkeypatch.setattr(launch, "CONFIG_OVERRIDE", TMA_CONFIGS[config])
     q, k, v = make(1, length, 2, 128, torch.float16, length, layout="flat")
     gen = torch.Generator().manual_seed(length)
     w, bias = (torch.randn(128, 128, generator=gen) * 0.2).to(DEV), (torch.randn(128, generator=gen) * 0.2).to(DEV)
@@ -191,3 +202,17 @@ def test_torch_compile_sees_one_opaque_op():
 
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v), f(q, k, v), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("split,q_mult", [(2, 1), (4, 3), (1, 8)])
+def test_prepass_column_split_matches(monkeypatch, split, q_mult):
+    """The pre-pass with v's columns split over SPLIT programs, and with longer query programs, gives the same
+    summaries and means (the k statistics written once, by the first slice; every query block once)."""
+    from comfyui_sla.kernels import launch
+    q, k, v = make(2, 333, 2, 64, torch.float32, 11, layout="flat")
+    ref = launch.prepass(q, k, v, 128, 64, "softmax", torch.float32)
+    monkeypatch.setattr(launch, "PREPASS_OVERRIDE", dict(SPLIT=split, num_warps=8, maxnreg=128, Q_MULT=q_mult,
+                                                         progs_per_sm=64))
+    got = launch.prepass(q, k, v, 128, 64, "softmax", torch.float32)
+    for name, a, b in zip(("qmean", "kmean", "kv", "ks", "ktot"), got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
