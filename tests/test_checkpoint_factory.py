@@ -1,5 +1,9 @@
-"""The test factory's native Wan dict has exactly the keys and shapes of ComfyUI's WanModel (needs COMFYUI_PATH)."""
+"""The test factory's native Wan dict has exactly the keys and shapes of ComfyUI's WanModel (needs COMFYUI_PATH;
+each checkout in its own subprocess, since real ComfyUI and the tests/stubs stand-in cannot share an interpreter)."""
+import json
 import os
+import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -7,42 +11,57 @@ import torch
 
 from wan_factory import make_wan_state_dict, split_proj_l, to_turbodiffusion, TD_PROJ_L
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-def _comfy_wan():
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
+# Prints the real WanModel's {key: shape} for each config, and ComfyUI's detection of the factory's dict.
+_SCRIPT = r"""
+import json, sys
+comfy_path, root, configs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+sys.path.insert(0, comfy_path); sys.path.insert(0, root + "/tests"); sys.path.insert(0, root + "/tests/integration")
+from comfy_env import install_placeholders  # inert torchvision/torchaudio when missing
+install_placeholders()
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import comfy.model_detection, comfy.ops
+from comfy.ldm.wan.model import WanModel
+from wan_factory import make_wan_state_dict, split_proj_l
+shapes = []
+for cfg in configs:
+    args = {k: v for k, v in cfg.items() if k != "i2v"}
+    m = WanModel(model_type="i2v" if cfg.get("i2v") else "t2v", operations=comfy.ops.disable_weight_init,
+                 device="meta", **args)
+    shapes.append({k: list(v.shape) for k, v in m.state_dict().items()})
+sd, _ = split_proj_l(make_wan_state_dict())
+det = comfy.model_detection.detect_unet_config(sd, "")
+print(json.dumps({"shapes": shapes, "detected": {k: det.get(k) for k in
+      ("image_model", "num_layers", "dim", "num_heads", "in_dim", "model_type")}}))
+"""
+
+BASE = dict(dim=256, num_heads=2, num_layers=3, ffn_dim=512, out_dim=16, text_dim=4096, freq_dim=256)
+CONFIGS = [dict(BASE), dict(BASE, i2v=True, in_dim=36), dict(BASE, in_dim=36)]
+
+
+def _real_comfy_results():
+    paths = [p for p in os.environ.get("COMFYUI_PATH", "").split(os.pathsep) if p]
+    if not paths:
         pytest.skip("COMFYUI_PATH not set")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = True
-    import comfy.ops
-    from comfy.ldm.wan.model import WanModel
-    return WanModel, comfy.ops.disable_weight_init
+    out = []
+    for comfy_path in paths:
+        r = subprocess.run([sys.executable, "-c", _SCRIPT, comfy_path, str(ROOT), json.dumps(CONFIGS)],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (comfy_path, r.stderr[-3000:])
+        out.append((comfy_path, json.loads(r.stdout.strip().splitlines()[-1])))
+    return out
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(i2v=True, in_dim=36), dict(in_dim=36)])
-def test_factory_matches_comfy_wanmodel(kw):
-    WanModel, ops = _comfy_wan()
-    args = dict(dim=256, num_heads=2, num_layers=3, ffn_dim=512, out_dim=16, text_dim=4096, freq_dim=256)
-    args.update({k: v for k, v in kw.items() if k != "i2v"})
-    model = WanModel(model_type="i2v" if kw.get("i2v") else "t2v", operations=ops, device="meta", **args)
-    real = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    ours, proj = split_proj_l(make_wan_state_dict(**args, i2v=kw.get("i2v", False)))
-    assert {k: tuple(v.shape) for k, v in ours.items()} == real
-    assert sorted(proj) == [0, 1, 2]
-
-
-def test_factory_comfy_detection():
-    _comfy_wan()
-    try:
-        import comfy.model_detection
-    except ImportError as e:  # ComfyUI's requirements (e.g. torchvision) not installed here
-        pytest.skip(f"comfy.model_detection not importable: {e}")
-    sd, _ = split_proj_l(make_wan_state_dict())
-    cfg = comfy.model_detection.detect_unet_config(sd, "")
-    assert cfg["image_model"] == "wan2.1" and cfg["num_layers"] == 3 and cfg["dim"] == 256
-    assert cfg["num_heads"] == 2 and cfg["in_dim"] == 16 and cfg["model_type"] == "t2v"
+def test_factory_matches_comfy_wanmodel_and_detection():
+    for comfy_path, res in _real_comfy_results():
+        for cfg, real in zip(CONFIGS, res["shapes"]):
+            ours, proj = split_proj_l(make_wan_state_dict(**cfg))
+            assert {k: list(v.shape) for k, v in ours.items()} == real, (comfy_path, cfg)
+            assert sorted(proj) == [0, 1, 2]
+        assert res["detected"] == {"image_model": "wan2.1", "num_layers": 3, "dim": 256, "num_heads": 2,
+                                   "in_dim": 16, "model_type": "t2v"}, comfy_path
 
 
 def test_factory_shapes_without_comfy():
