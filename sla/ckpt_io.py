@@ -77,16 +77,17 @@ def sniff(path: str) -> str:
             "'Load SLA Weights' from a file that holds proj_l tensors (.safetensors or .pth)")
     if head[:4] == b"PK\x03\x04":
         return "torch-zip"
+    # safetensors before the pickle check: its first byte is the low byte of the header length, which is 0x80 for
+    # one header length in 32 (lengths are 8-aligned); a pickle's byte 8 is never '{' (torch's magic number).
+    if len(head) >= 9 and head[8:9] == b"{":
+        (n,) = struct.unpack("<Q", head[:8])
+        if n > size - 8:
+            raise CheckpointError(
+                f"{path!r} is truncated: its safetensors header says {n} bytes but the file has {size - 8} "
+                "after the length field")
+        return "safetensors"
     if head[:1] == b"\x80":
         return "torch-legacy"
-    if len(head) >= 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{":
-            if n > size - 8:
-                raise CheckpointError(
-                    f"{path!r} is truncated: its safetensors header says {n} bytes but the file has {size - 8} "
-                    "after the length field")
-            return "safetensors"
     raise CheckpointError(
         f"{path!r} is not a checkpoint this pack can read: expected a safetensors file or a torch .pth/.pt "
         f"(zip) file, found first bytes {head[:8]!r}")
