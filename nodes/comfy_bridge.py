@@ -259,8 +259,10 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
     ck_mod = _checkpoint_module()
     path = diffusion_model_path(ckpt_name)
     options = weight_dtype_options(weight_dtype)
-    # bf16/fp16 are cast while reading (less peak memory); fp8 is cast by ComfyUI's own loader.
-    read_dtype = options.get("dtype") if weight_dtype in ("bf16", "fp16") else None
+    # Cast while reading (int8 tiles dequantised straight into it), so the weights never sit in memory at a wider
+    # dtype than the model is built in: with fp8 only the Linear weight matrices become fp8 (checkpoint.target_dtype),
+    # ComfyUI's loader casts the rest.
+    read_dtype = options.get("dtype")
     ck = ck_mod.load_checkpoint(path, weight_dtype=read_dtype, progress=_progress())
     # Hand the weights over so that each tensor is freed as soon as ComfyUI has copied it into the model: the
     # build then peaks at ~1.1x the model size instead of 2x (BENCHMARKS.md, "Checkpoint loading memory").

@@ -140,6 +140,27 @@ def test_loader_weight_dtype_reaches_comfy_loader(comfy, choice, dtype):
     assert comfy.sd.last_model_options == ({} if dtype is None else {"dtype": dtype})
 
 
+@pytest.mark.parametrize("choice,dtype", [("fp8_e4m3fn", torch.float8_e4m3fn), ("fp8_e5m2", torch.float8_e5m2),
+                                          ("fp16", torch.float16)])
+@pytest.mark.parametrize("quant", [False, True])
+def test_loader_casts_weights_while_reading(comfy, monkeypatch, choice, dtype, quant):
+    # The state dict handed to ComfyUI already holds the chosen dtype (int8 tiles dequantised straight into it):
+    # a bf16 copy of a whole 14B model never exists when fp8 was asked for.
+    native = wf.make_wan_state_dict()
+    td = wf.to_turbodiffusion_quant(native) if quant else wf.to_turbodiffusion(native)
+    wf.save_pth(td, comfy.dir / "c.pth")
+    seen = {}
+    real = comfy.sd.load_diffusion_model_state_dict
+
+    def spy(sd, model_options={}, metadata=None):
+        seen.update({k: v.dtype for k, v in sd.items()})
+        return real(sd, model_options, metadata)
+    monkeypatch.setattr(comfy.sd, "load_diffusion_model_state_dict", spy)
+    N.SLADiffusionModelLoader().load("c.pth", choice)
+    assert seen["blocks.0.self_attn.q.weight"] == dtype and seen["blocks.1.ffn.0.weight"] == dtype
+    assert seen["blocks.0.norm3.weight"].itemsize >= 2   # fp8 only for Linear weight matrices
+
+
 def test_loader_error_on_non_wan_file(comfy):
     import comfyui_sla.sla.checkpoint as ck
     torch.save({"foo.weight": torch.zeros(2, 2)}, comfy.dir / "other.pth")
