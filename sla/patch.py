@@ -444,19 +444,20 @@ def make_attention_override(settings: SLASettings, previous_override: Optional[C
     def sla_attention_override(func, *args, **kwargs):
         st = rt.stats
         st.calls += 1
-        reason, q, k, v, heads, block = _route(rt, args, kwargs)
-        if reason is None:
-            try:
-                out, reason = _sla_call(rt, q, k, v, heads, block)
-            except Exception as e:  # never crash sampling because of SLA
-                log_once(("error", rt.uid, type(e).__name__), logging.WARNING,
-                         "SLA: sparse attention failed (%s: %s); this and similar calls run dense",
-                         type(e).__name__, e, )
-                log.debug("SLA failure", exc_info=True)
-                out, reason = None, R_ERROR
+        try:  # routing included: an odd transformer_options (block_index, sigmas) must not crash sampling either
+            out = None
+            reason, q, k, v, heads, block = _route(rt, args, kwargs)
             if reason is None:
-                st.sparse += 1
-                return out
+                out, reason = _sla_call(rt, q, k, v, heads, block)
+        except Exception as e:  # never crash sampling because of SLA
+            log_once(("error", rt.uid, type(e).__name__), logging.WARNING,
+                     "SLA: sparse attention failed (%s: %s); this and similar calls run dense",
+                     type(e).__name__, e, )
+            log.debug("SLA failure", exc_info=True)
+            out, reason = None, R_ERROR
+        if reason is None:
+            st.sparse += 1
+            return out
         st.dense[reason] += 1
         return dense(func, args, kwargs)
 

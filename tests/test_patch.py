@@ -258,6 +258,21 @@ def test_error_falls_back_to_dense_logged_once(monkeypatch, caplog):
     assert ov.sla_runtime.stats.dense == {P.R_ERROR: 3}
 
 
+def test_unusable_transformer_options_fall_back_to_dense(caplog):
+    # Another node's odd block_index (or sigmas) must not crash sampling: the call runs dense, logged once.
+    ov = P.make_attention_override(SLASettings(min_tokens=0, dense_blocks="1", start_percent=0.5))
+    ov.sla_runtime.set_sigma_window(0.5, 0.0)
+    q, k, v = qkv()
+    with caplog.at_level(logging.WARNING, logger="comfyui_sla"):
+        out = call(ov, q, k, v, block="first")
+        out2 = ov(dense_attention, q, k, v, heads=H, transformer_options={"block_index": 0,
+                                                                         "sigmas": torch.tensor([])})
+    torch.testing.assert_close(out, dense_attention(q, k, v, H))
+    torch.testing.assert_close(out2, dense_attention(q, k, v, H))
+    assert ov.sla_runtime.stats.dense == {P.R_ERROR: 2}
+    assert any("failed" in r.message for r in caplog.records)
+
+
 def test_run_wrapper_logs_summary_and_warns_when_never_called(caplog):
     rt = P.SLARuntime(SLASettings(min_tokens=0, keep_ratio=0.25))
     ov = P.make_attention_override(rt.settings, None, rt)
