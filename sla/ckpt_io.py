@@ -203,9 +203,17 @@ class TorchReader:
                 raise CheckpointError(
                     f"{path!r} is truncated or corrupt: the torch zip archive cannot be read ({e}); "
                     "re-download the file") from e
+        # torch >= 2.13 hands any *path* ending in .safetensors to safetensors.load_file: a torch file under that
+        # name (the container is known from its bytes) is read through a file object instead, without mmap.
+        by_name = os.fspath(path).endswith(".safetensors")
+        mmap_ok = mmap_ok and not by_name
         self.mmapped = mmap_ok
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap_ok)
+            if by_name:
+                with open(path, "rb") as f:
+                    obj = torch.load(f, map_location="cpu", weights_only=True)
+            else:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap_ok)
         except pickle.UnpicklingError as e:
             raise CheckpointError(
                 f"{path!r} refused: it needs more than tensors to load (weights_only=True failed: "

@@ -37,3 +37,15 @@ def test_legacy_torch_pickle_still_detected(tmp_path):
     p = str(tmp_path / "legacy.pth")
     torch.save({"a": torch.zeros(2)}, p, _use_new_zipfile_serialization=False)
     assert sniff(p) == "torch-legacy"
+
+
+def test_torch_file_named_safetensors_is_read_as_torch(tmp_path):
+    # Detected from the bytes, never the name (torch >= 2.13 would hand a .safetensors path to safetensors).
+    from comfyui_sla.sla.checkpoint import load_proj_l
+    w, b = torch.randn(128, 128), torch.randn(128)
+    p = str(tmp_path / "misnamed.safetensors")
+    torch.save({"blocks.0.self_attn.attn_op.local_attn.proj_l.weight": w,
+                "blocks.0.self_attn.attn_op.local_attn.proj_l.bias": b}, p)
+    assert sniff(p) == "torch-zip"
+    proj, info = load_proj_l(p)
+    assert torch.equal(proj[0][0], w) and torch.equal(proj[0][1], b) and info.container == "pth"
