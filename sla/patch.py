@@ -24,7 +24,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .functional import sparse_linear_attention, triton_available
+from .functional import _kernels, sparse_linear_attention, triton_available
 from .mask import keep_count, num_blocks
 from .settings import SLASettings, format_blocks
 
@@ -236,6 +236,9 @@ class SLARuntime:
         self._last_sigmas = None
         self._last_in_window = True
         self._triton_ok: Dict[str, bool] = {}
+        # (device, dtype, shape) of calls whose SLA path raised: they go straight to dense afterwards instead of
+        # paying the failure (a kernel compile error, say) again on every call.
+        self.failed: set = set()
 
     # -- window ----------------------------------------------------------------------------------------------
     def set_sigma_window(self, sigma_start: float, sigma_end: float) -> None:
@@ -375,6 +378,8 @@ def _route(rt: SLARuntime, args, kwargs):
                  "SLA: transformer_options has no block_index (the block-index patch did not run): "
                  "self-attention runs dense")
         return (R_NO_INDEX,) + none
+    if (str(q.device), q.dtype, tuple(q.shape)) in rt.failed:
+        return (R_ERROR,) + none
     if q.dtype not in SUPPORTED_DTYPES or q.device.type not in SUPPORTED_DEVICES:
         log_once(("device", rt.uid, str(q.device), q.dtype), logging.WARNING,
                  "SLA: unsupported device/dtype %s/%s: attention runs dense for these calls", q.device, q.dtype)
@@ -404,7 +409,7 @@ def _sla_call(rt: SLARuntime, q, k, v, heads, block):
                  s.keep_ratio)
     backend = rt.resolve_backend(q)
     if backend == "triton":
-        from ..kernels.launch import HEAD_DIMS  # importable: resolve_backend checked triton_available
+        HEAD_DIMS = _kernels().launch.HEAD_DIMS  # importable: resolve_backend checked triton_available
         if d not in HEAD_DIMS:
             log_once(("triton-head", rt.uid, d), logging.INFO,
                      "SLA: the Triton kernel takes head sizes %s, this model has %d: using the PyTorch path",
@@ -448,7 +453,11 @@ def make_attention_override(settings: SLASettings, previous_override: Optional[C
             out = None
             reason, q, k, v, heads, block = _route(rt, args, kwargs)
             if reason is None:
-                out, reason = _sla_call(rt, q, k, v, heads, block)
+                try:
+                    out, reason = _sla_call(rt, q, k, v, heads, block)
+                except Exception:
+                    rt.failed.add((str(q.device), q.dtype, tuple(q.shape)))
+                    raise
         except Exception as e:  # never crash sampling because of SLA
             log_once(("error", rt.uid, type(e).__name__), logging.WARNING,
                      "SLA: sparse attention failed (%s: %s); this and similar calls run dense",

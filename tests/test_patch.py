@@ -243,7 +243,10 @@ def test_previous_override_gets_what_sla_does_not_take():
 
 
 def test_error_falls_back_to_dense_logged_once(monkeypatch, caplog):
+    attempts = []
+
     def boom(*a, **k):
+        attempts.append(tuple(a[0].shape))
         raise RuntimeError("kernel exploded")
 
     monkeypatch.setattr(P, "sparse_linear_attention", boom)
@@ -256,6 +259,10 @@ def test_error_falls_back_to_dense_logged_once(monkeypatch, caplog):
     msgs = [r.message for r in caplog.records if "kernel exploded" in r.message]
     assert len(msgs) == 1
     assert ov.sla_runtime.stats.dense == {P.R_ERROR: 3}
+    assert len(attempts) == 1   # the failing shape is not retried on every call
+    q2, k2, v2 = qkv(length=L + 64)
+    call(ov, q2, k2, v2)        # another shape still gets its own try
+    assert len(attempts) == 2
 
 
 def test_unusable_transformer_options_fall_back_to_dense(caplog):
