@@ -109,10 +109,15 @@ def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None
     qb, kb, vb = heads_first(q, block_q, nq), heads_first(k, block_k, nk), heads_first(v, block_k, nk)
     key_valid = (torch.arange(nk * block_k, device=q.device) < length).view(nk, block_k)
 
-    fk = feature_map(kb, feature_map_name) * key_valid[..., None]          # (B, H, nk, BK, D)
-    kv_blocks = fk.transpose(-1, -2) @ vb                                  # (B, H, nk, D, D)
-    ksum_blocks = fk.sum(dim=3)                                            # (B, H, nk, D)
-    kv_all, ksum_all = kv_blocks.sum(2), ksum_blocks.sum(2)
+    linear = proj_weight is not None  # without proj_l the linear branch adds nothing: skip it
+    if linear:
+        fk = feature_map(kb, feature_map_name) * key_valid[..., None]      # (B, H, nk, BK, D)
+        if variant == "sla1":  # per-block summaries, to subtract the kept blocks (B, H, nk, D, D)
+            kv_blocks, ksum_blocks = fk.transpose(-1, -2) @ vb, fk.sum(dim=3)
+            kv_all, ksum_all = kv_blocks.sum(2), ksum_blocks.sum(2)
+        else:  # main: one (B, H, D, D) summary over all keys
+            kv_all = torch.einsum("bhnkd,bhnke->bhde", fk, vb)
+            ksum_all = fk.sum(dim=(2, 3))
 
     out = torch.empty(b, h, nq, block_q, d, device=q.device, dtype=torch.float32)
     per_qblock = keep * block_k * (block_q + 2 * d)
@@ -131,6 +136,9 @@ def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None
         logits = (qs @ kg.transpose(-1, -2)) * scale
         o_s = torch.softmax(logits.masked_fill(~valid, float("-inf")), dim=-1) @ vg
 
+        if not linear:
+            out[:, :, s:e] = o_s
+            continue
         fq = feature_map(qs, feature_map_name)
         if variant == "main":
             kv, ks = kv_all[:, :, None], ksum_all[:, :, None]
@@ -143,11 +151,9 @@ def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None
             kv, ks = kv_all[:, :, None] - kept_kv, ksum_all[:, :, None] - kept_ks
             den = (fq * ks[..., None, :]).sum(-1, keepdim=True)
             o_l = torch.where(den > 0, (fq @ kv) / torch.where(den > 0, den, 1.0), 0.0)
-        o = o_s
-        if proj_weight is not None:
-            o = o + o_l @ proj_weight.float().t()
-            if proj_bias is not None:
-                o = o + proj_bias.float()
+        o = o_s + o_l @ proj_weight.float().t()
+        if proj_bias is not None:
+            o = o + proj_bias.float()
         out[:, :, s:e] = o
     out = out.reshape(b, h, nq * block_q, d)[:, :, :length]
     return out.permute(0, 2, 1, 3).to(q.dtype)
