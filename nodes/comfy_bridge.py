@@ -22,14 +22,14 @@ from typing import Optional
 import torch
 
 from ..sla.patch import (is_sla_override, make_attention_override, make_block_index_patch, make_run_wrapper,
-                         register_proj_l, weights_blocks, weights_head_dim, SLARuntime)
+                         register_proj_l, weights_blocks, SLARuntime)
+from ..sla.ckpt_keys import PROJ_L_KEY
 from ..sla.settings import SLASettings, format_blocks
 
 log = logging.getLogger("comfyui_sla")
 
 WRAPPER_KEY = "comfyui_sla"
 OVERRIDE_KEY = "optimized_attention_override"
-PROJ_L_KEY = "blocks.{}.self_attn.attn_op.local_attn.proj_l.weight"
 
 WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
 
@@ -186,25 +186,15 @@ def check_proj_l(dm, proj_l: dict, warn_missing: bool = True) -> None:
     n = len(dm.blocks)
     for i, (w, _b) in sorted(proj_l.items()):
         if i >= n or i < 0:
-            raise ValueError(f"SLA weights have proj_l for block {i} ({PROJ_L_KEY.format(i)}) but the model has "
+            raise ValueError(f"SLA weights have proj_l for block {i} ({PROJ_L_KEY.format(i=i, p='weight')}) but the model has "
                              f"only {n} blocks: the weights belong to another model")
         if head is not None and tuple(w.shape) != (head, head):
-            raise ValueError(f"{PROJ_L_KEY.format(i)} has shape {tuple(w.shape)}, expected ({head}, {head}) for "
+            raise ValueError(f"{PROJ_L_KEY.format(i=i, p='weight')} has shape {tuple(w.shape)}, expected ({head}, {head}) for "
                              f"this model's attention head size {head}")
     missing = sorted(set(range(n)) - set(proj_l))
     if missing and warn_missing:
         log.warning("SLA weights have no proj_l for blocks %s: those blocks run block-sparse only",
                     format_blocks(missing))
-
-
-def attach_weights(model, proj_l: dict, source: Optional[str] = None):
-    """Register ``proj_l`` for ``model`` and return a clone running SLA with them (existing settings kept)."""
-    dm = wan_model(model)
-    proj_l = _expand_shared(proj_l, len(dm.blocks))
-    check_proj_l(dm, proj_l)
-    wid = register_proj_l(proj_l, source)
-    settings = current_settings(model) or SLASettings()
-    return apply_sla(model, settings.replace(weights_id=wid))
 
 
 def _checkpoint_module():
@@ -303,7 +293,7 @@ def load_sla_weights(model, weights_name: str):
     proj_l, info = ck_mod.load_proj_l(path, num_blocks=len(dm.blocks))
     if not proj_l:
         raise ck_mod.CheckpointError(f"{weights_name} has no proj_l tensors (expected keys like "
-                                     f"{PROJ_L_KEY.format(0)}): it is not an SLA checkpoint")
+                                     f"{PROJ_L_KEY.format(i=0, p='weight')}): it is not an SLA checkpoint")
     proj_l = _expand_shared(proj_l, len(dm.blocks))
     check_proj_l(dm, proj_l, warn_missing=getattr(info, "num_blocks", 0) != len(dm.blocks))
     wid = register_proj_l(proj_l, _source_id(path))

@@ -36,6 +36,7 @@ import torch
 
 from . import ckpt_keys as K
 from .ckpt_io import CheckpointError, TorchReader, open_source
+from .settings import format_blocks
 
 log = logging.getLogger(__name__)
 
@@ -506,16 +507,8 @@ def _warn_partial(info: CheckpointInfo, path: str) -> None:
                     _ranges(info.missing_sla_blocks))
 
 
-def _ranges(ix: List[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2, 5'."""
-    out, i = [], 0
-    while i < len(ix):
-        j = i
-        while j + 1 < len(ix) and ix[j + 1] == ix[j] + 1:
-            j += 1
-        out.append(f"{ix[i]}-{ix[j]}" if j > i else f"{ix[i]}")
-        i = j + 1
-    return ", ".join(out)
+# '0-2, 5' for [0, 1, 2, 5]: the same compact form the patch logs use.
+_ranges = format_blocks
 
 
 def _dtype_name(dt: Optional[torch.dtype]) -> str:

@@ -96,8 +96,6 @@ _FASTVIDEO_BLOCK = [
     ("self_attn_residual_norm.norm.", "norm3."), ("ffn.fc_in.", "ffn.0."), ("ffn.fc_out.", "ffn.2."),
     ("scale_shift_table", "modulation"),
 ]
-_WAN_TOP_PREFIXES = ("patch_embedding.", "text_embedding.", "time_embedding.", "time_projection.", "head.",
-                     "img_emb.", "ref_conv.", "blocks.")
 
 # Markers: a key that only one naming produces.
 _DIFFUSERS_MARKERS = ("condition_embedder.", "proj_out.", "attn1.to_q.", "ffn.net.0.proj.")
@@ -236,6 +234,3 @@ def block_index(key: str) -> Optional[int]:
     m = _BLOCK_RE.match(key)
     return int(m.group(1)) if m else None
 
-
-def known_wan_key(key: str) -> bool:
-    return key.startswith(_WAN_TOP_PREFIXES)
