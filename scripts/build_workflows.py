@@ -124,6 +124,27 @@ UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 WAN21_VAE = "wan_2.1_vae.safetensors"
 
 
+def _text_to_video(w, model, sla, shift, negative, neg_title, neg_height, latent_y, sampler, save_prefix):
+    """The T2V chain both text-to-video examples share, from the model loader on: ApplySLA -> ModelSamplingSD3 ->
+    KSampler -> VAEDecode -> CreateVideo -> SaveVideo. ``model`` and ``sla`` are already placed; the rest is created
+    here in one fixed order, so node ids stay stable."""
+    shift = w.node("ModelSamplingSD3", (0, 480), (360, 58), [shift])
+    clip = w.node("CLIPLoader", (0, 600), (360, 106), [UMT5, "wan", "default"])
+    pos = w.node("CLIPTextEncode", (420, 0), (420, 200), [T2V_PROMPT], title="Positive Prompt")
+    neg = w.node("CLIPTextEncode", (420, 250), (420, neg_height), [negative], title=neg_title)
+    latent = w.node("EmptyHunyuanLatentVideo", (420, latent_y), (320, 130), [832, 480, 81, 1])
+    ks = w.node("KSampler", (900, 0), (320, 262), sampler)
+    vae = w.node("VAELoader", (900, 320), (320, 58), [WAN21_VAE])
+    dec = w.node("VAEDecode", (900, 430), (220, 46), [])
+    vid = w.node("CreateVideo", (1280, 0), (280, 78), [16])
+    save = w.node("SaveVideo", (1280, 130), (420, 420), [save_prefix, "auto", "auto"])
+    for src, dst, name in ((model, sla, "model"), (sla, shift, "model"), (shift, ks, "model"), (clip, pos, "clip"),
+                           (clip, neg, "clip"), (pos, ks, "positive"), (neg, ks, "negative"),
+                           (latent, ks, "latent_image"), (ks, dec, "samples"), (vae, dec, "vae"),
+                           (dec, vid, "images"), (vid, save, "video")):
+        w.link(src, 0, dst, name)
+
+
 def turbowan_t2v():
     w = Workflow()
     w.node("Note", (-420, 0), (380, 640), [
@@ -149,28 +170,8 @@ def turbowan_t2v():
     loader = w.node("SLADiffusionModelLoader", (0, 0), (360, 82), ["TurboWan2.1-T2V-1.3B-480P.pth", "default"],
                     color=SLA_COLOR, bgcolor=SLA_BG)
     sla = w.node("ApplySLA", (0, 130), (360, 298), apply_sla_widgets(keep=0.10), color=SLA_COLOR, bgcolor=SLA_BG)
-    shift = w.node("ModelSamplingSD3", (0, 480), (360, 58), [5.0])
-    clip = w.node("CLIPLoader", (0, 600), (360, 106), [UMT5, "wan", "default"])
-    pos = w.node("CLIPTextEncode", (420, 0), (420, 200), [T2V_PROMPT], title="Positive Prompt")
-    neg = w.node("CLIPTextEncode", (420, 250), (420, 120), [NEGATIVE], title="Negative Prompt (unused at cfg 1)")
-    latent = w.node("EmptyHunyuanLatentVideo", (420, 420), (320, 130), [832, 480, 81, 1])
-    ks = w.node("KSampler", (900, 0), (320, 262), [42, "fixed", 4, 1.0, "lcm", "simple", 1.0])
-    vae = w.node("VAELoader", (900, 320), (320, 58), [WAN21_VAE])
-    dec = w.node("VAEDecode", (900, 430), (220, 46), [])
-    vid = w.node("CreateVideo", (1280, 0), (280, 78), [16])
-    save = w.node("SaveVideo", (1280, 130), (420, 420), ["video/TurboWan_SLA", "auto", "auto"])
-    w.link(loader, 0, sla, "model")
-    w.link(sla, 0, shift, "model")
-    w.link(shift, 0, ks, "model")
-    w.link(clip, 0, pos, "clip")
-    w.link(clip, 0, neg, "clip")
-    w.link(pos, 0, ks, "positive")
-    w.link(neg, 0, ks, "negative")
-    w.link(latent, 0, ks, "latent_image")
-    w.link(ks, 0, dec, "samples")
-    w.link(vae, 0, dec, "vae")
-    w.link(dec, 0, vid, "images")
-    w.link(vid, 0, save, "video")
+    _text_to_video(w, loader, sla, 5.0, NEGATIVE, "Negative Prompt (unused at cfg 1)", 120, 420,
+                   [42, "fixed", 4, 1.0, "lcm", "simple", 1.0], "video/TurboWan_SLA")
     w.group("Model (SLA)", (-10, -40, 380, 590), "#335")
     w.group("Prompt and latent", (410, -40, 440, 600))
     return w.to_json()
@@ -271,28 +272,8 @@ def training_free_wan21():
     sla = w.node("ApplySLA", (0, 130), (360, 298),
                  apply_sla_widgets(keep=0.30, start=0.20, end=1.0, dense_blocks="0, 29"),
                  title="Apply SLA (training-free)", color=SLA_COLOR, bgcolor=SLA_BG)
-    shift = w.node("ModelSamplingSD3", (0, 480), (360, 58), [8.0])
-    clip = w.node("CLIPLoader", (0, 600), (360, 106), [UMT5, "wan", "default"])
-    pos = w.node("CLIPTextEncode", (420, 0), (420, 200), [T2V_PROMPT], title="Positive Prompt")
-    neg = w.node("CLIPTextEncode", (420, 250), (420, 150), [WAN_NEGATIVE], title="Negative Prompt")
-    latent = w.node("EmptyHunyuanLatentVideo", (420, 450), (320, 130), [832, 480, 81, 1])
-    ks = w.node("KSampler", (900, 0), (320, 262), [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0])
-    vae = w.node("VAELoader", (900, 320), (320, 58), [WAN21_VAE])
-    dec = w.node("VAEDecode", (900, 430), (220, 46), [])
-    vid = w.node("CreateVideo", (1280, 0), (280, 78), [16])
-    save = w.node("SaveVideo", (1280, 130), (420, 420), ["video/Wan21_SLA_training_free", "auto", "auto"])
-    w.link(unet, 0, sla, "model")
-    w.link(sla, 0, shift, "model")
-    w.link(shift, 0, ks, "model")
-    w.link(clip, 0, pos, "clip")
-    w.link(clip, 0, neg, "clip")
-    w.link(pos, 0, ks, "positive")
-    w.link(neg, 0, ks, "negative")
-    w.link(latent, 0, ks, "latent_image")
-    w.link(ks, 0, dec, "samples")
-    w.link(vae, 0, dec, "vae")
-    w.link(dec, 0, vid, "images")
-    w.link(vid, 0, save, "video")
+    _text_to_video(w, unet, sla, 8.0, WAN_NEGATIVE, "Negative Prompt", 150, 450,
+                   [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0], "video/Wan21_SLA_training_free")
     w.group("Model (SLA, training-free)", (-10, -40, 380, 590), "#335")
     return w.to_json()
 
