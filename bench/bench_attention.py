@@ -10,7 +10,9 @@ plus the linear pre-pass, phi(q)@KV and proj_l) at the dense cuDNN SDPA rate mea
 
 thu-ml SLA is compared when its package is importable, e.g. from a git-ignored copy (never commit it):
     mkdir -p .thirdparty && git -C /path/to/thu-ml/SLA archive HEAD sparse_linear_attention | tar -x -C .thirdparty
-ComfyUI core's comfy_kitchen sol_attn is reported as unavailable when comfy_kitchen cannot be imported.
+ComfyUI core's kernel, comfy_kitchen.sol_attn in top-k mode, is timed when comfy_kitchen is importable (it is not
+on the device image; carry a wheel, e.g. PyPI's cp312 one without backends/hip/_C.abi3.so, which fits the 64 MiB
+a device call carries, and `pip install --no-deps --target` it first); otherwise the reason is printed.
 """
 from __future__ import annotations
 
@@ -93,12 +95,25 @@ def thu_sla_factory():
     return SparseLinearAttention, "thu-ml/SLA main (copy in .thirdparty)"
 
 
-def kitchen_status():
+def kitchen_factory():
+    """ComfyUI core's sparse kernel, ``comfy_kitchen.sol_attn`` in top-k mode, or None with the reason.
+
+    comfy_kitchen is not on the device image and PyPI's cp312 wheel is just over what a device call can carry; a copy
+    without its HIP library fits (see BENCHMARKS.md): carry it in .whl/ and pip-install it with --target first."""
     try:
-        import comfy_kitchen  # noqa: F401
+        import comfy_kitchen
     except Exception as e:  # noqa: BLE001
-        return f"comfy_kitchen not importable ({type(e).__name__}: {e})"
-    return "comfy_kitchen importable, but its sol_attn top-k entry point is not wired into this benchmark"
+        return None, f"comfy_kitchen not importable ({type(e).__name__}: {e})"
+    version = getattr(comfy_kitchen, "__version__", "?")
+    try:
+        ok = comfy_kitchen.sol_attn_is_available(torch.device("cuda"))
+    except Exception as e:  # noqa: BLE001
+        return None, f"comfy_kitchen {version}: sol_attn_is_available failed ({type(e).__name__}: {e})"
+    if not ok:
+        return None, f"comfy_kitchen {version}: sol_attn not available on this GPU/build"
+    # (B, T, H, 128) bf16, keep = topk_ratio of the key blocks per query block (its 64-token blocks).
+    return (lambda q, k, v, keep: comfy_kitchen.sol_attn(q, k, v, topk_ratio=keep)), \
+        f"comfy_kitchen {version} sol_attn (top-k mode)"
 
 
 def peak_extra_mb(fn, q):
@@ -115,8 +130,9 @@ def peak_extra_mb(fn, q):
 def kernel_table(kernels, launch, shapes, keeps, with_thu=True):
     rows = []
     thu_cls, thu_note = thu_sla_factory() if with_thu else (None, "skipped")
+    kitchen, kitchen_note = kitchen_factory()
     print(f"# thu-ml SLA: {thu_note}")
-    print(f"# {kitchen_status()}")
+    print(f"# ComfyUI core kernel: {kitchen_note}")
     for (b, length, h, d) in shapes:
         q, k, v = make_inputs(b, length, h, d)
         sd = sdpa_times(q, k, v)
@@ -158,12 +174,22 @@ def kernel_table(kernels, launch, shapes, keeps, with_thu=True):
                 except Exception as e:  # noqa: BLE001
                     row["thu_sla_ms"] = None
                     print(f"# thu-ml SLA failed: {type(e).__name__}: {str(e)[:120]}")
+            if kitchen is not None and keep < 1.0:   # its top-k mode takes ratios in (0, 1)
+                try:
+                    qc, kc, vc = (t.contiguous() for t in (q, k, v))   # (B, L, H, D), copied outside the timing
+                    with torch.no_grad():
+                        row["kitchen_ms"] = bench_ms(lambda: kitchen(qc, kc, vc, keep), rep=50)
+                    del qc, kc, vc
+                except Exception as e:  # noqa: BLE001
+                    row["kitchen_ms"] = None
+                    print(f"# comfy_kitchen sol_attn failed: {type(e).__name__}: {str(e)[:120]}")
             rows.append(row)
             print(f"  keep {keep:.2f} ({kb} blk): {ms:7.3f} ms  (pre {pre:.3f}, mask {mask_ms:.3f}, main {main_ms:.3f})"
                   f"  {row['tflops']:.0f} TFLOP/s  x{row['ratio_vs_best_sdpa']:.2f} vs {best_name}"
                   f"  floor {floor_ms:.3f} ms ({100 * row['share_of_floor']:.0f}%)"
                   f"  extra mem {mem_mb:.1f} MiB ({100 * mem_ratio:.1f}% of q)"
-                  + (f"  thu-SLA {row['thu_sla_ms']:.3f} ms" if row.get("thu_sla_ms") else ""), flush=True)
+                  + (f"  thu-SLA {row['thu_sla_ms']:.3f} ms" if row.get("thu_sla_ms") else "")
+                  + (f"  kitchen {row['kitchen_ms']:.3f} ms" if row.get("kitchen_ms") else ""), flush=True)
         del q, k, v
         torch.cuda.empty_cache()
     return rows
@@ -290,13 +316,14 @@ def main():
     if args.wan_model:
         result["wan_model"] = wan_model_bench(kernels)
     if "table" in result:
-        print("\n| shape | keep | ms | x best SDPA | share of floor | TFLOP/s | thu-ml SLA ms |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n| shape | keep | ms | x best SDPA | share of floor | TFLOP/s | thu-ml SLA ms | comfy_kitchen ms |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in result["table"]:
-            thu = r.get("thu_sla_ms")
+            thu, kit = r.get("thu_sla_ms"), r.get("kitchen_ms")
             print(f"| H={r['H']} L={r['L']} | {r['keep']:.2f} | {r['ms']:.3f} | {r['ratio_vs_best_sdpa']:.2f} "
                   f"({r['best_sdpa']} {r['best_sdpa_ms']:.2f}) | {100 * r['share_of_floor']:.0f}% | "
-                  f"{r['tflops']:.0f} | {thu if thu is None else f'{thu:.3f}'} |")
+                  f"{r['tflops']:.0f} | {thu if thu is None else f'{thu:.3f}'} | "
+                  f"{kit if kit is None else f'{kit:.3f}'} |")
     text = json.dumps(result, indent=1, default=str)
     if args.json:
         pathlib.Path(args.json).write_text(text)
