@@ -114,6 +114,9 @@ class SafetensorsReader:
                 raise CheckpointError(f"{path!r} is corrupt: safetensors header is {type(header).__name__}, "
                                       "expected a JSON object")
             self.metadata: Dict[str, str] = header.pop("__metadata__", None) or {}
+            if not isinstance(self.metadata, dict):
+                raise CheckpointError(f"{path!r} is corrupt: its safetensors __metadata__ is "
+                                      f"{type(self.metadata).__name__}, expected a JSON object of strings")
             self._base = 8 + n
             data_size = size - self._base
             self._entries: Dict[str, Tuple[torch.dtype, Tuple[int, ...], int, int]] = {}

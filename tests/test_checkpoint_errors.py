@@ -44,6 +44,17 @@ def test_corrupt_safetensors_header(sd, tmp_path):
     assert "corrupt" in msg and "header" in msg
 
 
+def test_safetensors_metadata_not_an_object(tmp_path):
+    import json
+    import struct
+    header = json.dumps({"__metadata__": ["not", "a", "dict"],
+                         "x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    msg = _err(str(p))
+    assert "corrupt" in msg and "__metadata__" in msg and "list" in msg
+
+
 def test_garbage_and_empty(tmp_path):
     (tmp_path / "g.pth").write_bytes(b"hello world, not a model" * 10)
     assert "not a checkpoint" in _err(str(tmp_path / "g.pth"))
