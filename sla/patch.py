@@ -308,11 +308,14 @@ class SLARuntime:
             self.set_sigma_window(*window)
         self._last_sigmas = None
 
-    def end_run(self) -> None:
+    def end_run(self, interrupted: bool = False) -> None:
+        """Close a run and log its summary; ``interrupted``: the run raised (cancelled, OOM, ...)."""
         self.run_depth = max(0, self.run_depth - 1)
         if self.run_depth:
             return
         st = self.stats
+        if st.calls == 0 and interrupted:
+            return  # stopped before its first model call: nothing to report, and nothing is wrong with the patch
         if st.calls == 0:
             log.warning("SLA was applied to this model but attention never went through it during this sampling "
                         "run: another node may have replaced optimized_attention_override without chaining, or "
@@ -497,9 +500,12 @@ def make_run_wrapper(runtime: SLARuntime,
                          "SLA: could not read the sigma schedule (%s); keeping the window set at apply time", e)
         runtime.begin_run(window)
         try:
-            return executor(*args, **kwargs)
-        finally:
-            runtime.end_run()
+            result = executor(*args, **kwargs)
+        except BaseException:
+            runtime.end_run(interrupted=True)
+            raise
+        runtime.end_run()
+        return result
 
     sla_outer_sample_wrapper.sla_runtime = runtime
     return sla_outer_sample_wrapper

@@ -309,6 +309,21 @@ def test_run_wrapper_logs_summary_and_warns_when_never_called(caplog):
     assert rt.stats.calls == 1  # counters restart per run
 
 
+def test_run_interrupted_before_any_call_does_not_warn(caplog):
+    rt = P.SLARuntime(SLASettings(min_tokens=0))
+    wrapper = P.make_run_wrapper(rt)
+
+    def cancelled(*a, **kw):
+        raise KeyboardInterrupt  # e.g. the user pressed cancel before the first step
+
+    with caplog.at_level(logging.INFO, logger="comfyui_sla"):
+        with pytest.raises(KeyboardInterrupt):
+            wrapper(cancelled)
+        wrapper(lambda *a, **kw: None)   # a finished run that never reached attention still warns
+    warn = [r for r in caplog.records if "never went through it" in r.message]
+    assert len(warn) == 1 and rt.run_depth == 0
+
+
 # --------------------------------------------------------------------------------------------- registry
 
 def test_registry_dedupes_by_source_and_caches_device_copies():
