@@ -22,8 +22,13 @@ PREPASS_OVERRIDE: dict | None = None
 # descriptors can take (Hopper and newer). maxnreg caps registers per thread, e.g. so that two programs fit per
 # SM (a launch option, left out when None). SPLIT: v's columns split over that many key programs. Q_MULT:
 # query-mean programs take Q_MULT times the tokens of a key program.
-PREPASS_DEFAULT = dict(progs_per_sm=8, num_warps=4, num_stages=3, SPLIT=1, maxnreg=None, Q_MULT=1)
-MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, TMA_TAIL=False, FAST_EPI=False, maxnreg=None)
+PREPASS_DEFAULT = dict(progs_per_sm=8, num_warps=4, num_stages=3, SPLIT=1, maxnreg=None, Q_MULT=1, SEPARATE_Q=False,
+                       q_warps=4, q_stages=3, KVT=True, COLSUM_MMA=True)
+MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, TMA_TAIL=False, FAST_EPI=False, maxnreg=None,
+                        ODD_AS_PAIR=False, LIN_FIRST=False)
+# Top-k: rows of the score matrix per program (one warp each unless num_warps says otherwise).
+TOPK_DEFAULT = dict(rows=4, num_warps=None)
+TOPK_OVERRIDE: dict | None = None
 # For rows of at least LONG_KEEP_BLOCKS kept key blocks, MAIN_TMA_LONG (when set) replaces MAIN_TMA_DEFAULT.
 MAIN_TMA_LONG: dict | None = None
 LONG_KEEP_BLOCKS = 1 << 30
@@ -119,14 +124,26 @@ def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dt
     n_chunks = triton.cdiv(length, chunk_tokens)
     chunk_q_tokens = chunk_tokens * max(1, int(pcfg.get("Q_MULT", 1)))
     n_q_chunks = triton.cdiv(length, chunk_q_tokens)
-    _prepass_kernel[(pcfg["SPLIT"] * n_chunks + n_q_chunks, b * h)](
-        q, k, v, qmean, kmean, kv, ks, ktot,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        h, length, nq, nk, chunk_q_tokens // block_q, chunk_tokens // block_k, n_chunks,
-        BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
-        SPLIT=pcfg["SPLIT"], num_warps=pcfg["num_warps"], num_stages=pcfg["num_stages"], **extra)
+    args = (q, k, v, qmean, kmean, kv, ks, ktot,
+            q.stride(0), q.stride(1), q.stride(2),
+            k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2),
+            h, length, nq, nk, chunk_q_tokens // block_q, chunk_tokens // block_k, n_chunks)
+    # KVT: accumulate V^T phi(K) (phi(k) enters the product untransposed); COLSUM_MMA: block column sums on the
+    # tensor cores (16-bit inputs; fp32 inputs keep exact fp32 sums).
+    colsum = bool(pcfg.get("COLSUM_MMA")) and q.dtype == k.dtype and q.dtype in (torch.bfloat16, torch.float16)
+    meta = dict(BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
+                SPLIT=pcfg["SPLIT"], KVT=bool(pcfg.get("KVT")) and pcfg["SPLIT"] == 1, COLSUM_MMA=colsum)
+    if pcfg.get("SEPARATE_Q"):
+        # Query means in their own launch: compiled without the key programs' D x D accumulator, they use few
+        # registers and many fit per SM; the key programs then have the whole machine.
+        _prepass_kernel[(n_q_chunks, b * h)](*args, **meta, PART=2, num_warps=pcfg.get("q_warps", 4),
+                                             num_stages=pcfg.get("q_stages", 3))
+        _prepass_kernel[(pcfg["SPLIT"] * n_chunks, b * h)](*args, **meta, PART=1, num_warps=pcfg["num_warps"],
+                                                           num_stages=pcfg["num_stages"], **extra)
+    else:
+        _prepass_kernel[(pcfg["SPLIT"] * n_chunks + n_q_chunks, b * h)](
+            *args, **meta, PART=0, num_warps=pcfg["num_warps"], num_stages=pcfg["num_stages"], **extra)
     return qmean, kmean, kv, ks, ktot
 
 
@@ -144,7 +161,13 @@ def lut_from_means(qmean, kmean, ktot, length: int, keep: int) -> torch.Tensor:
     scores = torch.matmul(qmean, kc.transpose(-1, -2))             # (B, H, Nq, Nk) fp32, contiguous
     lut = torch.empty(b, h, nq, keep, device=qmean.device, dtype=torch.int32)
     nk_pad = triton.next_power_of_2(nk)
-    _topk_kernel[(b * h * nq,)](scores, lut, nk, keep, NK_PAD=nk_pad, num_warps=4 if nk_pad <= 2048 else 8)
+    rows = b * h * nq
+    cfg = dict(TOPK_DEFAULT)
+    if TOPK_OVERRIDE:
+        cfg.update(TOPK_OVERRIDE)
+    per = cfg["rows"]
+    _topk_kernel[(triton.cdiv(rows, per),)](scores, lut, rows, nk, keep, NK_PAD=nk_pad, ROWS=per,
+                                            num_warps=cfg.get("num_warps") or per)
     return lut
 
 
@@ -207,7 +230,8 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     # per SM -- measured no faster at keep 5-10%); else pointer loads, 2 per iteration.
     tma = big and variant == "main" and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
     cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main", WS=False,
-               USE_TMA=tma, FAST_EXP=False, POLY=0, TMA_TAIL=False, FAST_EPI=False, maxnreg=None)
+               USE_TMA=tma, FAST_EXP=False, POLY=0, TMA_TAIL=False, FAST_EPI=False, maxnreg=None, ODD_AS_PAIR=False,
+               LIN_FIRST=False)
     if tma:
         cfg.update(MAIN_TMA_DEFAULT)
         if MAIN_TMA_LONG and keep >= LONG_KEEP_BLOCKS:

@@ -42,18 +42,101 @@ def _phi(x, FMAP: tl.constexpr, AXIS: tl.constexpr):
 
 
 @triton.jit
+def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
+                  pid_c, pid_bh, b, h, L, NK, CHUNK_K,
+                  BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, FMAP: tl.constexpr, CDT: tl.constexpr,
+                  SPLIT: tl.constexpr, KVT: tl.constexpr, COLSUM_MMA: tl.constexpr):
+    """CHUNK_K key blocks of one (b, h): chunk pid_c // SPLIT, the (pid_c % SPLIT)-th slice of v's columns.
+    KVT (SPLIT 1 only): accumulate (phi(K)^T V)^T = V^T phi(K) instead, so phi(k) is the MMA's B operand as
+    computed (no transpose of it through shared memory), and store the sum transposed."""
+    offs_d = tl.arange(0, HEAD_D)
+    DV: tl.constexpr = HEAD_D // SPLIT
+    part = pid_c % SPLIT
+    kmask = offs_d + part * HEAD_D < HEAD_D              # only the first slice writes the k statistics
+    offs_dv = part * DV + tl.arange(0, DV)
+    offs_bk = tl.arange(0, BLOCK_K)
+    k_tile = offs_bk[:, None] * stride_kl + offs_d[None, :]
+    v_tile = offs_bk[:, None] * stride_vl + offs_dv[None, :]
+    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
+    kv = tl.zeros([HEAD_D, DV], dtype=tl.float32)
+    ks = tl.zeros([HEAD_D], dtype=tl.float32)
+    kt = tl.zeros([HEAD_D], dtype=tl.float32)
+    kb_lo = (pid_c // SPLIT) * CHUNK_K
+    kb_hi = tl.minimum(kb_lo + CHUNK_K, NK)
+    for kb in range(kb_lo, kb_hi):
+        valid = kb * BLOCK_K + offs_bk < L
+        row0 = tl.cast(kb * BLOCK_K, tl.int64)
+        k = tl.load(k_base + row0 * stride_kl + k_tile, mask=valid[:, None], other=0.0)
+        v = tl.load(v_base + row0 * stride_vl + v_tile, mask=valid[:, None], other=0.0)
+        if COLSUM_MMA:
+            # column sums on the tensor cores (every row of ones @ k is the sum): no cross-warp reduction
+            ksum = tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, k.dtype), k,
+                                 input_precision="ieee" if k.dtype == tl.float32 else None), 0)
+        else:
+            ksum = tl.sum(k.to(tl.float32), 0)
+        kt += ksum
+        cnt = tl.minimum(L - kb * BLOCK_K, BLOCK_K).to(tl.float32)
+        tl.store(KMEAN + ((pid_bh * NK + kb) * HEAD_D + offs_d), ksum * (1.0 / cnt), mask=kmask)
+        fk = _phi(k.to(CDT).to(tl.float32), FMAP, 1)
+        fk = tl.where(valid[:, None], fk, 0.0)          # padded keys contribute nothing
+        if COLSUM_MMA:
+            ks += tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, CDT), fk.to(CDT),
+                                input_precision="ieee" if CDT == tl.float32 else None), 0)
+        else:
+            ks += tl.sum(fk, 0)
+        if KVT:
+            kv = tl.dot(tl.trans(v.to(CDT)), fk.to(CDT), kv, input_precision="ieee" if CDT == tl.float32 else None)
+        else:
+            kv = tl.dot(tl.trans(fk.to(CDT)), v.to(CDT), kv,
+                        input_precision="ieee" if CDT == tl.float32 else None)
+    if KVT:
+        offs_dd = offs_d[:, None] + offs_dv[None, :] * HEAD_D          # kv holds the transpose: row = v column
+    else:
+        offs_dd = offs_d[:, None] * HEAD_D + offs_dv[None, :]
+    tl.atomic_add(KV + pid_bh * HEAD_D * HEAD_D + offs_dd, kv, sem="relaxed")
+    tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, mask=kmask, sem="relaxed")
+    tl.atomic_add(KTOT + pid_bh * HEAD_D + offs_d, kt, mask=kmask, sem="relaxed")
+
+
+@triton.jit
+def _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_q, pid_bh, b, h, L, NQ, CHUNK_Q,
+                     BLOCK_Q: tl.constexpr, HEAD_D: tl.constexpr, COLSUM_MMA: tl.constexpr):
+    """CHUNK_Q query blocks of one (b, h), chunk pid_q: their means (for the mask only)."""
+    offs_d = tl.arange(0, HEAD_D)
+    offs_bq = tl.arange(0, BLOCK_Q)
+    q_tile = offs_bq[:, None] * stride_ql + offs_d[None, :]
+    q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
+    qb_lo = pid_q * CHUNK_Q
+    qb_hi = tl.minimum(qb_lo + CHUNK_Q, NQ)
+    for qb in range(qb_lo, qb_hi):
+        rows = qb * BLOCK_Q + offs_bq
+        q = tl.load(q_base + tl.cast(qb * BLOCK_Q, tl.int64) * stride_ql + q_tile, mask=(rows < L)[:, None],
+                    other=0.0)
+        cnt = tl.minimum(L - qb * BLOCK_Q, BLOCK_Q).to(tl.float32)
+        if COLSUM_MMA:
+            qsum = tl.max(tl.dot(tl.full([16, BLOCK_Q], 1.0, q.dtype), q,
+                                 input_precision="ieee" if q.dtype == tl.float32 else None), 0)
+        else:
+            qsum = tl.sum(q.to(tl.float32), 0)
+        tl.store(QMEAN + ((pid_bh * NQ + qb) * HEAD_D + offs_d), qsum / cnt)
+
+
+@triton.jit
 def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
                     stride_qb, stride_ql, stride_qh,
                     stride_kb, stride_kl, stride_kh,
                     stride_vb, stride_vl, stride_vh,
                     H, L, NQ, NK, CHUNK_Q, CHUNK_K, NCH,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
-                    FMAP: tl.constexpr, CDT: tl.constexpr, SPLIT: tl.constexpr):
-    """Programs 0..SPLIT*NCH-1 of axis 0: CHUNK_K key blocks of one (b, h), program c doing chunk c // SPLIT and
-    the (c % SPLIT)-th slice of v's columns (the others of that chunk read the same k, from L2); programs
-    SPLIT*NCH onwards: CHUNK_Q query blocks each (the launcher may give them more tokens than a key program).
-    Splitting the streams keeps more loads in flight. SPLIT > 1 (benchmark option; measured slower on an H100,
-    KERNEL_NOTES.md) shrinks the fp32 D x (D / SPLIT) accumulator so more programs fit per SM.
+                    FMAP: tl.constexpr, CDT: tl.constexpr, SPLIT: tl.constexpr, PART: tl.constexpr = 0,
+                    KVT: tl.constexpr = False, COLSUM_MMA: tl.constexpr = False):
+    """PART 0: programs 0..SPLIT*NCH-1 of axis 0 do CHUNK_K key blocks of one (b, h) each (program c: chunk
+    c // SPLIT, the (c % SPLIT)-th slice of v's columns; the others of that chunk read the same k, from L2), the
+    programs after them CHUNK_Q query blocks each. PART 1: key programs only; PART 2: query programs only (two
+    launches, so that the light query programs are compiled without the key programs' register footprint).
+    SPLIT > 1 (benchmark option; measured slower on an H100, KERNEL_NOTES.md) shrinks the fp32 D x (D / SPLIT)
+    accumulator so more programs fit per SM.
 
     QMEAN (B, H, NQ, D), KMEAN (B, H, NK, D): fp32 block means of the inputs as given (for the mask; a partial
     last block divides by its true count). KTOT (B, H, D) += sum of k (smooth-k's sequence mean is KTOT / L).
@@ -64,88 +147,58 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    offs_d = tl.arange(0, HEAD_D)
-
-    if pid_c < SPLIT * NCH:
-        # Key block means + linear summaries, k and v read once (k once per column slice of v).
-        DV: tl.constexpr = HEAD_D // SPLIT
-        part = pid_c % SPLIT
-        kmask = offs_d + part * HEAD_D < HEAD_D              # only the first slice writes the k statistics
-        offs_dv = part * DV + tl.arange(0, DV)
-        offs_bk = tl.arange(0, BLOCK_K)
-        k_tile = offs_bk[:, None] * stride_kl + offs_d[None, :]
-        v_tile = offs_bk[:, None] * stride_vl + offs_dv[None, :]
-        k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
-        v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
-        kv = tl.zeros([HEAD_D, DV], dtype=tl.float32)
-        ks = tl.zeros([HEAD_D], dtype=tl.float32)
-        kt = tl.zeros([HEAD_D], dtype=tl.float32)
-        kb_lo = (pid_c // SPLIT) * CHUNK_K
-        kb_hi = tl.minimum(kb_lo + CHUNK_K, NK)
-        for kb in range(kb_lo, kb_hi):
-            valid = kb * BLOCK_K + offs_bk < L
-            row0 = tl.cast(kb * BLOCK_K, tl.int64)
-            k = tl.load(k_base + row0 * stride_kl + k_tile, mask=valid[:, None], other=0.0)
-            v = tl.load(v_base + row0 * stride_vl + v_tile, mask=valid[:, None], other=0.0)
-            ksum = tl.sum(k.to(tl.float32), 0)
-            kt += ksum
-            cnt = tl.minimum(L - kb * BLOCK_K, BLOCK_K).to(tl.float32)
-            tl.store(KMEAN + ((pid_bh * NK + kb) * HEAD_D + offs_d), ksum * (1.0 / cnt), mask=kmask)
-            fk = _phi(k.to(CDT).to(tl.float32), FMAP, 1)
-            fk = tl.where(valid[:, None], fk, 0.0)          # padded keys contribute nothing
-            ks += tl.sum(fk, 0)
-            kv = tl.dot(tl.trans(fk.to(CDT)), v.to(CDT), kv,
-                        input_precision="ieee" if CDT == tl.float32 else None)
-        offs_dd = offs_d[:, None] * HEAD_D + offs_dv[None, :]
-        tl.atomic_add(KV + pid_bh * HEAD_D * HEAD_D + offs_dd, kv, sem="relaxed")
-        tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, mask=kmask, sem="relaxed")
-        tl.atomic_add(KTOT + pid_bh * HEAD_D + offs_d, kt, mask=kmask, sem="relaxed")
+    if PART == 1:
+        _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
+                      pid_c, pid_bh, b, h, L, NK, CHUNK_K, BLOCK_K, HEAD_D, FMAP, CDT, SPLIT, KVT,
+                      COLSUM_MMA)
+    elif PART == 2:
+        _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_c, pid_bh, b, h, L, NQ, CHUNK_Q,
+                         BLOCK_Q, HEAD_D, COLSUM_MMA)
     else:
-        # Query block means (mask only).
-        offs_bq = tl.arange(0, BLOCK_Q)
-        q_tile = offs_bq[:, None] * stride_ql + offs_d[None, :]
-        q_base = Q + b.to(tl.int64) * stride_qb + h * stride_qh
-        qb_lo = (pid_c - SPLIT * NCH) * CHUNK_Q
-        qb_hi = tl.minimum(qb_lo + CHUNK_Q, NQ)
-        for qb in range(qb_lo, qb_hi):
-            rows = qb * BLOCK_Q + offs_bq
-            q = tl.load(q_base + tl.cast(qb * BLOCK_Q, tl.int64) * stride_ql + q_tile, mask=(rows < L)[:, None],
-                        other=0.0)
-            cnt = tl.minimum(L - qb * BLOCK_Q, BLOCK_Q).to(tl.float32)
-            tl.store(QMEAN + ((pid_bh * NQ + qb) * HEAD_D + offs_d), tl.sum(q.to(tl.float32), 0) / cnt)
-
+        if pid_c < SPLIT * NCH:
+            _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl,
+                          stride_vh, pid_c, pid_bh, b, h, L, NK, CHUNK_K, BLOCK_K, HEAD_D, FMAP, CDT, SPLIT, KVT,
+                      COLSUM_MMA)
+        else:
+            _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_c - SPLIT * NCH, pid_bh, b, h, L, NQ,
+                             CHUNK_Q, BLOCK_Q, HEAD_D, COLSUM_MMA)
 
 
 @triton.jit
-def _topk_kernel(S, LUT, NK, KEEP, NK_PAD: tl.constexpr):
-    """Per row of the block scores S (R, NK) fp32: the KEEP largest, as ascending column indices into LUT.
+def _topk_kernel(S, LUT, R, NK, KEEP, NK_PAD: tl.constexpr, ROWS: tl.constexpr):
+    """ROWS rows of the block scores S (R, NK) fp32 per program: each row's KEEP largest, as ascending column
+    indices into LUT (R, KEEP).
 
     Radix select on order-preserving integer keys (no sort): find the KEEP-th largest key bit by bit, take
-    every key above it plus the first ties, and compact their column indices in order with a prefix sum.
+    every key above it plus the first ties, and compact their column indices in order with a prefix sum. With
+    one warp per row (num_warps == ROWS) every reduction stays inside a warp: no barriers.
     """
-    row = tl.program_id(0).to(tl.int64)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < R
+    rows64 = rows.to(tl.int64)
     cols = tl.arange(0, NK_PAD)
-    ok = cols < NK
-    x = tl.load(S + row * NK + cols, mask=ok, other=0.0)
+    ok = (cols < NK)[None, :] & row_ok[:, None]
+    x = tl.load(S + rows64[:, None] * NK + cols[None, :], mask=ok, other=0.0)
     bits = x.to(tl.int32, bitcast=True)
     # Order-preserving map float -> signed int: flip the magnitude bits of negatives.
     key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     key = tl.where(ok, key, -2147483647 - 1)            # padding sorts below every real score
     # Largest t with count(key >= t) >= KEEP, built from the sign bit down (two's complement, so the search
     # starts at INT_MIN and sets bits from 30 to 0 after deciding the sign).
-    n_nonneg = tl.sum((key >= 0).to(tl.int32), 0)
+    n_nonneg = tl.sum((key >= 0).to(tl.int32), 1)
     t = tl.where(n_nonneg >= KEEP, 0, -2147483647 - 1)
     for i in tl.static_range(31):
         cand = t | (1 << (30 - i))
-        cnt = tl.sum((key >= cand).to(tl.int32), 0)
+        cnt = tl.sum((key >= cand[:, None]).to(tl.int32), 1)
         t = tl.where(cnt >= KEEP, cand, t)
-    above = key > t
-    n_above = tl.sum(above.to(tl.int32), 0)
-    tie = key == t
-    tie_rank = tl.cumsum(tie.to(tl.int32), 0)            # 1-based rank among the ties, in column order
-    sel = above | (tie & (tie_rank <= KEEP - n_above))
-    pos = tl.cumsum(sel.to(tl.int32), 0) - 1
-    tl.store(LUT + row * KEEP + pos, cols, mask=sel)
+    above = key > t[:, None]
+    n_above = tl.sum(above.to(tl.int32), 1)
+    tie = key == t[:, None]
+    tie_rank = tl.cumsum(tie.to(tl.int32), 1)           # 1-based rank among the ties, in column order
+    sel = above | (tie & (tie_rank <= (KEEP - n_above)[:, None]))
+    sel = sel & ok
+    pos = tl.cumsum(sel.to(tl.int32), 1) - 1
+    tl.store(LUT + rows64[:, None] * KEEP + pos, cols[None, :] + tl.zeros([ROWS, 1], tl.int32), mask=sel)
 
 
 @triton.jit
@@ -216,9 +269,10 @@ def _exp2_mixed(x, POLY: tl.constexpr):
 
 
 @triton.jit
-def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr, FAST_EXP: tl.constexpr,
+def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, off2, CDT: tl.constexpr, FAST_EXP: tl.constexpr,
              POLY: tl.constexpr):
     """Two key blocks (k1, k2: (BLOCK_K, D)) with one softmax rescale; unmasked (TMA path, main variant).
+    off2: 0.0, or +inf when k2/v2 repeat k1/v1 and must count zero times (the max is unchanged by a repeat).
 
     POLY (benchmark option, KERNEL_NOTES.md): part of the second block's exponentials by polynomial on the
     FMA pipes (1: all of block 2 = half the tile, 2: its odd columns = a quarter) to relieve the MUFU."""
@@ -236,7 +290,8 @@ def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr, FAST
         acc = tl.dot(p2, v2, acc)
     else:
         p1 = tl.exp2(qk1 * qk_scale - m_ij[:, None])
-        p2 = _exp2_mixed(qk2 * qk_scale - m_ij[:, None], POLY)
+        # off2 = +inf drops block 2 (a repeat of block 1 standing in for a missing partner): exp2(-inf) = 0.
+        p2 = _exp2_mixed(qk2 * qk_scale - (m_ij + off2)[:, None], POLY)
         alpha = tl.exp2(m_i - m_ij)
         l_i = l_i * alpha + tl.sum(p1, 1) + tl.sum(p2, 1)
         acc = acc * alpha[:, None]
@@ -253,7 +308,8 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
                     stride_ob, stride_ol, stride_oh,
                     H, L, NQ, KEEP, qk_scale,
                     TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr, WS: tl.constexpr,
-                    USE_TMA: tl.constexpr, FAST_EXP: tl.constexpr, POLY: tl.constexpr,
+                    USE_TMA: tl.constexpr, FAST_EXP: tl.constexpr, POLY: tl.constexpr, ODD_AS_PAIR: tl.constexpr,
+                    LIN_FIRST: tl.constexpr,
                     TMA_TAIL: tl.constexpr, FAST_EPI: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, SLA1: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -284,6 +340,22 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
     q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ql \
         + (tl.arange(0, BLOCK_Q)[:, None] * stride_ql + offs_d[None, :])
     q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0).to(CDT)
+    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol \
+        + (tl.arange(0, BLOCK_Q)[:, None] * stride_ol + offs_d[None, :])
+    LIN_EARLY: tl.constexpr = LIN_FIRST and HAS_PROJ and not SLA1
+    if LIN_EARLY:
+        # Linear branch first (main variant), parked in the output tile: its summary, k-sum and bias loads go
+        # out together with q's instead of as a chain of dependent loads after the loop, and its registers are
+        # free again before the loop. The end adds it back (same CTA; a barrier orders the two).
+        offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
+        kv_s = tl.load(KV + pid_bh * HEAD_D * HEAD_D + offs_dd)
+        ks_s = tl.load(KS + pid_bh * HEAD_D + offs_d)
+        fq = _phi(q.to(tl.float32), FMAP, 1)
+        o_l = tl.dot(fq.to(CDT), kv_s.to(CDT), input_precision=prec)
+        o_l = o_l * (1.0 / (1e-5 + tl.sum(fq * ks_s[None, :], 1)))[:, None]
+        if HAS_BIAS:
+            o_l += tl.load(BIAS + offs_d)[None, :]
+        tl.store(o_ptrs, o_l.to(O.dtype.element_ty), mask=row_ok[:, None])
     k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
 
@@ -314,16 +386,25 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
                                                       ones, qk_scale, False, SLA1, FMAP, CDT)
         j = n_plain
     elif USE_TMA:
-        for jj in tl.range(0, n_plain // 2, warp_specialize=WS):
+        # ODD_AS_PAIR: an odd last block rides in the pipelined pair loop, paired with itself and its second
+        # copy weighted zero, instead of taking the unpipelined single-block path below.
+        n_pairs = (n_plain + 1) // 2 if ODD_AS_PAIR else n_plain // 2
+        for jj in tl.range(0, n_pairs, warp_specialize=WS):
+            i2 = 2 * jj + 1
+            if ODD_AS_PAIR:
+                off2 = tl.where(i2 < n_plain, 0.0, float("inf"))
+                i2 = tl.minimum(i2, n_plain - 1)
+            else:
+                off2 = 0.0
             r1 = tl.load(lut_row + 2 * jj) * BLOCK_K
-            r2 = tl.load(lut_row + 2 * jj + 1) * BLOCK_K
+            r2 = tl.load(lut_row + i2) * BLOCK_K
             k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
             v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
             k2 = DK.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
             v2 = DV.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
-            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT, FAST_EXP, POLY)
-        j = (n_plain // 2) * 2
-        if TMA_TAIL:
+            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, off2, CDT, FAST_EXP, POLY)
+        j = n_plain if ODD_AS_PAIR else (n_plain // 2) * 2
+        if TMA_TAIL and not ODD_AS_PAIR:
             if n_plain % 2 == 1:
                 r1 = tl.load(lut_row + n_plain - 1) * BLOCK_K
                 k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
@@ -375,7 +456,10 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
     else:
         out = acc / l_i[:, None]
 
-    if HAS_PROJ:
+    if LIN_EARLY:
+        tl.debug_barrier()
+        out += tl.load(o_ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    elif HAS_PROJ:
         # Linear branch, from the per-(b, h) summaries; phi on the compute-dtype q, as upstream.
         fq = _phi(q.to(tl.float32), FMAP, 1)
         offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
@@ -409,6 +493,4 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
         if HAS_BIAS:
             out += tl.load(BIAS + offs_d)[None, :]
 
-    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol \
-        + (tl.arange(0, BLOCK_Q)[:, None] * stride_ol + offs_d[None, :])
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])

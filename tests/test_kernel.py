@@ -96,9 +96,11 @@ def test_mask_matches_block_lut():
             torch.testing.assert_close(picked, best, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("per_prog", [1, 4])
 @pytest.mark.parametrize("nk,keep", [(1, 1), (7, 3), (37, 5), (64, 63), (300, 17)])
-def test_topk_kernel_picks_the_largest_in_column_order(nk, keep):
-    """Radix-select top-k: negatives, +-0, exact ties (first columns win, like a stable pick), padding."""
+def test_topk_kernel_picks_the_largest_in_column_order(nk, keep, per_prog):
+    """Radix-select top-k: negatives, +-0, exact ties (first columns win, like a stable pick), padding; rows
+    per program not dividing the row count (the last program's extra rows must write nothing)."""
     from comfyui_sla.kernels.sla_triton import _topk_kernel
     import triton
     gen = torch.Generator().manual_seed(nk)
@@ -109,9 +111,11 @@ def test_topk_kernel_picks_the_largest_in_column_order(nk, keep):
     s[3] = 0.0
     s[3, ::2] = -0.0
     s = s.to(DEV)
-    lut = torch.empty(rows, keep, dtype=torch.int32, device=DEV)
-    _topk_kernel[(rows,)](s, lut, nk, keep, NK_PAD=triton.next_power_of_2(nk))
-    lut = lut.cpu()
+    lut = torch.full((rows + per_prog, keep), -7, dtype=torch.int32, device=DEV)   # guard rows after the last
+    _topk_kernel[(triton.cdiv(rows, per_prog),)](s, lut, rows, nk, keep, NK_PAD=triton.next_power_of_2(nk),
+                                                 ROWS=per_prog, num_warps=per_prog)
+    assert (lut[rows:].cpu() == -7).all(), "rows past R were written"
+    lut = lut[:rows].cpu()
     s = s.cpu()
     assert (lut.diff(dim=-1) > 0).all()
     kth = s.topk(keep, dim=-1).values[:, -1:]
@@ -119,6 +123,13 @@ def test_topk_kernel_picks_the_largest_in_column_order(nk, keep):
     assert (picked >= kth).all()                              # nothing below the keep-th largest is picked
     # exactly the right multiset of values
     torch.testing.assert_close(picked.sort(-1).values, s.topk(keep, dim=-1).values.sort(-1).values)
+    # exact ties at the threshold: the first columns win (row 2 holds many; row 3's +0 / -0 are not ties to
+    # the kernel, which orders -0 below +0)
+    for r in (0, 1, 2, 4, 5):
+        thr = kth[r, 0]
+        n_above = int((s[r] > thr).sum())
+        ties = (s[r] == thr).nonzero().flatten()[:keep - n_above]
+        assert set(ties.tolist()) <= set(lut[r].tolist())
 
 
 def test_strided_views_and_public_op():
@@ -216,3 +227,22 @@ def test_prepass_column_split_matches(monkeypatch, split, q_mult):
     got = launch.prepass(q, k, v, 128, 64, "softmax", torch.float32)
     for name, a, b in zip(("qmean", "kmean", "kv", "ks", "ktot"), got, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("variant", [dict(KVT=True), dict(COLSUM_MMA=True), dict(KVT=True, COLSUM_MMA=True),
+                                     dict(KVT=True, COLSUM_MMA=True, SEPARATE_Q=True)])
+def test_prepass_variants_match_plain(monkeypatch, variant, d):
+    """V^T phi(K) accumulation (stored transposed), block column sums on the tensor cores, and the query means
+    in their own launch give the plain pre-pass's means and summaries (fp16, ragged L; sum phi(k) may differ by
+    the rounding of phi(k) to fp16 that the tensor-core sum sees, as upstream sums the rounded phi(k))."""
+    from comfyui_sla.kernels import launch
+    q, k, v = make(2, 333, 2, d, torch.float16, 12 + d, layout="flat")
+    monkeypatch.setattr(launch, "PREPASS_OVERRIDE", dict(KVT=False, COLSUM_MMA=False))
+    ref = launch.prepass(q, k, v, 128, 64, "softmax", torch.float16)
+    monkeypatch.setattr(launch, "PREPASS_OVERRIDE", dict(dict(KVT=False, COLSUM_MMA=False), **variant))
+    got = launch.prepass(q, k, v, 128, 64, "softmax", torch.float16)
+    for name, a, b in zip(("qmean", "kmean", "kv", "ks", "ktot"), got, ref):
+        assert torch.isfinite(a).all(), name
+        err = ((a - b).norm() / b.norm()).item()
+        assert err < (2e-4 if name == "ks" else 1e-6), (name, err)

@@ -1,0 +1,185 @@
+"""Compile the SLA main kernel for sm_90a without a GPU and report registers, spills, shared memory and the
+instruction mix of its hot loop (for predicting a kernel change before spending device time on it).
+
+    PYTHONPATH=/path/to/triton-3.6 python3 bench/sass_report.py [--variant NAME ...] [--dump DIR]
+
+The variants are the launcher's main-kernel configurations at D=128, block_q=128, bf16, main variant with
+proj_l; the 16-byte divisibility hints match what the launcher passes for aligned tensors.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+
+def _load_kernels():
+    import importlib.util
+    path = os.path.join(os.path.dirname(HERE), "kernels", "sla_triton.py")
+    spec = importlib.util.spec_from_file_location("sla_triton_offline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+BASE = dict(TAIL_IN_LUT=True, ALL_KEPT=False, PAIR=True, WS=False, USE_TMA=True, FAST_EXP=False, POLY=0,
+            ODD_AS_PAIR=False, LIN_FIRST=False,
+            TMA_TAIL=False, FAST_EPI=False, BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, SLA1=False,
+            HAS_PROJ=True, HAS_BIAS=True, CDT=tl.bfloat16)
+VARIANTS = {
+    "default": ({}, dict(num_warps=8, num_stages=2)),
+    "oddpair": (dict(ODD_AS_PAIR=True), dict(num_warps=8, num_stages=2)),
+    "linfirst": (dict(LIN_FIRST=True), dict(num_warps=8, num_stages=2)),
+    "linfirst_epi": (dict(LIN_FIRST=True, FAST_EPI=True), dict(num_warps=8, num_stages=2)),
+    "notail": (dict(TAIL_IN_LUT=False), dict(num_warps=8, num_stages=2)),
+    "noproj": (dict(HAS_PROJ=False, HAS_BIAS=False), dict(num_warps=8, num_stages=2)),
+    "fastepi": (dict(FAST_EPI=True), dict(num_warps=8, num_stages=2)),
+    "tmatail": (dict(TMA_TAIL=True), dict(num_warps=8, num_stages=2)),
+    "poly2": (dict(POLY=2), dict(num_warps=8, num_stages=2)),
+    "fastexp": (dict(FAST_EXP=True), dict(num_warps=8, num_stages=2)),
+    "m5": (dict(PAIR=False), dict(num_warps=8, num_stages=2, maxnreg=128)),
+    "s3": ({}, dict(num_warps=8, num_stages=3)),
+    "m5_notail": (dict(PAIR=False, TAIL_IN_LUT=False), dict(num_warps=8, num_stages=2, maxnreg=128)),
+    "m5_noproj": (dict(PAIR=False, HAS_PROJ=False, HAS_BIAS=False), dict(num_warps=8, num_stages=2, maxnreg=128)),
+    "m5_bare": (dict(PAIR=False, HAS_PROJ=False, HAS_BIAS=False, TAIL_IN_LUT=False),
+                dict(num_warps=8, num_stages=2, maxnreg=128)),
+    "m5_168": (dict(PAIR=False), dict(num_warps=8, num_stages=2, maxnreg=168)),
+    "single_w4s2": (dict(PAIR=False), dict(num_warps=4, num_stages=2)),
+    "single_w4s3": (dict(PAIR=False), dict(num_warps=4, num_stages=3)),
+    "single_w4s2_tail": (dict(PAIR=False, TMA_TAIL=True), dict(num_warps=4, num_stages=2)),
+}
+
+
+def compile_main(mod, consts: dict, opts: dict):
+    fn = mod._sla_fwd_kernel
+    desc = "tensordesc<bf16[1,64,1,128]>"
+    sig = {}
+    ptrs = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LUT": "*i32", "KV": "*bf16", "KS": "*fp32",
+            "W": "*bf16", "BIAS": "*fp32", "DK": desc, "DV": desc}
+    for name in fn.arg_names:
+        if name in ptrs:
+            sig[name] = ptrs[name]
+        elif name == "qk_scale":
+            sig[name] = "fp32"
+        elif name in consts:
+            sig[name] = "constexpr"
+        else:
+            sig[name] = "i32"
+    attrs = {}
+    for i, name in enumerate(fn.arg_names):
+        if sig[name].startswith("*") or name.startswith("stride_"):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+
+
+PRE_BASE = dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, CDT=tl.bfloat16, SPLIT=1, PART=0, KVT=False, COLSUM_MMA=False)
+PRE_VARIANTS = {
+    "pre_default": ({}, dict(num_warps=4, num_stages=3)),
+    "pre_keys": (dict(PART=1), dict(num_warps=4, num_stages=3)),
+    "pre_kvt": (dict(KVT=True), dict(num_warps=4, num_stages=3)),
+    "pre_kvt_mma": (dict(KVT=True, COLSUM_MMA=True), dict(num_warps=4, num_stages=3)),
+    "pre_mma": (dict(COLSUM_MMA=True), dict(num_warps=4, num_stages=3)),
+    "pre_kvt_keys": (dict(PART=1, KVT=True), dict(num_warps=4, num_stages=3)),
+    "pre_queries": (dict(PART=2), dict(num_warps=4, num_stages=3)),
+}
+
+
+def compile_prepass(mod, consts: dict, opts: dict):
+    fn = mod._prepass_kernel
+    ptrs = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "QMEAN": "*fp32", "KMEAN": "*fp32", "KV": "*fp32",
+            "KS": "*fp32", "KTOT": "*fp32"}
+    sig = {n: ptrs.get(n, "constexpr" if n in consts else "i32") for n in fn.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if sig[n].startswith("*") or n.startswith("stride_")}
+    return triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
+                          options=opts)
+
+
+def sass_of(kernel) -> tuple[str, str]:
+    """(SASS, resource usage line) of a compiled kernel's cubin."""
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "k.cubin")
+        with open(p, "wb") as f:
+            f.write(kernel.asm["cubin"])
+        tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+        sass = subprocess.run([tool, "-sass", p], capture_output=True, text=True, check=True).stdout
+        res = subprocess.run([tool, "-res-usage", p], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"(REG:\d+ STACK:\d+)", res)
+    # ptxas serialises every wgmma of the function when it finds one it cannot pipeline (C7515): say so.
+    ptxas = os.path.join(os.path.dirname(tool), "ptxas")
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "k.ptx")
+        with open(p, "w") as f:
+            f.write(kernel.asm["ptx"])
+        log = subprocess.run([ptxas, "-arch=sm_90a", "-v", "-o", os.path.join(d, "k.cubin"), p],
+                             capture_output=True, text=True).stderr
+    serial = "WGMMA-SERIALISED " if "C7515" in log else ""
+    return sass, serial + (m.group(1).strip() if m else res.strip())
+
+
+def loop_mix(sass: str) -> str:
+    """Per backward-branch loop that issues wgmma: its size, spill loads/stores, barriers, MUFU and waits."""
+    addr = []
+    for ln in sass.splitlines():
+        m = re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?);", ln)
+        if m:
+            addr.append((int(m.group(1), 16), m.group(2)))
+    out = []
+    for a, ins in addr:
+        m = re.search(r"BRA\s+0x([0-9a-f]+)", ins)
+        if not m or int(m.group(1), 16) >= a:
+            continue
+        lo = int(m.group(1), 16)
+        body = [i for x, i in addr if lo <= x <= a]
+        n_mma = sum("HGMMA" in i for i in body)
+        if n_mma == 0 and len(body) < 100:
+            continue
+        cnt = lambda key: sum(key in i for i in body)  # noqa: E731
+        out.append(f"[{len(body)} instr, HGMMA={n_mma} MUFU={cnt('MUFU')} LDL/STL={cnt('LDL')}/{cnt('STL')} "
+                   f"BAR={cnt('BAR.SYNC')} DEPBAR={cnt('DEPBAR')}]")
+    return " ".join(out) if out else "no wgmma loop found"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", nargs="*", default=None)
+    ap.add_argument("--dump", default=None, help="write each variant's SASS/PTX here")
+    args = ap.parse_args()
+    mod = _load_kernels()
+    names = args.variant or list(VARIANTS) + list(PRE_VARIANTS)
+    print(f"triton {triton.__version__}, sm_90a")
+    for name in names:
+        pre = name in PRE_VARIANTS
+        extra, opts = (PRE_VARIANTS if pre else VARIANTS)[name]
+        consts = dict(PRE_BASE if pre else BASE)
+        consts.update(extra)
+        try:
+            k = (compile_prepass if pre else compile_main)(mod, consts, opts)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            print(f"{name:14s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            continue
+        sass, res = sass_of(k)
+        n_stl = len(re.findall(r"\bSTL\b", sass))
+        print(f"{name:14s} {res} STL={n_stl} | loop {loop_mix(sass)}")
+        if args.dump:
+            os.makedirs(args.dump, exist_ok=True)
+            with open(os.path.join(args.dump, name + ".sass"), "w") as f:
+                f.write(sass)
+            with open(os.path.join(args.dump, name + ".ptx"), "w") as f:
+                f.write(k.asm["ptx"])
+
+
+if __name__ == "__main__":
+    main()
