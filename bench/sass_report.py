@@ -34,7 +34,7 @@ def _load_kernels():
 
 
 BASE = dict(TAIL_IN_LUT=True, ALL_KEPT=False, PAIR=True, WS=False, USE_TMA=True, FAST_EXP=False, POLY=0,
-            ODD_AS_PAIR=False, LIN_FIRST=False,
+            ODD_AS_PAIR=False, LIN_FIRST=False, Q_TMA=False, KV_EARLY=False,
             TMA_TAIL=False, FAST_EPI=False, BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, SLA1=False,
             HAS_PROJ=True, HAS_BIAS=True, CDT=tl.bfloat16)
 VARIANTS = {
@@ -42,6 +42,9 @@ VARIANTS = {
     "oddpair": (dict(ODD_AS_PAIR=True), dict(num_warps=8, num_stages=2)),
     "linfirst": (dict(LIN_FIRST=True), dict(num_warps=8, num_stages=2)),
     "linfirst_epi": (dict(LIN_FIRST=True, FAST_EPI=True), dict(num_warps=8, num_stages=2)),
+    "qtma": (dict(Q_TMA=True), dict(num_warps=8, num_stages=2)),
+    "kvearly": (dict(KV_EARLY=True), dict(num_warps=8, num_stages=2)),
+    "qtma_kvearly": (dict(Q_TMA=True, KV_EARLY=True), dict(num_warps=8, num_stages=2)),
     "notail": (dict(TAIL_IN_LUT=False), dict(num_warps=8, num_stages=2)),
     "noproj": (dict(HAS_PROJ=False, HAS_BIAS=False), dict(num_warps=8, num_stages=2)),
     "fastepi": (dict(FAST_EPI=True), dict(num_warps=8, num_stages=2)),
@@ -66,7 +69,8 @@ def compile_main(mod, consts: dict, opts: dict):
     desc = "tensordesc<bf16[1,64,1,128]>"
     sig = {}
     ptrs = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LUT": "*i32", "KV": "*bf16", "KS": "*fp32",
-            "W": "*bf16", "BIAS": "*fp32", "DK": desc, "DV": desc}
+            "W": "*bf16", "BIAS": "*fp32", "DK": desc, "DV": desc, "DQ": "tensordesc<bf16[1,128,1,128]>",
+            "DKVS": "tensordesc<bf16[128,128]>"}
     for name in fn.arg_names:
         if name in ptrs:
             sig[name] = ptrs[name]

@@ -25,7 +25,7 @@ PREPASS_OVERRIDE: dict | None = None
 PREPASS_DEFAULT = dict(progs_per_sm=8, num_warps=4, num_stages=3, SPLIT=1, maxnreg=None, Q_MULT=1, SEPARATE_Q=False,
                        q_warps=4, q_stages=3, KVT=True, COLSUM_MMA=True)
 MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, TMA_TAIL=False, FAST_EPI=False, maxnreg=None,
-                        ODD_AS_PAIR=False, LIN_FIRST=False)
+                        ODD_AS_PAIR=False, LIN_FIRST=False, Q_TMA=True, KV_EARLY=True)
 # Top-k: rows of the score matrix per program (one warp each unless num_warps says otherwise).
 TOPK_DEFAULT = dict(rows=4, num_warps=None)
 TOPK_OVERRIDE: dict | None = None
@@ -231,7 +231,7 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     tma = big and variant == "main" and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
     cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main", WS=False,
                USE_TMA=tma, FAST_EXP=False, POLY=0, TMA_TAIL=False, FAST_EPI=False, maxnreg=None, ODD_AS_PAIR=False,
-               LIN_FIRST=False)
+               LIN_FIRST=False, Q_TMA=False, KV_EARLY=False)
     if tma:
         cfg.update(MAIN_TMA_DEFAULT)
         if MAIN_TMA_LONG and keep >= LONG_KEEP_BLOCKS:
@@ -242,13 +242,13 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
         cfg.update(CONFIG_OVERRIDE)
     if not cfg.get("maxnreg") or os.environ.get("TRITON_INTERPRET") == "1":
         cfg.pop("maxnreg", None)    # launch option (register cap per thread), only passed when set
-    dk, dv = k, v
+    dk, dv, dq, dkvs = k, v, q, kv
     if cfg["USE_TMA"]:
         if variant != "main" or cdt == torch.float32 or k.dtype != cdt or v.dtype != cdt or not _tma_ok(k, v):
             # Pointer loads instead. 16-bit views that TMA cannot take (misaligned): the pointer path's best config
             # (2 blocks per iteration, 3 stages). fp32 inputs cast in-kernel keep single blocks and 2 stages: their
             # fp32 tiles would not fit shared memory otherwise.
-            cfg.update(USE_TMA=False, FAST_EXP=False, maxnreg=None)
+            cfg.update(USE_TMA=False, FAST_EXP=False, maxnreg=None, Q_TMA=False, KV_EARLY=False)
             cfg.pop("maxnreg")
             if not CONFIG_OVERRIDE:
                 if cdt != torch.float32 and k.dtype == cdt and v.dtype == cdt:
@@ -259,8 +259,17 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
             from triton.tools.tensor_descriptor import TensorDescriptor
             dk = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, block_k, 1, d])
             dv = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, block_k, 1, d])
+            if cfg.get("Q_TMA") and q.dtype == cdt and _tma_ok(q):
+                dq = TensorDescriptor(q, list(q.shape), list(q.stride()), [1, block_q, 1, d])
+            else:
+                cfg["Q_TMA"] = False
+            if cfg.get("KV_EARLY") and has_proj and kv.dtype == cdt:
+                kv2 = kv.reshape(b * h * d, d)      # (B, H, D, D) contiguous, compute dtype (proj_l folded in)
+                dkvs = TensorDescriptor(kv2, list(kv2.shape), list(kv2.stride()), [d, d])
+            else:
+                cfg["KV_EARLY"] = False
     _sla_fwd_kernel[(nq, b * h)](
-        q, k, v, out, lut, kv, ks, w, bias, dk, dv,
+        q, k, v, out, lut, kv, ks, w, bias, dk, dv, dq, dkvs,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),

@@ -301,7 +301,7 @@ def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, off2, CDT: tl.constexpr
 
 
 @triton.jit
-def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
+def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
                     stride_qb, stride_ql, stride_qh,
                     stride_kb, stride_kl, stride_kh,
                     stride_vb, stride_vl, stride_vh,
@@ -309,7 +309,7 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
                     H, L, NQ, KEEP, qk_scale,
                     TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr, WS: tl.constexpr,
                     USE_TMA: tl.constexpr, FAST_EXP: tl.constexpr, POLY: tl.constexpr, ODD_AS_PAIR: tl.constexpr,
-                    LIN_FIRST: tl.constexpr,
+                    LIN_FIRST: tl.constexpr, Q_TMA: tl.constexpr, KV_EARLY: tl.constexpr,
                     TMA_TAIL: tl.constexpr, FAST_EPI: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, SLA1: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -339,7 +339,14 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
     row_ok = offs_m < L
     q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ql \
         + (tl.arange(0, BLOCK_Q)[:, None] * stride_ql + offs_d[None, :])
-    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0).to(CDT)
+    if Q_TMA:
+        # The query tile through the copy engine (rows past L come back as zeros, as the masked load gives).
+        q = DQ.load([b, pid_m * BLOCK_Q, h, 0]).reshape(BLOCK_Q, HEAD_D)
+    else:
+        q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0).to(CDT)
+    if KV_EARLY:
+        # The linear summary (KV W^T, compute dtype) requested now, used after the loop: its latency hides there.
+        kv_e = DKVS.load([pid_bh * HEAD_D, 0])
     o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol \
         + (tl.arange(0, BLOCK_Q)[:, None] * stride_ol + offs_d[None, :])
     LIN_EARLY: tl.constexpr = LIN_FIRST and HAS_PROJ and not SLA1
@@ -463,7 +470,10 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV,
         # Linear branch, from the per-(b, h) summaries; phi on the compute-dtype q, as upstream.
         fq = _phi(q.to(tl.float32), FMAP, 1)
         offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
-        kv = tl.load(KV + pid_bh * HEAD_D * HEAD_D + offs_dd)
+        if KV_EARLY:
+            kv = kv_e
+        else:
+            kv = tl.load(KV + pid_bh * HEAD_D * HEAD_D + offs_dd)
         ks = tl.load(KS + pid_bh * HEAD_D + offs_d)
         if SLA1:
             # Linear term over the blocks NOT kept: total minus kept, both summed in fp32 from the same
