@@ -26,8 +26,10 @@ PREPASS_DEFAULT = dict(progs_per_sm=8, num_warps=4, num_stages=3, SPLIT=1, maxnr
                        q_warps=4, q_stages=3, KVT=True, COLSUM_MMA=True)
 MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, TMA_TAIL=False, FAST_EPI=False, maxnreg=None,
                         ODD_AS_PAIR=False, LIN_FIRST=False, Q_TMA=True, KV_EARLY=True)
-# Top-k: rows of the score matrix per program (one warp each unless num_warps says otherwise).
-TOPK_DEFAULT = dict(rows=4, num_warps=None)
+# Top-k: rows of the score matrix per program; num_warps None = one warp per row when rows > 1, else 4 warps per
+# row (8 past 2048 columns). H100: 4 rows per program no faster than 1 at Nk=512 (0.052 ms either way, mask step)
+# and slower at Nk=1182 (1.37 vs 0.75 ms: 64 columns per thread), so one row per program stays the default.
+TOPK_DEFAULT = dict(rows=1, num_warps=None)
 TOPK_OVERRIDE: dict | None = None
 # For rows of at least LONG_KEEP_BLOCKS kept key blocks, MAIN_TMA_LONG (when set) replaces MAIN_TMA_DEFAULT.
 MAIN_TMA_LONG: dict | None = None
@@ -167,7 +169,8 @@ def lut_from_means(qmean, kmean, ktot, length: int, keep: int) -> torch.Tensor:
         cfg.update(TOPK_OVERRIDE)
     per = cfg["rows"]
     _topk_kernel[(triton.cdiv(rows, per),)](scores, lut, rows, nk, keep, NK_PAD=nk_pad, ROWS=per,
-                                            num_warps=cfg.get("num_warps") or per)
+                                            num_warps=cfg.get("num_warps") or
+                                            (per if per > 1 else (4 if nk_pad <= 2048 else 8)))
     return lut
 
 
