@@ -33,34 +33,15 @@ def _load_kernels():
     return mod
 
 
-BASE = dict(TAIL_IN_LUT=True, ALL_KEPT=False, PAIR=True, WS=False, USE_TMA=True, FAST_EXP=False, POLY=0,
-            ODD_AS_PAIR=False, LIN_FIRST=False, Q_TMA=False, KV_EARLY=False,
-            TMA_TAIL=False, FAST_EPI=False, BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, SLA1=False,
-            HAS_PROJ=True, HAS_BIAS=True, CDT=tl.bfloat16)
+BASE = dict(TAIL_IN_LUT=True, ALL_KEPT=False, PAIR=True, USE_TMA=True, Q_TMA=True, KV_EARLY=True, BLOCK_Q=128,
+            BLOCK_K=64, HEAD_D=128, FMAP=0, SLA1=False, HAS_PROJ=True, HAS_BIAS=True, CDT=tl.bfloat16)
 VARIANTS = {
     "default": ({}, dict(num_warps=8, num_stages=2)),
-    "oddpair": (dict(ODD_AS_PAIR=True), dict(num_warps=8, num_stages=2)),
-    "linfirst": (dict(LIN_FIRST=True), dict(num_warps=8, num_stages=2)),
-    "linfirst_epi": (dict(LIN_FIRST=True, FAST_EPI=True), dict(num_warps=8, num_stages=2)),
-    "qtma": (dict(Q_TMA=True), dict(num_warps=8, num_stages=2)),
-    "kvearly": (dict(KV_EARLY=True), dict(num_warps=8, num_stages=2)),
-    "qtma_kvearly": (dict(Q_TMA=True, KV_EARLY=True), dict(num_warps=8, num_stages=2)),
+    "no_q_kv_tma": (dict(Q_TMA=False, KV_EARLY=False), dict(num_warps=8, num_stages=2)),
     "notail": (dict(TAIL_IN_LUT=False), dict(num_warps=8, num_stages=2)),
     "noproj": (dict(HAS_PROJ=False, HAS_BIAS=False), dict(num_warps=8, num_stages=2)),
-    "fastepi": (dict(FAST_EPI=True), dict(num_warps=8, num_stages=2)),
-    "tmatail": (dict(TMA_TAIL=True), dict(num_warps=8, num_stages=2)),
-    "poly2": (dict(POLY=2), dict(num_warps=8, num_stages=2)),
-    "fastexp": (dict(FAST_EXP=True), dict(num_warps=8, num_stages=2)),
-    "m5": (dict(PAIR=False), dict(num_warps=8, num_stages=2, maxnreg=128)),
     "s3": ({}, dict(num_warps=8, num_stages=3)),
-    "m5_notail": (dict(PAIR=False, TAIL_IN_LUT=False), dict(num_warps=8, num_stages=2, maxnreg=128)),
-    "m5_noproj": (dict(PAIR=False, HAS_PROJ=False, HAS_BIAS=False), dict(num_warps=8, num_stages=2, maxnreg=128)),
-    "m5_bare": (dict(PAIR=False, HAS_PROJ=False, HAS_BIAS=False, TAIL_IN_LUT=False),
-                dict(num_warps=8, num_stages=2, maxnreg=128)),
-    "m5_168": (dict(PAIR=False), dict(num_warps=8, num_stages=2, maxnreg=168)),
-    "single_w4s2": (dict(PAIR=False), dict(num_warps=4, num_stages=2)),
-    "single_w4s3": (dict(PAIR=False), dict(num_warps=4, num_stages=3)),
-    "single_w4s2_tail": (dict(PAIR=False, TMA_TAIL=True), dict(num_warps=4, num_stages=2)),
+    "pointer_pairs": (dict(USE_TMA=False, Q_TMA=False, KV_EARLY=False), dict(num_warps=8, num_stages=3)),
 }
 
 
@@ -88,15 +69,10 @@ def compile_main(mod, consts: dict, opts: dict):
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
 
 
-PRE_BASE = dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, CDT=tl.bfloat16, SPLIT=1, PART=0, KVT=False, COLSUM_MMA=False)
+PRE_BASE = dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, CDT=tl.bfloat16, COLSUM_MMA=True)
 PRE_VARIANTS = {
     "pre_default": ({}, dict(num_warps=4, num_stages=3)),
-    "pre_keys": (dict(PART=1), dict(num_warps=4, num_stages=3)),
-    "pre_kvt": (dict(KVT=True), dict(num_warps=4, num_stages=3)),
-    "pre_kvt_mma": (dict(KVT=True, COLSUM_MMA=True), dict(num_warps=4, num_stages=3)),
-    "pre_mma": (dict(COLSUM_MMA=True), dict(num_warps=4, num_stages=3)),
-    "pre_kvt_keys": (dict(PART=1, KVT=True), dict(num_warps=4, num_stages=3)),
-    "pre_queries": (dict(PART=2), dict(num_warps=4, num_stages=3)),
+    "pre_no_colsum_mma": (dict(COLSUM_MMA=False), dict(num_warps=4, num_stages=3)),
 }
 
 

@@ -11,6 +11,9 @@
    whole op is timed against the old default, then (--tests) tests/test_kernel_gpu.py runs in this process on the
    new default and (--table) the benchmark table of bench_attention.py is printed.
 Results: JSON lines in $OUT/tune.jsonl, the test log in $OUT/pytest.log.
+
+Record of a tuning round: the launch options it compares that lost were removed from the kernels afterwards
+(commit "kernels: drop the options measured slower"); run it from the commit before that one to repeat it.
 """
 from __future__ import annotations
 

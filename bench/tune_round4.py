@@ -11,6 +11,9 @@ one process.
 4. The fastest correct variants become the defaults in this process; whole op old vs new at shape A
    (5/10/20/50%) and at the 14B shape (10%); (--tests) tests/test_kernel_gpu.py on the new defaults.
 Results: JSON lines in $OUT/tune.jsonl.
+
+Record of a tuning round: the launch options it compares that lost were removed from the kernels afterwards
+(commit "kernels: drop the options measured slower"); run it from the commit before that one to repeat it.
 """
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ bf16/fp16 inputs, NaN-poisoned output, ragged tail, B=2), then timed as the whol
 interleaved; top-k variants must give the same LUT as one row per program. The fastest correct variants become
 the defaults in this process; whole op old vs new at both shapes; (--tests) tests/test_kernel_gpu.py.
 Results: JSON lines in $OUT/tune.jsonl.
+
+Record of a tuning round: the launch options it compares that lost were removed from the kernels afterwards
+(commit "kernels: drop the options measured slower"); run it from the commit before that one to repeat it.
 """
 from __future__ import annotations
 

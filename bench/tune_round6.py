@@ -7,6 +7,9 @@ block column sums on the tensor cores (COLSUM_MMA: 17 -> 5 barriers per key bloc
 Pre-pass variants are compared with the default's outputs (relative L2 < 1e-4 each), then timed twice,
 interleaved; top-k variants must reproduce the LUT. The fastest become the defaults in this process; whole op
 old vs new at both shapes; (--tests) the GPU test files on the new defaults. JSON lines in $OUT/tune.jsonl.
+
+Record of a tuning round: the launch options it compares that lost were removed from the kernels afterwards
+(commit "kernels: drop the options measured slower"); run it from the commit before that one to repeat it.
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ path (bench/tile_costs.py: the linear epilogue costs ~4 us per tile).
 Method as tune_round5.py: each main-kernel variant checked against the float64 reference, timed as the whole op
 with the LUT fixed (5/10/50%), twice, interleaved; the fastest correct one (if > 1.5% ahead) becomes the
 default in this process; whole op old vs new at both shapes; (--tests) the GPU test files. JSON in $OUT.
+
+Record of a tuning round: the launch options it compares that lost were removed from the kernels afterwards
+(commit "kernels: drop the options measured slower"); run it from the commit before that one to repeat it.
 """
 from __future__ import annotations
 

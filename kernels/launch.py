@@ -13,27 +13,23 @@ HEAD_DIMS = (64, 128)
 BLOCK_QS = (64, 128)
 BLOCK_KS = (64,)
 COMPUTE_DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# Benchmark hook: dict(num_warps=..., num_stages=...) replaces the main kernel's launch config when set.
+# Benchmark hooks: dicts whose keys replace the main kernel's launch config (num_warps, num_stages, PAIR,
+# USE_TMA, Q_TMA, KV_EARLY), the pre-pass's (progs_per_sm, num_warps, num_stages, COLSUM_MMA) and the top-k's
+# (rows, num_warps) when set.
 CONFIG_OVERRIDE: dict | None = None
-# Benchmark hook for the pre-pass: dict(progs_per_sm=..., num_warps=..., num_stages=..., SPLIT=..., maxnreg=...).
 PREPASS_OVERRIDE: dict | None = None
-# Tuned defaults (H100 measurements in KERNEL_NOTES.md; bench/tune_round2.py times the alternatives). The
-# pre-pass's for every shape; the main kernel's for D=128, block_q=128, main variant, 16-bit inputs that TMA
-# descriptors can take (Hopper and newer). maxnreg caps registers per thread, e.g. so that two programs fit per
-# SM (a launch option, left out when None). SPLIT: v's columns split over that many key programs. Q_MULT:
-# query-mean programs take Q_MULT times the tokens of a key program.
-PREPASS_DEFAULT = dict(progs_per_sm=8, num_warps=4, num_stages=3, SPLIT=1, maxnreg=None, Q_MULT=1, SEPARATE_Q=False,
-                       q_warps=4, q_stages=3, KVT=True, COLSUM_MMA=True)
-MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, TMA_TAIL=False, FAST_EPI=False, maxnreg=None,
-                        ODD_AS_PAIR=False, LIN_FIRST=False, Q_TMA=True, KV_EARLY=True)
+TOPK_OVERRIDE: dict | None = None
+# Tuned defaults (H100 measurements in KERNEL_NOTES.md; the bench/tune_round*.py scripts time the alternatives).
+# The pre-pass's for every shape: ~8 programs per SM of 4 warps (latency-bound), column sums on the tensor cores.
+# The main kernel's for D=128, block_q=128, main variant, 16-bit inputs that TMA descriptors can take (Hopper
+# and newer): 8 warps, 2 stages, key blocks two per iteration through TMA, the query tile and the folded summary
+# through TMA too.
+PREPASS_DEFAULT = dict(progs_per_sm=8, num_warps=4, num_stages=3, COLSUM_MMA=True)
+MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, Q_TMA=True, KV_EARLY=True)
 # Top-k: rows of the score matrix per program; num_warps None = one warp per row when rows > 1, else 4 warps per
 # row (8 past 2048 columns). H100: 4 rows per program no faster than 1 at Nk=512 (0.052 ms either way, mask step)
 # and slower at Nk=1182 (1.37 vs 0.75 ms: 64 columns per thread), so one row per program stays the default.
 TOPK_DEFAULT = dict(rows=1, num_warps=None)
-TOPK_OVERRIDE: dict | None = None
-# For rows of at least LONG_KEEP_BLOCKS kept key blocks, MAIN_TMA_LONG (when set) replaces MAIN_TMA_DEFAULT.
-MAIN_TMA_LONG: dict | None = None
-LONG_KEEP_BLOCKS = 1 << 30
 _TL_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
@@ -117,35 +113,19 @@ def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dt
     pcfg = dict(PREPASS_DEFAULT)
     if PREPASS_OVERRIDE:
         pcfg.update(PREPASS_OVERRIDE)
-    if d % pcfg["SPLIT"] or d // pcfg["SPLIT"] < 16:
-        pcfg["SPLIT"] = 1
-    interp = os.environ.get("TRITON_INTERPRET") == "1"
-    extra = {"maxnreg": pcfg["maxnreg"]} if pcfg.get("maxnreg") and not interp else {}
     per_prog = max(1, triton.cdiv(n_units * b * h, pcfg["progs_per_sm"] * _num_sms(dev)))
     chunk_tokens = per_prog * unit
     n_chunks = triton.cdiv(length, chunk_tokens)
-    chunk_q_tokens = chunk_tokens * max(1, int(pcfg.get("Q_MULT", 1)))
-    n_q_chunks = triton.cdiv(length, chunk_q_tokens)
-    args = (q, k, v, qmean, kmean, kv, ks, ktot,
-            q.stride(0), q.stride(1), q.stride(2),
-            k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2),
-            h, length, nq, nk, chunk_q_tokens // block_q, chunk_tokens // block_k, n_chunks)
-    # KVT: accumulate V^T phi(K) (phi(k) enters the product untransposed); COLSUM_MMA: block column sums on the
-    # tensor cores (16-bit inputs; fp32 inputs keep exact fp32 sums).
+    # Block column sums on the tensor cores for 16-bit inputs (fp32 inputs keep exact fp32 sums).
     colsum = bool(pcfg.get("COLSUM_MMA")) and q.dtype == k.dtype and q.dtype in (torch.bfloat16, torch.float16)
-    meta = dict(BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
-                SPLIT=pcfg["SPLIT"], KVT=bool(pcfg.get("KVT")) and pcfg["SPLIT"] == 1, COLSUM_MMA=colsum)
-    if pcfg.get("SEPARATE_Q"):
-        # Query means in their own launch: compiled without the key programs' D x D accumulator, they use few
-        # registers and many fit per SM; the key programs then have the whole machine.
-        _prepass_kernel[(n_q_chunks, b * h)](*args, **meta, PART=2, num_warps=pcfg.get("q_warps", 4),
-                                             num_stages=pcfg.get("q_stages", 3))
-        _prepass_kernel[(pcfg["SPLIT"] * n_chunks, b * h)](*args, **meta, PART=1, num_warps=pcfg["num_warps"],
-                                                           num_stages=pcfg["num_stages"], **extra)
-    else:
-        _prepass_kernel[(pcfg["SPLIT"] * n_chunks + n_q_chunks, b * h)](
-            *args, **meta, PART=0, num_warps=pcfg["num_warps"], num_stages=pcfg["num_stages"], **extra)
+    _prepass_kernel[(2 * n_chunks, b * h)](
+        q, k, v, qmean, kmean, kv, ks, ktot,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        h, length, nq, nk, chunk_tokens // block_q, chunk_tokens // block_k, n_chunks,
+        BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
+        COLSUM_MMA=colsum, num_warps=pcfg["num_warps"], num_stages=pcfg["num_stages"])
     return qmean, kmean, kv, ks, ktot
 
 
@@ -228,31 +208,24 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     bias = proj_bias.to(device=q.device, dtype=torch.float32).contiguous() if proj_bias is not None else ks
     big = d == 128 and block_q == 128
     # Measured on an H100 (KERNEL_NOTES.md): D=128, block_q=128 runs best with 8 warps and the key blocks coming
-    # through TMA descriptors (Hopper and newer), two per iteration, 2 stages (MAIN_TMA_DEFAULT; the second tuning
-    # round's options -- reciprocal epilogue, tail through TMA, polynomial exp2, single blocks with two programs
-    # per SM -- measured no faster at keep 5-10%); else pointer loads, 2 per iteration.
+    # through TMA descriptors (Hopper and newer), two per iteration, 2 stages (MAIN_TMA_DEFAULT); every other
+    # case takes pointer loads, two blocks per iteration where 16-bit tiles fit.
     tma = big and variant == "main" and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
-    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main", WS=False,
-               USE_TMA=tma, FAST_EXP=False, POLY=0, TMA_TAIL=False, FAST_EPI=False, maxnreg=None, ODD_AS_PAIR=False,
-               LIN_FIRST=False, Q_TMA=False, KV_EARLY=False)
+    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main",
+               USE_TMA=tma, Q_TMA=False, KV_EARLY=False)
     if tma:
         cfg.update(MAIN_TMA_DEFAULT)
-        if MAIN_TMA_LONG and keep >= LONG_KEEP_BLOCKS:
-            cfg.update(MAIN_TMA_LONG)
     if cdt == torch.float32:  # fp32 tiles are twice the size: fit shared memory (a test path, not a fast one)
         cfg.update(num_stages=1, PAIR=False)
     if CONFIG_OVERRIDE:
         cfg.update(CONFIG_OVERRIDE)
-    if not cfg.get("maxnreg") or os.environ.get("TRITON_INTERPRET") == "1":
-        cfg.pop("maxnreg", None)    # launch option (register cap per thread), only passed when set
     dk, dv, dq, dkvs = k, v, q, kv
     if cfg["USE_TMA"]:
         if variant != "main" or cdt == torch.float32 or k.dtype != cdt or v.dtype != cdt or not _tma_ok(k, v):
             # Pointer loads instead. 16-bit views that TMA cannot take (misaligned): the pointer path's best config
             # (2 blocks per iteration, 3 stages). fp32 inputs cast in-kernel keep single blocks and 2 stages: their
             # fp32 tiles would not fit shared memory otherwise.
-            cfg.update(USE_TMA=False, FAST_EXP=False, maxnreg=None, Q_TMA=False, KV_EARLY=False)
-            cfg.pop("maxnreg")
+            cfg.update(USE_TMA=False, Q_TMA=False, KV_EARLY=False)
             if not CONFIG_OVERRIDE:
                 if cdt != torch.float32 and k.dtype == cdt and v.dtype == cdt:
                     cfg.update(PAIR=big and variant == "main", num_stages=3 if big else 2)
@@ -271,6 +244,8 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
                 dkvs = TensorDescriptor(kv2, list(kv2.shape), list(kv2.stride()), [d, d])
             else:
                 cfg["KV_EARLY"] = False
+    else:
+        cfg.update(Q_TMA=False, KV_EARLY=False)
     _sla_fwd_kernel[(nq, b * h)](
         q, k, v, out, lut, kv, ks, w, bias, dk, dv, dq, dkvs,
         q.stride(0), q.stride(1), q.stride(2),

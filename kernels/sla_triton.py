@@ -4,11 +4,12 @@ Two launches plus a few tiny PyTorch ops, no host synchronisation:
 
 1. ``_prepass_kernel`` reads q, k and v once, in the caller's (B, L, H, D) layout through strides, and writes
    only small per-(batch, head) summaries:
-     * fp32 block sums of q (B, H, Nq, D) and of k (B, H, Nk, D) for the block mask (the sequence mean of k,
-       which smooth-k subtracts, is the sum of k's block sums over L);
+     * fp32 block means of q (B, H, Nq, D) and of k (B, H, Nk, D) for the block mask, and the sum of k
+       (B, H, D) whose mean smooth-k subtracts;
      * the linear-branch summaries phi(K)^T V (B, H, D, D) and sum_n phi(K_n) (B, H, D), accumulated in fp32
        with atomics (no per-chunk partials in GPU memory).
-2. PyTorch on the tiny block tensors: means, scores (B, H, Nq, Nk), per-row top-k, sorted -> LUT (B, H, Nq, keep).
+2. The block scores (B, H, Nq, Nk) as one batched PyTorch matmul, then ``_topk_kernel``: per row the keep
+   largest, as ascending column indices -> LUT (B, H, Nq, keep).
 3. ``_sla_fwd_kernel``: one program per query tile; online softmax over the LUT's key blocks (exp2, the D^-0.5
    scale folded into the exponent), then phi(q) @ KV / (eps + phi(q) . ksum), then proj_l (x @ W^T + b), all
    in registers, summed and written once in the caller's layout.
@@ -45,24 +46,25 @@ def _phi(x, FMAP: tl.constexpr, AXIS: tl.constexpr):
 def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
                   pid_c, pid_bh, b, h, L, NK, CHUNK_K,
                   BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, FMAP: tl.constexpr, CDT: tl.constexpr,
-                  SPLIT: tl.constexpr, KVT: tl.constexpr, COLSUM_MMA: tl.constexpr):
-    """CHUNK_K key blocks of one (b, h): chunk pid_c // SPLIT, the (pid_c % SPLIT)-th slice of v's columns.
-    KVT (SPLIT 1 only): accumulate (phi(K)^T V)^T = V^T phi(K) instead, so phi(k) is the MMA's B operand as
-    computed (no transpose of it through shared memory), and store the sum transposed."""
+                  COLSUM_MMA: tl.constexpr):
+    """Key blocks [pid_c * CHUNK_K, ...) of one (b, h): their means, and the chunk's share of the summaries.
+
+    The summary is accumulated as its transpose V^T phi(K), so phi(k) enters the product as computed (no
+    transpose of it through shared memory; on an H100 the other order also made ptxas serialise the kernel's
+    wgmma), and is added transposed. COLSUM_MMA: block column sums as ones @ x on the tensor cores (every row of
+    the product is the sum) instead of cross-warp reductions (16-bit inputs; fp32 inputs keep exact fp32 sums).
+    """
     offs_d = tl.arange(0, HEAD_D)
-    DV: tl.constexpr = HEAD_D // SPLIT
-    part = pid_c % SPLIT
-    kmask = offs_d + part * HEAD_D < HEAD_D              # only the first slice writes the k statistics
-    offs_dv = part * DV + tl.arange(0, DV)
     offs_bk = tl.arange(0, BLOCK_K)
     k_tile = offs_bk[:, None] * stride_kl + offs_d[None, :]
-    v_tile = offs_bk[:, None] * stride_vl + offs_dv[None, :]
+    v_tile = offs_bk[:, None] * stride_vl + offs_d[None, :]
     k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
-    kv = tl.zeros([HEAD_D, DV], dtype=tl.float32)
+    prec: tl.constexpr = "ieee" if CDT == tl.float32 else None
+    kvt = tl.zeros([HEAD_D, HEAD_D], dtype=tl.float32)     # (V^T phi(K)): row = v column, column = phi column
     ks = tl.zeros([HEAD_D], dtype=tl.float32)
     kt = tl.zeros([HEAD_D], dtype=tl.float32)
-    kb_lo = (pid_c // SPLIT) * CHUNK_K
+    kb_lo = pid_c * CHUNK_K
     kb_hi = tl.minimum(kb_lo + CHUNK_K, NK)
     for kb in range(kb_lo, kb_hi):
         valid = kb * BLOCK_K + offs_bk < L
@@ -70,39 +72,29 @@ def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, st
         k = tl.load(k_base + row0 * stride_kl + k_tile, mask=valid[:, None], other=0.0)
         v = tl.load(v_base + row0 * stride_vl + v_tile, mask=valid[:, None], other=0.0)
         if COLSUM_MMA:
-            # column sums on the tensor cores (every row of ones @ k is the sum): no cross-warp reduction
-            ksum = tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, k.dtype), k,
-                                 input_precision="ieee" if k.dtype == tl.float32 else None), 0)
+            ksum = tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, k.dtype), k), 0)
         else:
             ksum = tl.sum(k.to(tl.float32), 0)
         kt += ksum
         cnt = tl.minimum(L - kb * BLOCK_K, BLOCK_K).to(tl.float32)
-        tl.store(KMEAN + ((pid_bh * NK + kb) * HEAD_D + offs_d), ksum * (1.0 / cnt), mask=kmask)
+        tl.store(KMEAN + ((pid_bh * NK + kb) * HEAD_D + offs_d), ksum * (1.0 / cnt))
         fk = _phi(k.to(CDT).to(tl.float32), FMAP, 1)
-        fk = tl.where(valid[:, None], fk, 0.0)          # padded keys contribute nothing
+        fk = tl.where(valid[:, None], fk, 0.0).to(CDT)    # padded keys contribute nothing
         if COLSUM_MMA:
-            ks += tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, CDT), fk.to(CDT),
-                                input_precision="ieee" if CDT == tl.float32 else None), 0)
+            ks += tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, CDT), fk), 0)
         else:
-            ks += tl.sum(fk, 0)
-        if KVT:
-            kv = tl.dot(tl.trans(v.to(CDT)), fk.to(CDT), kv, input_precision="ieee" if CDT == tl.float32 else None)
-        else:
-            kv = tl.dot(tl.trans(fk.to(CDT)), v.to(CDT), kv,
-                        input_precision="ieee" if CDT == tl.float32 else None)
-    if KVT:
-        offs_dd = offs_d[:, None] + offs_dv[None, :] * HEAD_D          # kv holds the transpose: row = v column
-    else:
-        offs_dd = offs_d[:, None] * HEAD_D + offs_dv[None, :]
-    tl.atomic_add(KV + pid_bh * HEAD_D * HEAD_D + offs_dd, kv, sem="relaxed")
-    tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, mask=kmask, sem="relaxed")
-    tl.atomic_add(KTOT + pid_bh * HEAD_D + offs_d, kt, mask=kmask, sem="relaxed")
+            ks += tl.sum(fk.to(tl.float32), 0)
+        kvt = tl.dot(tl.trans(v.to(CDT)), fk, kvt, input_precision=prec)
+    offs_t = offs_d[:, None] + offs_d[None, :] * HEAD_D          # kvt[i, j] -> KV[j, i]
+    tl.atomic_add(KV + pid_bh * HEAD_D * HEAD_D + offs_t, kvt, sem="relaxed")
+    tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, sem="relaxed")
+    tl.atomic_add(KTOT + pid_bh * HEAD_D + offs_d, kt, sem="relaxed")
 
 
 @triton.jit
 def _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_q, pid_bh, b, h, L, NQ, CHUNK_Q,
                      BLOCK_Q: tl.constexpr, HEAD_D: tl.constexpr, COLSUM_MMA: tl.constexpr):
-    """CHUNK_Q query blocks of one (b, h), chunk pid_q: their means (for the mask only)."""
+    """Query blocks [pid_q * CHUNK_Q, ...) of one (b, h): their means (for the mask only)."""
     offs_d = tl.arange(0, HEAD_D)
     offs_bq = tl.arange(0, BLOCK_Q)
     q_tile = offs_bq[:, None] * stride_ql + offs_d[None, :]
@@ -115,8 +107,7 @@ def _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_q, pid_bh, b
                     other=0.0)
         cnt = tl.minimum(L - qb * BLOCK_Q, BLOCK_Q).to(tl.float32)
         if COLSUM_MMA:
-            qsum = tl.max(tl.dot(tl.full([16, BLOCK_Q], 1.0, q.dtype), q,
-                                 input_precision="ieee" if q.dtype == tl.float32 else None), 0)
+            qsum = tl.max(tl.dot(tl.full([16, BLOCK_Q], 1.0, q.dtype), q), 0)
         else:
             qsum = tl.sum(q.to(tl.float32), 0)
         tl.store(QMEAN + ((pid_bh * NQ + qb) * HEAD_D + offs_d), qsum / cnt)
@@ -129,39 +120,26 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
                     stride_vb, stride_vl, stride_vh,
                     H, L, NQ, NK, CHUNK_Q, CHUNK_K, NCH,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
-                    FMAP: tl.constexpr, CDT: tl.constexpr, SPLIT: tl.constexpr, PART: tl.constexpr = 0,
-                    KVT: tl.constexpr = False, COLSUM_MMA: tl.constexpr = False):
-    """PART 0: programs 0..SPLIT*NCH-1 of axis 0 do CHUNK_K key blocks of one (b, h) each (program c: chunk
-    c // SPLIT, the (c % SPLIT)-th slice of v's columns; the others of that chunk read the same k, from L2), the
-    programs after them CHUNK_Q query blocks each. PART 1: key programs only; PART 2: query programs only (two
-    launches, so that the light query programs are compiled without the key programs' register footprint).
-    SPLIT > 1 (benchmark option; measured slower on an H100, KERNEL_NOTES.md) shrinks the fp32 D x (D / SPLIT)
-    accumulator so more programs fit per SM.
+                    FMAP: tl.constexpr, CDT: tl.constexpr, COLSUM_MMA: tl.constexpr):
+    """Grid (NCH + query chunks, B * H): programs 0..NCH-1 of axis 0 take CHUNK_K key blocks of one (b, h) each,
+    the programs after them CHUNK_Q query blocks each (two streams in one launch keep more loads in flight).
 
     QMEAN (B, H, NQ, D), KMEAN (B, H, NK, D): fp32 block means of the inputs as given (for the mask; a partial
     last block divides by its true count). KTOT (B, H, D) += sum of k (smooth-k's sequence mean is KTOT / L).
     KV (B, H, D, D) += phi(k)^T v and KS (B, H, D) += sum phi(k), fp32; phi is applied to k rounded to the
-    compute dtype, as upstream does. KTOT, KV and KS are zero-initialised by the launcher.
+    compute dtype and rounded back to it before the products, as upstream does. KTOT, KV and KS are
+    zero-initialised by the launcher.
     """
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    if PART == 1:
+    if pid_c < NCH:
         _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
-                      pid_c, pid_bh, b, h, L, NK, CHUNK_K, BLOCK_K, HEAD_D, FMAP, CDT, SPLIT, KVT,
-                      COLSUM_MMA)
-    elif PART == 2:
-        _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_c, pid_bh, b, h, L, NQ, CHUNK_Q,
-                         BLOCK_Q, HEAD_D, COLSUM_MMA)
+                      pid_c, pid_bh, b, h, L, NK, CHUNK_K, BLOCK_K, HEAD_D, FMAP, CDT, COLSUM_MMA)
     else:
-        if pid_c < SPLIT * NCH:
-            _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl,
-                          stride_vh, pid_c, pid_bh, b, h, L, NK, CHUNK_K, BLOCK_K, HEAD_D, FMAP, CDT, SPLIT, KVT,
-                      COLSUM_MMA)
-        else:
-            _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_c - SPLIT * NCH, pid_bh, b, h, L, NQ,
-                             CHUNK_Q, BLOCK_Q, HEAD_D, COLSUM_MMA)
+        _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_c - NCH, pid_bh, b, h, L, NQ, CHUNK_Q,
+                         BLOCK_Q, HEAD_D, COLSUM_MMA)
 
 
 @triton.jit
@@ -227,76 +205,18 @@ def _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, valid, qk_scale,
 
 
 @triton.jit
-def _exp2_half(x, CDT: tl.constexpr):
-    """2^x (x <= 0, fp32) computed two at a time in the compute dtype on the MUFU (sm_90: ex2 on bf16x2/f16x2).
-
-    Halves the special-function work of the softmax; p is rounded to the compute dtype for the P @ V product
-    anyway, so the result carries about the same error.
-    """
-    if CDT == tl.bfloat16:
-        return tl.inline_asm_elementwise("ex2.approx.ftz.bf16x2 $0, $1;", "=r,r", [x.to(tl.bfloat16)],
-                                         dtype=tl.bfloat16, is_pure=True, pack=2)
-    else:
-        return tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [x.to(tl.float16)],
-                                         dtype=tl.float16, is_pure=True, pack=2)
-
-
-@triton.jit
-def _exp2_poly(x):
-    """2^x for fp32 x <= 0 on the FMA/ALU pipes (no MUFU): Cody-Waite split x = n + f, n = round(x),
-    f in [-0.5, 0.5], 2^f by a degree-3 minimax polynomial (rel. error ~1e-4, far below bf16's 4e-3), and n
-    added to the exponent field. x is clamped at -126 so the exponent never underflows into the sign bit."""
-    x = tl.maximum(x, -126.0)
-    t = x + 12582912.0                                   # 1.5 * 2^23: round-to-nearest, n in t's low bits
-    f = x - (t - 12582912.0)
-    p = f * (f * (f * 0.05550327 + 0.24022652) + 0.69314718) + 1.0
-    bits = p.to(tl.int32, bitcast=True) + (t.to(tl.int32, bitcast=True) << 23)
-    return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _exp2_mixed(x, POLY: tl.constexpr):
-    """2^x of a (M, N) fp32 tile: POLY 0 all on the MUFU, 1 all polynomial, 2 odd columns polynomial."""
-    if POLY == 0:
-        return tl.exp2(x)
-    elif POLY == 1:
-        return _exp2_poly(x)
-    else:
-        M: tl.constexpr = x.shape[0]
-        N: tl.constexpr = x.shape[1]
-        a, b = tl.split(tl.reshape(x, (M, N // 2, 2)))
-        return tl.reshape(tl.join(tl.exp2(a), _exp2_poly(b)), (M, N))
-
-
-@triton.jit
-def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, off2, CDT: tl.constexpr, FAST_EXP: tl.constexpr,
-             POLY: tl.constexpr):
-    """Two key blocks (k1, k2: (BLOCK_K, D)) with one softmax rescale; unmasked (TMA path, main variant).
-    off2: 0.0, or +inf when k2/v2 repeat k1/v1 and must count zero times (the max is unchanged by a repeat).
-
-    POLY (benchmark option, KERNEL_NOTES.md): part of the second block's exponentials by polynomial on the
-    FMA pipes (1: all of block 2 = half the tile, 2: its odd columns = a quarter) to relieve the MUFU."""
+def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr):
+    """Two key blocks (k1, k2: (BLOCK_K, D), from TMA) with one softmax rescale; unmasked, main variant."""
     qk1 = tl.dot(q, tl.trans(k1))
     qk2 = tl.dot(q, tl.trans(k2))
     m_ij = tl.maximum(m_i, tl.maximum(tl.max(qk1, 1), tl.max(qk2, 1)) * qk_scale)
-    if FAST_EXP:
-        # Measured slower on an H100 than the fp32 path below (KERNEL_NOTES.md); kept as an option.
-        p1 = _exp2_half(qk1 * qk_scale - m_ij[:, None], CDT)
-        p2 = _exp2_half(qk2 * qk_scale - m_ij[:, None], CDT)
-        alpha = tl.exp2(m_i - m_ij)
-        l_i = l_i * alpha + tl.sum(p1.to(tl.float32), 1) + tl.sum(p2.to(tl.float32), 1)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p1, v1, acc)
-        acc = tl.dot(p2, v2, acc)
-    else:
-        p1 = tl.exp2(qk1 * qk_scale - m_ij[:, None])
-        # off2 = +inf drops block 2 (a repeat of block 1 standing in for a missing partner): exp2(-inf) = 0.
-        p2 = _exp2_mixed(qk2 * qk_scale - (m_ij + off2)[:, None], POLY)
-        alpha = tl.exp2(m_i - m_ij)
-        l_i = l_i * alpha + tl.sum(p1, 1) + tl.sum(p2, 1)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p1.to(CDT), v1, acc)
-        acc = tl.dot(p2.to(CDT), v2, acc)
+    p1 = tl.exp2(qk1 * qk_scale - m_ij[:, None])
+    p2 = tl.exp2(qk2 * qk_scale - m_ij[:, None])
+    alpha = tl.exp2(m_i - m_ij)
+    l_i = l_i * alpha + tl.sum(p1, 1) + tl.sum(p2, 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p1.to(CDT), v1, acc)
+    acc = tl.dot(p2.to(CDT), v2, acc)
     return acc, m_ij, l_i
 
 
@@ -307,23 +227,20 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
                     stride_vb, stride_vl, stride_vh,
                     stride_ob, stride_ol, stride_oh,
                     H, L, NQ, KEEP, qk_scale,
-                    TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr, WS: tl.constexpr,
-                    USE_TMA: tl.constexpr, FAST_EXP: tl.constexpr, POLY: tl.constexpr, ODD_AS_PAIR: tl.constexpr,
-                    LIN_FIRST: tl.constexpr, Q_TMA: tl.constexpr, KV_EARLY: tl.constexpr,
-                    TMA_TAIL: tl.constexpr, FAST_EPI: tl.constexpr,
+                    TAIL_IN_LUT: tl.constexpr, ALL_KEPT: tl.constexpr, PAIR: tl.constexpr,
+                    USE_TMA: tl.constexpr, Q_TMA: tl.constexpr, KV_EARLY: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, SLA1: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_BIAS: tl.constexpr,
                     CDT: tl.constexpr):
     """One program = one query tile of BLOCK_Q tokens of one (b, h).
 
     LUT (B, H, NQ, KEEP) int32, each row sorted ascending, so only its last entry can be the partial tail
-    block (TAIL_IN_LUT says the sequence has one). PAIR: two LUT blocks (2 * BLOCK_K keys) per iteration;
-    WS: Triton's automatic warp specialisation of that loop (benchmark option). USE_TMA: unmasked key blocks
-    come through the tensor-memory accelerator from host-side 4-D descriptors DK, DV over (B, L, H, D)
-    (main variant, bf16/fp16; block [1, BLOCK_K, 1, D]). FAST_EXP (TMA path, sm_90+): softmax exponentials two
-    at a time in the compute dtype. POLY: see _attend2. TMA_TAIL (TMA path): the odd leftover block and the
-    partial tail block through the descriptors too (rows past L come back as zeros, and are masked), instead of
-    unpipelined pointer loads. FAST_EPI: the epilogue's per-element divisions as one reciprocal per row.
+    block (TAIL_IN_LUT says the sequence has one). PAIR: two LUT blocks (2 * BLOCK_K keys) per iteration.
+    USE_TMA (main variant, 16-bit, Hopper and newer): the unmasked key blocks come through the tensor-memory
+    accelerator from host-side 4-D descriptors DK, DV over (B, L, H, D) (block [1, BLOCK_K, 1, D]), two per
+    iteration. Q_TMA: the query tile likewise from DQ (block [1, BLOCK_Q, 1, D]; rows past L come back as
+    zeros). KV_EARLY: the folded summary (KV W^T, compute dtype) from the 2-D descriptor DKVS over
+    (B * H * D, D), requested before the key loop so its latency hides behind it.
     KV (B, H, D, D) / KS (B, H, D): fp32 linear summaries over all keys; for the main variant KV holds
     phi(K)^T V @ W^T (proj_l folded in, compute dtype), for sla1 phi(K)^T V (fp32) and W (D, D) the proj_l weight
     in the compute dtype (applied as x @ W^T). BIAS (D,) fp32.
@@ -340,29 +257,14 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
     q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ql \
         + (tl.arange(0, BLOCK_Q)[:, None] * stride_ql + offs_d[None, :])
     if Q_TMA:
-        # The query tile through the copy engine (rows past L come back as zeros, as the masked load gives).
         q = DQ.load([b, pid_m * BLOCK_Q, h, 0]).reshape(BLOCK_Q, HEAD_D)
     else:
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0).to(CDT)
     if KV_EARLY:
-        # The linear summary (KV W^T, compute dtype) requested now, used after the loop: its latency hides there.
-        kv_e = DKVS.load([pid_bh * HEAD_D, 0])
+        kv_early = DKVS.load([pid_bh * HEAD_D, 0])
+    # (o_ptrs formed here rather than at the store: sm_90a SASS of the TMA key loop 571 vs 594 instructions)
     o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol \
         + (tl.arange(0, BLOCK_Q)[:, None] * stride_ol + offs_d[None, :])
-    LIN_EARLY: tl.constexpr = LIN_FIRST and HAS_PROJ and not SLA1
-    if LIN_EARLY:
-        # Linear branch first (main variant), parked in the output tile: its summary, k-sum and bias loads go
-        # out together with q's instead of as a chain of dependent loads after the loop, and its registers are
-        # free again before the loop. The end adds it back (same CTA; a barrier orders the two).
-        offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
-        kv_s = tl.load(KV + pid_bh * HEAD_D * HEAD_D + offs_dd)
-        ks_s = tl.load(KS + pid_bh * HEAD_D + offs_d)
-        fq = _phi(q.to(tl.float32), FMAP, 1)
-        o_l = tl.dot(fq.to(CDT), kv_s.to(CDT), input_precision=prec)
-        o_l = o_l * (1.0 / (1e-5 + tl.sum(fq * ks_s[None, :], 1)))[:, None]
-        if HAS_BIAS:
-            o_l += tl.load(BIAS + offs_d)[None, :]
-        tl.store(o_ptrs, o_l.to(O.dtype.element_ty), mask=row_ok[:, None])
     k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
 
@@ -382,43 +284,16 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
     v_tile = offs_n[:, None] * stride_vl + offs_d[None, :]        # v: (BLOCK_K, D)
     ones = tl.full([BLOCK_K], 1, tl.int1)
     j = 0
-    if USE_TMA and not PAIR:
-        # One key block per iteration through the descriptors: half the score tile's registers (with a register
-        # cap, two programs fit per SM; benchmark option).
-        for jj in tl.range(0, n_plain, warp_specialize=WS):
-            r1 = tl.load(lut_row + jj) * BLOCK_K
-            k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
-            v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
-            acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, tl.trans(k1), v1,
-                                                      ones, qk_scale, False, SLA1, FMAP, CDT)
-        j = n_plain
-    elif USE_TMA:
-        # ODD_AS_PAIR: an odd last block rides in the pipelined pair loop, paired with itself and its second
-        # copy weighted zero, instead of taking the unpipelined single-block path below.
-        n_pairs = (n_plain + 1) // 2 if ODD_AS_PAIR else n_plain // 2
-        for jj in tl.range(0, n_pairs, warp_specialize=WS):
-            i2 = 2 * jj + 1
-            if ODD_AS_PAIR:
-                off2 = tl.where(i2 < n_plain, 0.0, float("inf"))
-                i2 = tl.minimum(i2, n_plain - 1)
-            else:
-                off2 = 0.0
+    if USE_TMA:
+        for jj in tl.range(0, n_plain // 2):
             r1 = tl.load(lut_row + 2 * jj) * BLOCK_K
-            r2 = tl.load(lut_row + i2) * BLOCK_K
+            r2 = tl.load(lut_row + 2 * jj + 1) * BLOCK_K
             k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
             v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
             k2 = DK.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
             v2 = DV.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
-            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, off2, CDT, FAST_EXP, POLY)
-        j = n_plain if ODD_AS_PAIR else (n_plain // 2) * 2
-        if TMA_TAIL and not ODD_AS_PAIR:
-            if n_plain % 2 == 1:
-                r1 = tl.load(lut_row + n_plain - 1) * BLOCK_K
-                k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
-                v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
-                acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, tl.trans(k1), v1,
-                                                          ones, qk_scale, False, SLA1, FMAP, CDT)
-            j = n_plain
+            acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT)
+        j = (n_plain // 2) * 2
     elif PAIR:
         # Two LUT blocks per iteration: one (BLOCK_Q, 2 * BLOCK_K) score tile, half the softmax rescales.
         offs_n2 = tl.arange(0, 2 * BLOCK_K)
@@ -427,7 +302,7 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
         kt_tile2 = offs_d[:, None] + n_in[None, :] * stride_kl
         v_tile2 = n_in[:, None] * stride_vl + offs_d[None, :]
         ones2 = tl.full([2 * BLOCK_K], 1, tl.int1)
-        for jj in tl.range(0, n_plain // 2, warp_specialize=WS):
+        for jj in tl.range(0, n_plain // 2):
             blk_a = tl.load(lut_row + 2 * jj).to(tl.int64) * BLOCK_K
             blk_b = tl.load(lut_row + 2 * jj + 1).to(tl.int64) * BLOCK_K
             row0 = tl.where(half, blk_b, blk_a)
@@ -437,20 +312,13 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
                                                       qk_scale, False, SLA1, FMAP, CDT)
         j = (n_plain // 2) * 2
     for jj in range(j, n_plain):
+        # single blocks: all of them without PAIR, else an odd leftover
         row0 = tl.load(lut_row + jj).to(tl.int64) * BLOCK_K
         kt = tl.load(k_base + row0 * stride_kl + kt_tile).to(CDT)
         v = tl.load(v_base + row0 * stride_vl + v_tile).to(CDT)
         acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, ones,
                                                   qk_scale, False, SLA1, FMAP, CDT)
-    if TAIL_IN_LUT and USE_TMA and TMA_TAIL:
-        # The partial block through the descriptors: rows past L are zero-filled by the copy engine, masked here.
-        row0 = tl.load(lut_row + KEEP - 1) * BLOCK_K
-        valid = row0 + offs_n < L
-        kb_ = DK.load([b, row0, h, 0]).reshape(BLOCK_K, HEAD_D)
-        vb_ = DV.load([b, row0, h, 0]).reshape(BLOCK_K, HEAD_D)
-        acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, tl.trans(kb_), vb_, valid,
-                                                  qk_scale, True, SLA1, FMAP, CDT)
-    elif TAIL_IN_LUT:
+    if TAIL_IN_LUT:
         # Only the last (largest) entry can be the partial block; mask keys past L there alone.
         row0 = tl.load(lut_row + KEEP - 1) * BLOCK_K
         valid = row0 + offs_n < L
@@ -458,20 +326,14 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
         v = tl.load(v_base + row0.to(tl.int64) * stride_vl + v_tile, mask=valid[:, None], other=0.0).to(CDT)
         acc, m_i, l_i, kv_kept, ks_kept = _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, valid,
                                                   qk_scale, True, SLA1, FMAP, CDT)
-    if FAST_EPI:
-        out = acc * (1.0 / l_i)[:, None]
-    else:
-        out = acc / l_i[:, None]
+    out = acc / l_i[:, None]
 
-    if LIN_EARLY:
-        tl.debug_barrier()
-        out += tl.load(o_ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)
-    elif HAS_PROJ:
+    if HAS_PROJ:
         # Linear branch, from the per-(b, h) summaries; phi on the compute-dtype q, as upstream.
         fq = _phi(q.to(tl.float32), FMAP, 1)
         offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
         if KV_EARLY:
-            kv = kv_e
+            kv = kv_early
         else:
             kv = tl.load(KV + pid_bh * HEAD_D * HEAD_D + offs_dd)
         ks = tl.load(KS + pid_bh * HEAD_D + offs_d)
@@ -480,7 +342,6 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
             # rounded per-block products, so they cancel where every block is kept.
             kv = kv - kv_kept
             ks = ks - ks_kept
-        if SLA1:
             num = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec)
             den = tl.sum(fq * ks[None, :], 1)
             if ALL_KEPT:
@@ -496,10 +357,7 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
             # proj(phi(q) KV / den) = phi(q) (KV W^T) / den.
             num = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec)
             den = tl.sum(fq * ks[None, :], 1)
-            if FAST_EPI:
-                out += num * (1.0 / (1e-5 + den))[:, None]
-            else:
-                out += num / (1e-5 + den)[:, None]
+            out += num / (1e-5 + den)[:, None]
         if HAS_BIAS:
             out += tl.load(BIAS + offs_d)[None, :]
 
