@@ -87,6 +87,25 @@ def compile_prepass(mod, consts: dict, opts: dict):
                           options=opts)
 
 
+WS_VARIANTS = {
+    "ws_w4_s2": (dict(TAIL_IN_LUT=True, ADD_LINEAR=True), dict(num_warps=4, num_stages=2)),
+    "ws_w4_s3": (dict(TAIL_IN_LUT=True, ADD_LINEAR=True), dict(num_warps=4, num_stages=3)),
+    "ws_w4_s2_notail": (dict(TAIL_IN_LUT=False, ADD_LINEAR=True), dict(num_warps=4, num_stages=2)),
+}
+
+
+def compile_ws(mod, consts: dict, opts: dict):
+    fn = mod._sla_fwd_ws_kernel
+    consts = dict(dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, CDT=tl.bfloat16), **consts)
+    ptrs = {"DQ": "tensordesc<bf16[128,128]>", "DK": "tensordesc<bf16[64,128]>", "DV": "tensordesc<bf16[64,128]>",
+            "O": "*bf16", "LUT": "*i32", "qk_scale": "fp32"}
+    sig = {n: ptrs.get(n, "constexpr" if n in consts else "i32") for n in fn.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if sig[n].startswith("*") or n.startswith("stride_")}
+    return triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
+                          options=opts)
+
+
 def sass_of(kernel) -> tuple[str, str]:
     """(SASS, resource usage line) of a compiled kernel's cubin."""
     with tempfile.TemporaryDirectory() as d:
@@ -138,21 +157,22 @@ def main() -> None:
     ap.add_argument("--dump", default=None, help="write each variant's SASS/PTX here")
     args = ap.parse_args()
     mod = _load_kernels()
-    names = args.variant or list(VARIANTS) + list(PRE_VARIANTS)
+    names = args.variant or list(VARIANTS) + list(PRE_VARIANTS) + list(WS_VARIANTS)
     print(f"triton {triton.__version__}, sm_90a")
     for name in names:
-        pre = name in PRE_VARIANTS
-        extra, opts = (PRE_VARIANTS if pre else VARIANTS)[name]
-        consts = dict(PRE_BASE if pre else BASE)
+        pre, ws = name in PRE_VARIANTS, name in WS_VARIANTS
+        extra, opts = (PRE_VARIANTS if pre else WS_VARIANTS if ws else VARIANTS)[name]
+        consts = dict({} if ws else PRE_BASE if pre else BASE)
         consts.update(extra)
         try:
-            k = (compile_prepass if pre else compile_main)(mod, consts, opts)
+            k = (compile_ws if ws else compile_prepass if pre else compile_main)(mod, consts, opts)
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f"{name:14s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue
         sass, res = sass_of(k)
         n_stl = len(re.findall(r"\bSTL\b", sass))
-        print(f"{name:14s} {res} STL={n_stl} | loop {loop_mix(sass)}")
+        ws_note = f" setmaxnreg={sass.count('USETMAXREG')}" if ws else ""
+        print(f"{name:14s} {res} STL={n_stl}{ws_note} | loop {loop_mix(sass)}")
         if args.dump:
             os.makedirs(args.dump, exist_ok=True)
             with open(os.path.join(args.dump, name + ".sass"), "w") as f:

@@ -30,7 +30,8 @@ def _phi(x, AXIS: tl.constexpr):
 @triton.jit
 def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, stride_kl, stride_vl,
                  BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, PAIR: tl.constexpr,
-                 WS: tl.constexpr, TAIL: tl.constexpr, EPI: tl.constexpr, D4: tl.constexpr, MS: tl.constexpr):
+                 WS: tl.constexpr, TAIL: tl.constexpr, EPI: tl.constexpr, D4: tl.constexpr, MS: tl.constexpr,
+                 LOOPMASK: tl.constexpr, ADDBACK: tl.constexpr, TAILD: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -86,6 +87,10 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
                 k = DK.load([r1, h * HEAD_D])
                 v = DV.load([r1, h * HEAD_D])
             qk = tl.dot(q, k.T)
+            if LOOPMASK:
+                # every key row past L (the partial tail block) masked inside the loop
+                qk = tl.where((tl.load(lut_row + jj) * BLOCK_K + tl.arange(0, BLOCK_K) < L)[None, :], qk,
+                              float("-inf"))
             m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
             alpha = tl.math.exp2(m_i - m_ij)
@@ -94,6 +99,21 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
             acc = tl.dot(p.to(tl.bfloat16), v, acc)
             m_i = m_ij
         j = n_plain
+    if TAILD:
+        # the partial tail block after the loop, through the descriptors, masked
+        offs_n = tl.arange(0, BLOCK_K)
+        row0 = tl.load(lut_row + KEEP - 1) * BLOCK_K
+        k = DK.load([b * L + row0, h * HEAD_D])
+        v = DV.load([b * L + row0, h * HEAD_D])
+        qk = tl.dot(q, k.T)
+        qk = tl.where((row0 + offs_n < L)[None, :], qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
+        alpha = tl.math.exp2(m_i - m_ij)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(tl.bfloat16), v, acc)
+        m_i = m_ij
     if TAIL:
         offs_n = tl.arange(0, BLOCK_K)
         k_base = K + b.to(tl.int64) * L * stride_kl + h * HEAD_D
@@ -115,6 +135,10 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
             acc = tl.dot(p.to(tl.bfloat16), v, acc)
             m_i = m_ij
     out = acc / l_i[:, None]
+    if ADDBACK:
+        # the linear branch written earlier by another kernel, added back
+        out += tl.load(O + (b * L + offs_m)[:, None].to(tl.int64) * (H * HEAD_D) + h * HEAD_D + offs_d[None, :],
+                       mask=row_ok[:, None], other=0.0).to(tl.float32)
     if EPI:
         fq = _phi(q.to(tl.float32), 1)
         offs_dd = offs_d[:, None] * HEAD_D + offs_d[None, :]
@@ -139,7 +163,7 @@ def run(nw, ns, **c):
            "DV": f"tensordesc<bf16[1,{bk},1,128]>" if d4 else f"tensordesc<bf16[{bk},128]>",
            "O": "*bf16", "LUT": "*i32", "K": "*bf16", "V": "*bf16", "KV": "*bf16", "KS": "*fp32",
            "L": "i32", "H": "i32", "NQ": "i32", "KEEP": "i32", "qk_scale": "fp32", "stride_kl": "i32", "stride_vl": "i32"}
-    consts = dict(BLOCK_Q=128, BLOCK_K=bk, HEAD_D=128, PAIR=True, WS=True, TAIL=False, EPI=False, D4=False, MS=True)
+    consts = dict(BLOCK_Q=128, BLOCK_K=bk, HEAD_D=128, PAIR=True, WS=True, TAIL=False, EPI=False, D4=False, MS=True, LOOPMASK=False, ADDBACK=False, TAILD=False)
     consts.update(c)
     for kk in consts: sig[kk] = "constexpr"
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("O", "LUT", "K", "V", "KV", "KS", "stride_kl", "stride_vl")}
@@ -162,7 +186,9 @@ def run(nw, ns, **c):
             f"HGMMA={sass.count('HGMMA')} DEPBAR={sass.count('WARPGROUP.DEPBAR')} namedbar={len(re.findall(r'BAR.(SYNC|ARV).*0x[1-9]', sass))}")
 
 CASES = [dict(PAIR=False, MS=False), dict(PAIR=False, MS=True), dict(PAIR=False, MS=False, TAIL=True),
-         dict(PAIR=False, MS=False, EPI=True), dict(PAIR=False, MS=False, D4=True), dict(MS=False)]
+         dict(PAIR=False, MS=False, EPI=True), dict(PAIR=False, MS=False, D4=True), dict(MS=False),
+         dict(PAIR=False, LOOPMASK=True), dict(PAIR=False, ADDBACK=True), dict(PAIR=False, LOOPMASK=True, ADDBACK=True),
+         dict(PAIR=False, TAILD=True, ADDBACK=True)]
 
 if __name__ == "__main__":
     for c in CASES:

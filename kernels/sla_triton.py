@@ -362,3 +362,79 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
             out += tl.load(BIAS + offs_d)[None, :]
 
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _linear_kernel(Q, O, KV, KS, BIAS,
+                   stride_qb, stride_ql, stride_qh, stride_ob, stride_ol, stride_oh,
+                   H, L,
+                   BLOCK_Q: tl.constexpr, HEAD_D: tl.constexpr, FMAP: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   CDT: tl.constexpr):
+    """Linear branch alone (main variant), one query tile per program: O = phi(q) KV / (eps + phi(q) . KS) + BIAS,
+    KV (B, H, D, D) with proj_l folded in (compute dtype), KS (B, H, D) fp32, written in O's dtype. The
+    warp-specialised sparse kernel then adds its part to it."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    prec: tl.constexpr = "ieee" if CDT == tl.float32 else None
+    offs_r = tl.arange(0, BLOCK_Q)
+    offs_d = tl.arange(0, HEAD_D)
+    row_ok = pid_m * BLOCK_Q + offs_r < L
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ql
+                + (offs_r[:, None] * stride_ql + offs_d[None, :]), mask=row_ok[:, None], other=0.0).to(CDT)
+    fq = _phi(q.to(tl.float32), FMAP, 1)
+    kv = tl.load(KV + pid_bh * HEAD_D * HEAD_D + offs_d[:, None] * HEAD_D + offs_d[None, :])
+    ks = tl.load(KS + pid_bh * HEAD_D + offs_d)
+    out = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec) / (1e-5 + tl.sum(fq * ks[None, :], 1))[:, None]
+    if HAS_BIAS:
+        out += tl.load(BIAS + offs_d)[None, :]
+    tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol
+             + (offs_r[:, None] * stride_ol + offs_d[None, :]), out.to(O.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _sla_fwd_ws_kernel(DQ, DK, DV, O, LUT, stride_ob, stride_ol, stride_oh, H, L, NQ, KEEP, qk_scale,
+                       TAIL_IN_LUT: tl.constexpr, ADD_LINEAR: tl.constexpr,
+                       BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, CDT: tl.constexpr):
+    """Sparse branch of the main variant in the shape Triton's Hopper warp specialisation accepts (experimental,
+    bench/ws_probe.py): one key block per iteration through 2-D descriptors over (B * L, H * D), the partial tail
+    block masked inside the loop, and (ADD_LINEAR) the linear branch that _linear_kernel wrote into O added to
+    acc / l. Launched with num_warps=4: a producer warp and two consumer warpgroups on 64-row halves of the tile.
+
+    DQ / DK / DV: descriptors over q, k, v viewed as (B * L, H * D) (blocks [BLOCK_Q, D] / [BLOCK_K, D]); rows of
+    a ragged last query tile read the next batch's (or zeros) and are never stored; key rows past L are masked.
+    """
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_r = tl.arange(0, BLOCK_Q)
+    offs_d = tl.arange(0, HEAD_D)
+    offs_n = tl.arange(0, BLOCK_K)
+    row_ok = pid_m * BLOCK_Q + offs_r < L
+    q = DQ.load([b * L + pid_m * BLOCK_Q, h * HEAD_D])
+    m_i = tl.full([BLOCK_Q], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_Q], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_Q, HEAD_D], dtype=tl.float32)
+    lut_row = LUT + (pid_bh * NQ + pid_m) * KEEP
+    for jj in tl.range(0, KEEP, warp_specialize=True):
+        row0 = tl.load(lut_row + jj) * BLOCK_K
+        k = DK.load([b * L + row0, h * HEAD_D])
+        v = DV.load([b * L + row0, h * HEAD_D])
+        qk = tl.dot(q, k.T)
+        if TAIL_IN_LUT:
+            qk = tl.where((row0 + offs_n < L)[None, :], qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.exp2(qk * qk_scale - m_ij[:, None])
+        alpha = tl.exp2(m_i - m_ij)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(CDT), v, acc)
+        m_i = m_ij
+    out = acc / l_i[:, None]
+    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol \
+        + (offs_r[:, None] * stride_ol + offs_d[None, :])
+    if ADD_LINEAR:
+        out += tl.load(o_ptrs, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
