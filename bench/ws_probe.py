@@ -10,7 +10,11 @@ features switched on one at a time, and reports whether the pass succeeds (setma
 SASS) and whether ptxas serialises the wgmma (C7515). Results on 2026-11-27 (KERNEL_NOTES.md): the single-block
 loop with 2-D descriptors passes, with or without a row mask on the store (168 registers, 8 setmaxnreg, 47 named
 barriers, no C7515); the masked tail block after the loop, the linear epilogue, 4-D descriptors with reshape, and
-two blocks per iteration each stop the pass ("Unexpected op" in WSDataPartition). Not measured on a GPU yet.
+two blocks per iteration each stop the pass ("Unexpected op" in WSDataPartition); so do two single-block updates
+back to back in one iteration (PAIR2), while one joined (BLOCK_Q, 2 * BLOCK_K) tile (PAIRJ: tl.join of the two
+blocks) passes but moves k and v through registers (867 instructions per 128 keys per consumer, vs ~600-740 for
+two single iterations). In-loop tail mask (LOOPMASK) and adding back a linear part written to the output
+(ADDBACK) pass. Not measured on a GPU yet.
 """
 import os
 import re
@@ -31,7 +35,8 @@ def _phi(x, AXIS: tl.constexpr):
 def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, stride_kl, stride_vl,
                  BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, PAIR: tl.constexpr,
                  WS: tl.constexpr, TAIL: tl.constexpr, EPI: tl.constexpr, D4: tl.constexpr, MS: tl.constexpr,
-                 LOOPMASK: tl.constexpr, ADDBACK: tl.constexpr, TAILD: tl.constexpr):
+                 LOOPMASK: tl.constexpr, ADDBACK: tl.constexpr, TAILD: tl.constexpr,
+                 PAIR2: tl.constexpr, PAIRJ: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -74,6 +79,50 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
             acc = acc * alpha[:, None]
             acc = tl.dot(p1.to(tl.bfloat16), v1, acc)
             acc = tl.dot(p2.to(tl.bfloat16), v2, acc)
+            m_i = m_ij
+        j = (n_plain // 2) * 2
+    elif PAIR2:
+        # two blocks per iteration as two back-to-back single-block updates (no joint max)
+        for jj in tl.range(0, n_plain // 2, warp_specialize=WS):
+            r1 = tl.load(lut_row + 2 * jj) * BLOCK_K + b * L
+            r2 = tl.load(lut_row + 2 * jj + 1) * BLOCK_K + b * L
+            k1 = DK.load([r1, h * HEAD_D])
+            v1 = DV.load([r1, h * HEAD_D])
+            k2 = DK.load([r2, h * HEAD_D])
+            v2 = DV.load([r2, h * HEAD_D])
+            qk = tl.dot(q, k1.T)
+            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
+            alpha = tl.math.exp2(m_i - m_ij)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            acc = tl.dot(p.to(tl.bfloat16), v1, acc)
+            m_i = m_ij
+            qk = tl.dot(q, k2.T)
+            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
+            alpha = tl.math.exp2(m_i - m_ij)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            acc = tl.dot(p.to(tl.bfloat16), v2, acc)
+            m_i = m_ij
+        j = (n_plain // 2) * 2
+    elif PAIRJ:
+        # two blocks per iteration as one (BLOCK_Q, 2 * BLOCK_K) score tile: k1, k2 joined along the keys
+        for jj in tl.range(0, n_plain // 2, warp_specialize=WS):
+            r1 = tl.load(lut_row + 2 * jj) * BLOCK_K + b * L
+            r2 = tl.load(lut_row + 2 * jj + 1) * BLOCK_K + b * L
+            k = tl.join(DK.load([r1, h * HEAD_D]).T, DK.load([r2, h * HEAD_D]).T)          # (D, BK, 2)
+            k = tl.reshape(tl.permute(k, (0, 2, 1)), (HEAD_D, 2 * BLOCK_K))
+            v = tl.join(DV.load([r1, h * HEAD_D]).T, DV.load([r2, h * HEAD_D]).T)
+            v = tl.reshape(tl.permute(v, (2, 1, 0)), (2 * BLOCK_K, HEAD_D))
+            qk = tl.dot(q, k)
+            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
+            alpha = tl.math.exp2(m_i - m_ij)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            acc = tl.dot(p.to(tl.bfloat16), v, acc)
             m_i = m_ij
         j = (n_plain // 2) * 2
     else:
@@ -163,7 +212,7 @@ def run(nw, ns, **c):
            "DV": f"tensordesc<bf16[1,{bk},1,128]>" if d4 else f"tensordesc<bf16[{bk},128]>",
            "O": "*bf16", "LUT": "*i32", "K": "*bf16", "V": "*bf16", "KV": "*bf16", "KS": "*fp32",
            "L": "i32", "H": "i32", "NQ": "i32", "KEEP": "i32", "qk_scale": "fp32", "stride_kl": "i32", "stride_vl": "i32"}
-    consts = dict(BLOCK_Q=128, BLOCK_K=bk, HEAD_D=128, PAIR=True, WS=True, TAIL=False, EPI=False, D4=False, MS=True, LOOPMASK=False, ADDBACK=False, TAILD=False)
+    consts = dict(BLOCK_Q=128, BLOCK_K=bk, HEAD_D=128, PAIR=True, WS=True, TAIL=False, EPI=False, D4=False, MS=True, LOOPMASK=False, ADDBACK=False, TAILD=False, PAIR2=False, PAIRJ=False)
     consts.update(c)
     for kk in consts: sig[kk] = "constexpr"
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in ("O", "LUT", "K", "V", "KV", "KS", "stride_kl", "stride_vl")}
@@ -188,7 +237,7 @@ def run(nw, ns, **c):
 CASES = [dict(PAIR=False, MS=False), dict(PAIR=False, MS=True), dict(PAIR=False, MS=False, TAIL=True),
          dict(PAIR=False, MS=False, EPI=True), dict(PAIR=False, MS=False, D4=True), dict(MS=False),
          dict(PAIR=False, LOOPMASK=True), dict(PAIR=False, ADDBACK=True), dict(PAIR=False, LOOPMASK=True, ADDBACK=True),
-         dict(PAIR=False, TAILD=True, ADDBACK=True)]
+         dict(PAIR=False, TAILD=True, ADDBACK=True), dict(PAIR=False, PAIR2=True), dict(PAIR=False, PAIRJ=True)]
 
 if __name__ == "__main__":
     for c in CASES:
