@@ -242,8 +242,8 @@ def test_prepass_tensor_core_column_sums_match(monkeypatch, d):
         assert err < 1e-5, (name, err)
 
 
-@pytest.mark.parametrize("proj", [True, False])
-def test_warp_specialised_path_batches_and_tails(monkeypatch, proj):
+@pytest.mark.parametrize("proj,fmap", [(True, "softmax"), (False, "softmax"), (True, "elu"), (True, "relu")])
+def test_warp_specialised_path_batches_and_tails(monkeypatch, proj, fmap):
     """The experimental warp-specialised path (2-D descriptors over B * L rows): with B = 2 and a ragged L the
     last query tile and the tail key block of batch 0 read batch 1's rows, which must be masked / never stored;
     with proj_l the linear kernel's output is added back, without it nothing is."""
@@ -256,8 +256,8 @@ def test_warp_specialised_path_batches_and_tails(monkeypatch, proj):
     gen = torch.Generator().manual_seed(31)
     w, bias = ((torch.randn(128, 128, generator=gen) * 0.2).to(DEV), (torch.randn(128, generator=gen) * 0.2).to(DEV)) \
         if proj else (None, None)
-    out, lut = run_checked(q, k, v, 0.4, w, bias, "softmax", 128, "main", "auto")
+    out, lut = run_checked(q, k, v, 0.4, w, bias, fmap, 128, "main", "auto")
     ref = sla_reference(q.cpu(), k.cpu(), v.cpu(), 0.4, None if w is None else w.cpu(),
-                        None if bias is None else bias.cpu(), "softmax", 128, 64, lut=lut.cpu())
+                        None if bias is None else bias.cpu(), fmap, 128, 64, lut=lut.cpu())
     assert calls, "the warp-specialised path was not taken"
     assert rel_err(out.cpu(), ref) < 4e-3
