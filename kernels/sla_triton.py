@@ -205,6 +205,14 @@ def _attend(acc, m_i, l_i, kv_kept, ks_kept, q, kt, v, valid, qk_scale,
 
 
 @triton.jit
+def _linear_main(fq, kv, ks, CDT: tl.constexpr):
+    """The main variant's linear term phi(q) KV / (eps + phi(q) . ks): fq = phi(q) fp32 (BLOCK_Q, D), kv (D, D)
+    with proj_l folded in, ks (D,) fp32."""
+    num = tl.dot(fq.to(CDT), kv.to(CDT), input_precision="ieee" if CDT == tl.float32 else None)
+    return num / (1e-5 + tl.sum(fq * ks[None, :], 1))[:, None]
+
+
+@triton.jit
 def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr):
     """Two key blocks (k1, k2: (BLOCK_K, D), from TMA) with one softmax rescale; unmasked, main variant."""
     qk1 = tl.dot(q, tl.trans(k1))
@@ -355,9 +363,7 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, W, BIAS, DK, DV, DQ, DKVS,
         else:
             # main: KV here is already KV @ W^T (folded by the launcher), so proj_l costs no extra product:
             # proj(phi(q) KV / den) = phi(q) (KV W^T) / den.
-            num = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec)
-            den = tl.sum(fq * ks[None, :], 1)
-            out += num / (1e-5 + den)[:, None]
+            out += _linear_main(fq, kv, ks, CDT)
         if HAS_BIAS:
             out += tl.load(BIAS + offs_d)[None, :]
 
@@ -377,7 +383,6 @@ def _linear_kernel(Q, O, KV, KS, BIAS,
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    prec: tl.constexpr = "ieee" if CDT == tl.float32 else None
     offs_r = tl.arange(0, BLOCK_Q)
     offs_d = tl.arange(0, HEAD_D)
     row_ok = pid_m * BLOCK_Q + offs_r < L
@@ -386,7 +391,7 @@ def _linear_kernel(Q, O, KV, KS, BIAS,
     fq = _phi(q.to(tl.float32), FMAP, 1)
     kv = tl.load(KV + pid_bh * HEAD_D * HEAD_D + offs_d[:, None] * HEAD_D + offs_d[None, :])
     ks = tl.load(KS + pid_bh * HEAD_D + offs_d)
-    out = tl.dot(fq.to(CDT), kv.to(CDT), input_precision=prec) / (1e-5 + tl.sum(fq * ks[None, :], 1))[:, None]
+    out = _linear_main(fq, kv, ks, CDT)
     if HAS_BIAS:
         out += tl.load(BIAS + offs_d)[None, :]
     tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol
@@ -422,16 +427,8 @@ def _sla_fwd_ws_kernel(DQ, DK, DV, O, LUT, stride_ob, stride_ol, stride_oh, H, L
         row0 = tl.load(lut_row + jj) * BLOCK_K
         k = DK.load([b * L + row0, h * HEAD_D])
         v = DV.load([b * L + row0, h * HEAD_D])
-        qk = tl.dot(q, k.T)
-        if TAIL_IN_LUT:
-            qk = tl.where((row0 + offs_n < L)[None, :], qk, float("-inf"))
-        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.exp2(qk * qk_scale - m_ij[:, None])
-        alpha = tl.exp2(m_i - m_ij)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(CDT), v, acc)
-        m_i = m_ij
+        acc, m_i, l_i, _, _ = _attend(acc, m_i, l_i, 0.0, 0.0, q, k.T, v, row0 + offs_n < L, qk_scale,
+                                      TAIL_IN_LUT, False, 0, CDT)
     out = acc / l_i[:, None]
     o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + (pid_m * BLOCK_Q).to(tl.int64) * stride_ol \
         + (offs_r[:, None] * stride_ol + offs_d[None, :])
