@@ -43,63 +43,36 @@ VARIANTS = {
     "s3": ({}, dict(num_warps=8, num_stages=3)),
     "pointer_pairs": (dict(USE_TMA=False, Q_TMA=False, KV_EARLY=False), dict(num_warps=8, num_stages=3)),
 }
-
-
-def compile_main(mod, consts: dict, opts: dict):
-    fn = mod._sla_fwd_kernel
-    desc = "tensordesc<bf16[1,64,1,128]>"
-    sig = {}
-    ptrs = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LUT": "*i32", "KV": "*bf16", "KS": "*fp32",
-            "W": "*bf16", "BIAS": "*fp32", "DK": desc, "DV": desc, "DQ": "tensordesc<bf16[1,128,1,128]>",
-            "DKVS": "tensordesc<bf16[128,128]>"}
-    for name in fn.arg_names:
-        if name in ptrs:
-            sig[name] = ptrs[name]
-        elif name == "qk_scale":
-            sig[name] = "fp32"
-        elif name in consts:
-            sig[name] = "constexpr"
-        else:
-            sig[name] = "i32"
-    attrs = {}
-    for i, name in enumerate(fn.arg_names):
-        if sig[name].startswith("*") or name.startswith("stride_"):
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
-
-
 PRE_BASE = dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, CDT=tl.bfloat16, COLSUM_MMA=True)
 PRE_VARIANTS = {
     "pre_default": ({}, dict(num_warps=4, num_stages=3)),
     "pre_no_colsum_mma": (dict(COLSUM_MMA=False), dict(num_warps=4, num_stages=3)),
 }
-
-
-def compile_prepass(mod, consts: dict, opts: dict):
-    fn = mod._prepass_kernel
-    ptrs = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "QMEAN": "*fp32", "KMEAN": "*fp32", "KV": "*fp32",
-            "KS": "*fp32", "KTOT": "*fp32"}
-    sig = {n: ptrs.get(n, "constexpr" if n in consts else "i32") for n in fn.arg_names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-             if sig[n].startswith("*") or n.startswith("stride_")}
-    return triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                          options=opts)
-
-
+WS_BASE = dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, CDT=tl.bfloat16)
 WS_VARIANTS = {
     "ws_w4_s2": (dict(TAIL_IN_LUT=True, ADD_LINEAR=True), dict(num_warps=4, num_stages=2)),
     "ws_w4_s3": (dict(TAIL_IN_LUT=True, ADD_LINEAR=True), dict(num_warps=4, num_stages=3)),
     "ws_w4_s2_notail": (dict(TAIL_IN_LUT=False, ADD_LINEAR=True), dict(num_warps=4, num_stages=2)),
 }
+# kernel name -> (argument types other than i32 scalars and constexprs, base constexprs, variants)
+_KV_DESC = "tensordesc<bf16[1,64,1,128]>"
+KERNELS = {
+    "_sla_fwd_kernel": ({"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LUT": "*i32", "KV": "*bf16",
+                         "KS": "*fp32", "W": "*bf16", "BIAS": "*fp32", "DK": _KV_DESC, "DV": _KV_DESC,
+                         "DQ": "tensordesc<bf16[1,128,1,128]>", "DKVS": "tensordesc<bf16[128,128]>",
+                         "qk_scale": "fp32"}, BASE, VARIANTS),
+    "_prepass_kernel": ({"Q": "*bf16", "K": "*bf16", "V": "*bf16", "QMEAN": "*fp32", "KMEAN": "*fp32",
+                         "KV": "*fp32", "KS": "*fp32", "KTOT": "*fp32"}, PRE_BASE, PRE_VARIANTS),
+    "_sla_fwd_ws_kernel": ({"DQ": "tensordesc<bf16[128,128]>", "DK": "tensordesc<bf16[64,128]>",
+                            "DV": "tensordesc<bf16[64,128]>", "O": "*bf16", "LUT": "*i32", "qk_scale": "fp32"},
+                           WS_BASE, WS_VARIANTS),
+}
 
 
-def compile_ws(mod, consts: dict, opts: dict):
-    fn = mod._sla_fwd_ws_kernel
-    consts = dict(dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, CDT=tl.bfloat16), **consts)
-    ptrs = {"DQ": "tensordesc<bf16[128,128]>", "DK": "tensordesc<bf16[64,128]>", "DV": "tensordesc<bf16[64,128]>",
-            "O": "*bf16", "LUT": "*i32", "qk_scale": "fp32"}
-    sig = {n: ptrs.get(n, "constexpr" if n in consts else "i32") for n in fn.arg_names}
+def compile_sm90(fn, types: dict, consts: dict, opts: dict):
+    """triton.compile for sm_90a: ``types`` names the pointer / descriptor / float arguments, the other
+    non-constexpr arguments are i32; pointers and strides get the launcher's 16-byte divisibility hints."""
+    sig = {n: types.get(n, "constexpr" if n in consts else "i32") for n in fn.arg_names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
              if sig[n].startswith("*") or n.startswith("stride_")}
     return triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
@@ -157,21 +130,20 @@ def main() -> None:
     ap.add_argument("--dump", default=None, help="write each variant's SASS/PTX here")
     args = ap.parse_args()
     mod = _load_kernels()
-    names = args.variant or list(VARIANTS) + list(PRE_VARIANTS) + list(WS_VARIANTS)
+    names = args.variant or [n for _, _, variants in KERNELS.values() for n in variants]
     print(f"triton {triton.__version__}, sm_90a")
     for name in names:
-        pre, ws = name in PRE_VARIANTS, name in WS_VARIANTS
-        extra, opts = (PRE_VARIANTS if pre else WS_VARIANTS if ws else VARIANTS)[name]
-        consts = dict({} if ws else PRE_BASE if pre else BASE)
-        consts.update(extra)
+        kname = next(kn for kn, (_, _, variants) in KERNELS.items() if name in variants)
+        types, base, variants = KERNELS[kname]
+        extra, opts = variants[name]
         try:
-            k = (compile_ws if ws else compile_prepass if pre else compile_main)(mod, consts, opts)
+            k = compile_sm90(getattr(mod, kname), types, dict(base, **extra), opts)
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f"{name:14s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue
         sass, res = sass_of(k)
         n_stl = len(re.findall(r"\bSTL\b", sass))
-        ws_note = f" setmaxnreg={sass.count('USETMAXREG')}" if ws else ""
+        ws_note = f" setmaxnreg={sass.count('USETMAXREG')}" if kname == "_sla_fwd_ws_kernel" else ""
         print(f"{name:14s} {res} STL={n_stl}{ws_note} | loop {loop_mix(sass)}")
         if args.dump:
             os.makedirs(args.dump, exist_ok=True)

@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tune_common as tc  # noqa: E402
 import tune_round2 as r2  # noqa: E402
 
-ba, launch, kernels, emit, make, check = r2.ba, r2.launch, r2.kernels, r2.emit, r2.make, r2.check
-r2.LOG = r2.OUT / "tune.jsonl"
+ba, launch, kernels, emit, make = r2.ba, r2.launch, r2.kernels, r2.emit, r2.make
 
 OLD_PRE = dict(launch.PREPASS_DEFAULT)
 OLD_MAIN = dict(launch.MAIN_TMA_DEFAULT)
@@ -50,19 +49,6 @@ MAIN_VARIANTS = {
 }
 
 
-def split_times(q, k, v, w, bias, keep):
-    nk = (q.shape[1] + 63) // 64
-    kb = launch._keep_count(nk, keep)
-    pre = lambda: launch.prepass(q, k, v, 128, 64, "softmax", torch.bfloat16)  # noqa: E731
-    qm, km, kv, ks, kt = pre()
-    mask = lambda: launch.lut_from_means(qm, km, kt, q.shape[1], kb)  # noqa: E731
-    lut = mask()
-    whole = lambda: kernels.sla_forward(q, k, v, keep, w, bias, "softmax", 128, 64)  # noqa: E731
-    fixed = lambda: launch.sla_forward_impl(q, k, v, keep, w, bias, lut=lut)  # noqa: E731
-    return dict(prepass=ba.bench_ms(pre, rep=200), mask=ba.bench_ms(mask, rep=200),
-                op_fixed_lut=ba.bench_ms(fixed, rep=200), whole=ba.bench_ms(whole, rep=200))
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tests", action="store_true")
@@ -74,7 +60,7 @@ def main():
     w = torch.randn(d, d, device="cuda", generator=gen) * 0.05
     bias = torch.randn(d, device="cuda", generator=gen) * 0.05
     for kp in (0.05, 0.10):
-        emit(stage="split", keep=kp, ms=split_times(q, k, v, w, bias, kp))
+        emit(stage="split", keep=kp, ms=tc.split_times(q, k, v, w, bias, kp))
 
     ref = launch.prepass(q, k, v, 128, 64, "softmax", torch.bfloat16)
     pre = {}
@@ -98,35 +84,7 @@ def main():
     if min(pre[best_pre]) > 0.97 * min(pre["P0 default (one launch, 8/SM)"]):
         best_pre = "P0 default (one launch, 8/SM)"
 
-    keeps = (0.05, 0.10, 0.50)
-    luts = {kp: launch.sla_forward_impl(q, k, v, kp, w, bias, return_lut=True)[1] for kp in keeps}
-    res = {}
-    for i, (name, cfg) in enumerate(MAIN_VARIANTS.items()):
-        cfg = dict(cfg, USE_TMA=True)
-        try:
-            checks = [check(cfg, 1, 32760, 12, 128, 0.05, torch.bfloat16, 61 + i),
-                      check(cfg, 2, 7001, 4, 128, 0.20, torch.bfloat16, 71 + i),
-                      check(cfg, 2, 4096, 4, 128, 0.30, torch.float16, 81 + i)]
-        except Exception as e:  # noqa: BLE001
-            emit(stage="main check", variant=name, error=f"{type(e).__name__}: {str(e)[:300]}")
-            continue
-        ok = all(f and e < 1e-2 for f, e in checks)
-        emit(stage="main check", variant=name, ok=ok, errs=[c[1] for c in checks], finite=[c[0] for c in checks])
-        res[name] = dict(ok=ok, t={})
-    for rep in range(2):
-        for name in res:
-            launch.CONFIG_OVERRIDE = dict(MAIN_VARIANTS[name], USE_TMA=True)
-            for kp in keeps:
-                t = ba.bench_ms(lambda: launch.sla_forward_impl(q, k, v, kp, w, bias, lut=luts[kp]), rep=150)
-                res[name]["t"].setdefault(kp, []).append(t)
-            launch.CONFIG_OVERRIDE = None
-    for name, r in res.items():
-        emit(stage="main A", variant=name, ok=r["ok"], op_ms_fixed_lut=r["t"])
-    good = [n for n, r in res.items() if r["ok"]]
-    score = {n: min(res[n]["t"][0.05]) + min(res[n]["t"][0.10]) for n in good}
-    best_main = min(score, key=score.get)
-    if score[best_main] > 0.985 * score["M0 default (pairs, 8 warps)"]:
-        best_main = "M0 default (pairs, 8 warps)"
+    best_main = tc.main_variants(MAIN_VARIANTS, q, k, v, w, bias, 61, "M0 default (pairs, 8 warps)")
     launch.PREPASS_DEFAULT.clear()
     launch.PREPASS_DEFAULT.update(PRE_VARIANTS[best_pre])
     launch.MAIN_TMA_DEFAULT.clear()
@@ -140,35 +98,13 @@ def main():
     def new():
         launch.PREPASS_OVERRIDE, launch.CONFIG_OVERRIDE = None, None
 
-    for kp in (0.05, 0.10, 0.20, 0.50):
-        row = {}
-        for tag, setf in (("old", old), ("new", new), ("old again", old), ("new again", new)):
-            setf()
-            row[tag] = ba.bench_ms(lambda: kernels.sla_forward(q, k, v, kp, w, bias, "softmax", 128, 64), rep=300)
-        new()
-        emit(stage="whole op", shape="H=12 L=32760", keep=kp, ms=row)
-    new()
-    for kp in (0.05, 0.10):
-        emit(stage="split new", keep=kp, ms=split_times(q, k, v, w, bias, kp))
+    tc.old_vs_new(old, new, q, k, v, w, bias)
     del q, k, v
     torch.cuda.empty_cache()
-    if time.time() - r2.T0 < args.budget - 200:
-        (q, k, v), gen = make(1, 75600, 40, 128, torch.bfloat16, 99)
-        w = torch.randn(d, d, device="cuda", generator=gen) * 0.05
-        row = {}
-        for tag, setf in (("old", old), ("new", new), ("old again", old), ("new again", new)):
-            setf()
-            row[tag] = ba.bench_ms(lambda: kernels.sla_forward(q, k, v, 0.10, w, None, "softmax", 128, 64), rep=200)
-        new()
-        emit(stage="whole op", shape="H=40 L=75600", keep=0.10, ms=row)
-        del q, k, v
-        torch.cuda.empty_cache()
-    if args.tests and time.time() - r2.T0 < args.budget - 150:
-        import pytest
-        os.environ["SLA_ERR_LOG"] = str(r2.OUT / "errors.jsonl")
-        rc = pytest.main(["-q", "-p", "no:cacheprovider", str(r2.ROOT / "tests" / "test_kernel_gpu.py")])
-        emit(stage="pytest test_kernel_gpu.py", rc=int(rc), prepass_cfg=launch.PREPASS_DEFAULT,
-             main_cfg=launch.MAIN_TMA_DEFAULT)
+    tc.old_vs_new_14b(old, new, 99, args.budget)
+    if args.tests:
+        tc.gpu_tests(["test_kernel_gpu.py"], args.budget, "pytest test_kernel_gpu.py",
+                     prepass_cfg=launch.PREPASS_DEFAULT, main_cfg=launch.MAIN_TMA_DEFAULT)
     emit(stage="done")
 
 

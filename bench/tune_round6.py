@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tune_common as tc  # noqa: E402
 import tune_round2 as r2  # noqa: E402
-import tune_round4 as r4  # noqa: E402
 
 ba, launch, kernels, emit, make = r2.ba, r2.launch, r2.kernels, r2.emit, r2.make
 
@@ -46,6 +45,13 @@ TOPK_VARIANTS = {
     "T2 two rows, 2 warps": dict(rows=2, num_warps=None),
     "T4 four rows, 4 warps": dict(rows=4, num_warps=None),
 }
+
+
+def prepass_14b(q, k, v):
+    """Pre-pass of the new defaults on the 14B inputs."""
+    launch.PREPASS_OVERRIDE = None
+    emit(stage="prepass 14B", ms_new=ba.bench_ms(lambda: launch.prepass(q, k, v, 128, 64, "softmax",
+                                                                        torch.bfloat16), rep=100))
 
 
 def main():
@@ -117,38 +123,13 @@ def main():
     def new():
         launch.PREPASS_OVERRIDE, launch.TOPK_OVERRIDE = None, None
 
-    for kp in (0.05, 0.10, 0.20, 0.50):
-        row = {}
-        for tag, setf in (("old", old), ("new", new), ("old again", old), ("new again", new)):
-            setf()
-            row[tag] = ba.bench_ms(lambda: kernels.sla_forward(q, k, v, kp, w, bias, "softmax", 128, 64), rep=300)
-        new()
-        emit(stage="whole op", shape="H=12 L=32760", keep=kp, ms=row)
-    new()
-    for kp in (0.05, 0.10):
-        emit(stage="split new", keep=kp, ms=r4.split_times(q, k, v, w, bias, kp))
+    tc.old_vs_new(old, new, q, k, v, w, bias)
     del q, k, v
     torch.cuda.empty_cache()
-    if time.time() - r2.T0 < args.budget - 200:
-        (q, k, v), gen = make(1, 75600, 40, 128, torch.bfloat16, 97)
-        w = torch.randn(128, 128, device="cuda", generator=gen) * 0.05
-        row = {}
-        for tag, setf in (("old", old), ("new", new), ("old again", old), ("new again", new)):
-            setf()
-            row[tag] = ba.bench_ms(lambda: kernels.sla_forward(q, k, v, 0.10, w, None, "softmax", 128, 64), rep=200)
-        new()
-        emit(stage="whole op", shape="H=40 L=75600", keep=0.10, ms=row)
-        launch.PREPASS_OVERRIDE = None
-        emit(stage="prepass 14B", ms_new=ba.bench_ms(lambda: launch.prepass(q, k, v, 128, 64, "softmax",
-                                                                            torch.bfloat16), rep=100))
-        del q, k, v
-        torch.cuda.empty_cache()
-    if args.tests and time.time() - r2.T0 < args.budget - 150:
-        import pytest
-        os.environ["SLA_ERR_LOG"] = str(r2.OUT / "errors.jsonl")
-        rc = pytest.main(["-q", "-p", "no:cacheprovider", str(r2.ROOT / "tests" / "test_kernel_gpu.py"),
-                          str(r2.ROOT / "tests" / "test_patch_gpu.py")])
-        emit(stage="pytest gpu tests", rc=int(rc), prepass=launch.PREPASS_DEFAULT, topk=launch.TOPK_DEFAULT)
+    tc.old_vs_new_14b(old, new, 97, args.budget, after=prepass_14b)
+    if args.tests:
+        tc.gpu_tests(["test_kernel_gpu.py", "test_patch_gpu.py"], args.budget, "pytest gpu tests",
+                     prepass=launch.PREPASS_DEFAULT, topk=launch.TOPK_DEFAULT)
     emit(stage="done")
 
 

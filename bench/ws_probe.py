@@ -27,6 +27,15 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 @triton.jit
+def _update(acc, m_i, l_i, qk, v, qk_scale):
+    """One online-softmax step over a (BLOCK_Q, N) score tile qk and its values v (N, D)."""
+    m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+    p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
+    alpha = tl.math.exp2(m_i - m_ij)
+    return tl.dot(p.to(tl.bfloat16), v, acc * alpha[:, None]), m_ij, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
 def _phi(x, AXIS: tl.constexpr):
     e = tl.exp2((x - tl.expand_dims(tl.max(x, AXIS), AXIS)) * 1.4426950408889634)
     return e * tl.expand_dims(1.0 / tl.sum(e, AXIS), AXIS)
@@ -91,21 +100,9 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
             k2 = DK.load([r2, h * HEAD_D])
             v2 = DV.load([r2, h * HEAD_D])
             qk = tl.dot(q, k1.T)
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
-            alpha = tl.math.exp2(m_i - m_ij)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-            acc = tl.dot(p.to(tl.bfloat16), v1, acc)
-            m_i = m_ij
+            acc, m_i, l_i = _update(acc, m_i, l_i, qk, v1, qk_scale)
             qk = tl.dot(q, k2.T)
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
-            alpha = tl.math.exp2(m_i - m_ij)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-            acc = tl.dot(p.to(tl.bfloat16), v2, acc)
-            m_i = m_ij
+            acc, m_i, l_i = _update(acc, m_i, l_i, qk, v2, qk_scale)
         j = (n_plain // 2) * 2
     elif PAIRJ:
         # two blocks per iteration as one (BLOCK_Q, 2 * BLOCK_K) score tile: k1, k2 joined along the keys
@@ -117,13 +114,7 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
             v = tl.join(DV.load([r1, h * HEAD_D]).T, DV.load([r2, h * HEAD_D]).T)
             v = tl.reshape(tl.permute(v, (2, 1, 0)), (2 * BLOCK_K, HEAD_D))
             qk = tl.dot(q, k)
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
-            alpha = tl.math.exp2(m_i - m_ij)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-            acc = tl.dot(p.to(tl.bfloat16), v, acc)
-            m_i = m_ij
+            acc, m_i, l_i = _update(acc, m_i, l_i, qk, v, qk_scale)
         j = (n_plain // 2) * 2
     else:
         for jj in tl.range(0, n_plain, warp_specialize=WS):
@@ -140,13 +131,7 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
                 # every key row past L (the partial tail block) masked inside the loop
                 qk = tl.where((tl.load(lut_row + jj) * BLOCK_K + tl.arange(0, BLOCK_K) < L)[None, :], qk,
                               float("-inf"))
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
-            alpha = tl.math.exp2(m_i - m_ij)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-            acc = tl.dot(p.to(tl.bfloat16), v, acc)
-            m_i = m_ij
+            acc, m_i, l_i = _update(acc, m_i, l_i, qk, v, qk_scale)
         j = n_plain
     if TAILD:
         # the partial tail block after the loop, through the descriptors, masked
@@ -156,13 +141,7 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
         v = DV.load([b * L + row0, h * HEAD_D])
         qk = tl.dot(q, k.T)
         qk = tl.where((row0 + offs_n < L)[None, :], qk, float("-inf"))
-        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
-        alpha = tl.math.exp2(m_i - m_ij)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(tl.bfloat16), v, acc)
-        m_i = m_ij
+        acc, m_i, l_i = _update(acc, m_i, l_i, qk, v, qk_scale)
     if TAIL:
         offs_n = tl.arange(0, BLOCK_K)
         k_base = K + b.to(tl.int64) * L * stride_kl + h * HEAD_D
@@ -176,13 +155,7 @@ def probe_kernel(DQ, DK, DV, O, LUT, K, V, KV, KS, L, H, NQ, KEEP, qk_scale, str
                         mask=valid[:, None], other=0.0)
             qk = tl.dot(q, kt)
             qk = tl.where(valid[None, :], qk, float("-inf"))
-            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
-            alpha = tl.math.exp2(m_i - m_ij)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-            acc = tl.dot(p.to(tl.bfloat16), v, acc)
-            m_i = m_ij
+            acc, m_i, l_i = _update(acc, m_i, l_i, qk, v, qk_scale)
     out = acc / l_i[:, None]
     if ADDBACK:
         # the linear branch written earlier by another kernel, added back
