@@ -48,12 +48,6 @@ PRE_VARIANTS = {
     "pre_default": ({}, dict(num_warps=4, num_stages=3)),
     "pre_no_colsum_mma": (dict(COLSUM_MMA=False), dict(num_warps=4, num_stages=3)),
 }
-WS_BASE = dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, CDT=tl.bfloat16)
-WS_VARIANTS = {
-    "ws_w4_s2": (dict(TAIL_IN_LUT=True, ADD_LINEAR=True), dict(num_warps=4, num_stages=2)),
-    "ws_w4_s3": (dict(TAIL_IN_LUT=True, ADD_LINEAR=True), dict(num_warps=4, num_stages=3)),
-    "ws_w4_s2_notail": (dict(TAIL_IN_LUT=False, ADD_LINEAR=True), dict(num_warps=4, num_stages=2)),
-}
 # kernel name -> (argument types other than i32 scalars and constexprs, base constexprs, variants)
 _KV_DESC = "tensordesc<bf16[1,64,1,128]>"
 KERNELS = {
@@ -63,9 +57,6 @@ KERNELS = {
                          "qk_scale": "fp32"}, BASE, VARIANTS),
     "_prepass_kernel": ({"Q": "*bf16", "K": "*bf16", "V": "*bf16", "QMEAN": "*fp32", "KMEAN": "*fp32",
                          "KV": "*fp32", "KS": "*fp32", "KTOT": "*fp32"}, PRE_BASE, PRE_VARIANTS),
-    "_sla_fwd_ws_kernel": ({"DQ": "tensordesc<bf16[128,128]>", "DK": "tensordesc<bf16[64,128]>",
-                            "DV": "tensordesc<bf16[64,128]>", "O": "*bf16", "LUT": "*i32", "qk_scale": "fp32"},
-                           WS_BASE, WS_VARIANTS),
 }
 
 
@@ -143,8 +134,7 @@ def main() -> None:
             continue
         sass, res = sass_of(k)
         n_stl = len(re.findall(r"\bSTL\b", sass))
-        ws_note = f" setmaxnreg={sass.count('USETMAXREG')}" if kname == "_sla_fwd_ws_kernel" else ""
-        print(f"{name:14s} {res} STL={n_stl}{ws_note} | loop {loop_mix(sass)}")
+        print(f"{name:14s} {res} STL={n_stl} | loop {loop_mix(sass)}")
         if args.dump:
             os.makedirs(args.dump, exist_ok=True)
             with open(os.path.join(args.dump, name + ".sass"), "w") as f:

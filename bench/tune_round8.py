@@ -1,8 +1,12 @@
-"""Eighth tuning round (KERNEL_NOTES.md; prepared in the second session, not yet run on a GPU): the experimental
-warp-specialised sparse kernel (WS_HOPPER: _linear_kernel writes the linear branch, then _sla_fwd_ws_kernel, whose
-key loop Triton 3.6's Hopper warp specialisation turns into a producer warp and two consumer warpgroups).
+"""Eighth tuning round (KERNEL_NOTES.md): the experimental warp-specialised sparse kernel (WS_HOPPER: _linear_kernel
+writes the linear branch, then _sla_fwd_ws_kernel, whose key loop Triton 3.6's Hopper warp specialisation turns into
+a producer warp and two consumer warpgroups). The path was removed after this round: run from commit 25eada2.
 
     OUT=dir python3 bench/tune_round8.py [--tests] [--budget S]
+
+Result (H100 80GB HBM3, torch 2.11.0+cu130, Triton 3.6.0, 2026-11-27; bench/results/h100_2026-11-27_round8.jsonl):
+the default passed its checks, then the first warp-specialised check never returned (killed after 540 s);
+bench/ws_hang_check.py then showed the kernel hangs at every shape, down to B=1, L=256, H=1.
 
 Method as tune_round7.py: each variant checked against the float64 reference (fresh random bf16/fp16 inputs,
 NaN-poisoned output, ragged tail, B=2), timed as the whole op with the LUT fixed (5/10/50%), twice, interleaved;

@@ -14,7 +14,9 @@ two blocks per iteration each stop the pass ("Unexpected op" in WSDataPartition)
 back to back in one iteration (PAIR2), while one joined (BLOCK_Q, 2 * BLOCK_K) tile (PAIRJ: tl.join of the two
 blocks) passes but moves k and v through registers (867 instructions per 128 keys per consumer, vs ~600-740 for
 two single iterations). In-loop tail mask (LOOPMASK) and adding back a linear part written to the output
-(ADDBACK) pass. Not measured on a GPU yet.
+(ADDBACK) pass. On the GPU (H100, Triton 3.6.0, session 3): the kernel built this way (_sla_fwd_ws_kernel, commit
+25eada2) compiles but hangs at every shape (bench/ws_hang_check.py), so the path was removed. Triton 3.6 documents
+`warp_specialize` as Blackwell-only; the Hopper pass runs but its output deadlocks on this loop.
 """
 import os
 import re

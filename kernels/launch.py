@@ -7,8 +7,7 @@ import os
 import torch
 import triton
 
-from .sla_triton import (FMAP_CODES, LOG2E, _linear_kernel, _prepass_kernel, _sla_fwd_kernel, _sla_fwd_ws_kernel,
-                         _topk_kernel)
+from .sla_triton import FMAP_CODES, LOG2E, _prepass_kernel, _sla_fwd_kernel, _topk_kernel
 
 HEAD_DIMS = (64, 128)
 BLOCK_QS = (64, 128)
@@ -26,10 +25,7 @@ TOPK_OVERRIDE: dict | None = None
 # and newer): 8 warps, 2 stages, key blocks two per iteration through TMA, the query tile and the folded summary
 # through TMA too.
 PREPASS_DEFAULT = dict(progs_per_sm=8, num_warps=4, num_stages=3, COLSUM_MMA=True)
-MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, Q_TMA=True, KV_EARLY=True, WS_HOPPER=False)
-# WS_HOPPER (experimental, off until measured; KERNEL_NOTES.md): the sparse branch in the loop shape Triton's Hopper
-# warp specialisation accepts (_sla_fwd_ws_kernel, ws_warps / ws_stages), after _linear_kernel wrote the linear
-# branch into the output.
+MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, Q_TMA=True, KV_EARLY=True)
 # Top-k: rows of the score matrix per program; num_warps None = one warp per row when rows > 1, else 4 warps per
 # row (8 past 2048 columns). H100: 4 rows per program no faster than 1 at Nk=512 (0.052 ms either way, mask step)
 # and slower at Nk=1182 (1.37 vs 0.75 ms: 64 columns per thread), so one row per program stays the default.
@@ -216,19 +212,13 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
     # case takes pointer loads, two blocks per iteration where 16-bit tiles fit.
     tma = big and variant == "main" and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
     cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main",
-               USE_TMA=tma, Q_TMA=False, KV_EARLY=False, WS_HOPPER=False)
+               USE_TMA=tma, Q_TMA=False, KV_EARLY=False)
     if tma:
         cfg.update(MAIN_TMA_DEFAULT)
     if cdt == torch.float32:  # fp32 tiles are twice the size: fit shared memory (a test path, not a fast one)
         cfg.update(num_stages=1, PAIR=False)
     if CONFIG_OVERRIDE:
         cfg.update(CONFIG_OVERRIDE)
-    if cfg.pop("WS_HOPPER") and cfg["USE_TMA"] and _ws_ok(q, k, v, variant, cdt, block_q, block_k):
-        _sla_forward_ws(q, k, v, out, lut, kv, ks, bias, has_proj, proj_bias is not None, feature_map, block_q,
-                        block_k, keep, cdt, cfg)
-        return (out, lut) if return_lut else out
-    cfg.pop("ws_warps", None)
-    cfg.pop("ws_stages", None)
     dk, dv, dq, dkvs = k, v, q, kv
     if cfg["USE_TMA"]:
         if variant != "main" or cdt == torch.float32 or k.dtype != cdt or v.dtype != cdt or not _tma_ok(k, v):
@@ -271,34 +261,3 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
         return out, lut
     return out
 
-
-def _ws_ok(q, k, v, variant, cdt, block_q, block_k) -> bool:
-    """The warp-specialised path takes 16-bit main-variant inputs in the compute dtype whose (B, L, H, D) views
-    flatten to (B * L, H * D) rows (ComfyUI's [B, L, H*D] slices do) and that TMA can address."""
-    b, length = q.shape[0], q.shape[1]
-    d = q.shape[3]
-    flat = all(t.stride(2) == d and (b == 1 or t.stride(0) == length * t.stride(1)) for t in (q, k, v))
-    return (variant == "main" and cdt != torch.float32 and d == 128 and block_q == 128
-            and all(t.dtype == cdt for t in (q, k, v)) and flat and _tma_ok(q, k, v))
-
-
-def _sla_forward_ws(q, k, v, out, lut, kv, ks, bias, has_proj, has_bias, feature_map, block_q, block_k, keep, cdt,
-                    cfg):
-    """Launch _linear_kernel (when there is a proj_l) and then _sla_fwd_ws_kernel into ``out``."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-    b, length, h, d = q.shape
-    nq = triton.cdiv(length, block_q)
-
-    def rows(t, block):     # (B * L, H * D) view of a flattenable (B, L, H, D) tensor
-        return TensorDescriptor(t, [b * length, h * d], [t.stride(1), 1], [block, d])
-
-    if has_proj:
-        _linear_kernel[(nq, b * h)](
-            q, out, kv, ks, bias, q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1),
-            out.stride(2), h, length, BLOCK_Q=block_q, HEAD_D=d, FMAP=FMAP_CODES[feature_map], HAS_BIAS=has_bias,
-            CDT=_tl_dtype(cdt), num_warps=8)
-    _sla_fwd_ws_kernel[(nq, b * h)](
-        rows(q, block_q), rows(k, block_k), rows(v, block_k), out, lut, out.stride(0), out.stride(1), out.stride(2),
-        h, length, nq, keep, d ** -0.5 * LOG2E, TAIL_IN_LUT=length % block_k != 0, ADD_LINEAR=has_proj,
-        BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, CDT=_tl_dtype(cdt), num_warps=cfg.get("ws_warps", 4),
-        num_stages=cfg.get("ws_stages", 2))

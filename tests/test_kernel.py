@@ -183,7 +183,6 @@ def test_fp32_inputs_compute_in_bf16_by_default_and_return_fp32():
 TMA_CONFIGS = {
     "keys": dict(USE_TMA=True, PAIR=True, Q_TMA=False, KV_EARLY=False),
     "keys-query-summary": dict(USE_TMA=True, PAIR=True, Q_TMA=True, KV_EARLY=True),
-    "warp-specialised": dict(USE_TMA=True, WS_HOPPER=True),
 }
 
 
@@ -241,23 +240,3 @@ def test_prepass_tensor_core_column_sums_match(monkeypatch, d):
         err = ((a - b).norm() / b.norm()).item()
         assert err < 1e-5, (name, err)
 
-
-@pytest.mark.parametrize("proj,fmap", [(True, "softmax"), (False, "softmax"), (True, "elu"), (True, "relu")])
-def test_warp_specialised_path_batches_and_tails(monkeypatch, proj, fmap):
-    """The experimental warp-specialised path (2-D descriptors over B * L rows): with B = 2 and a ragged L the
-    last query tile and the tail key block of batch 0 read batch 1's rows, which must be masked / never stored;
-    with proj_l the linear kernel's output is added back, without it nothing is."""
-    from comfyui_sla.kernels import launch
-    monkeypatch.setattr(launch, "CONFIG_OVERRIDE", dict(USE_TMA=True, WS_HOPPER=True))
-    calls = []
-    real = launch._sla_forward_ws
-    monkeypatch.setattr(launch, "_sla_forward_ws", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    q, k, v = make(2, 300, 2, 128, torch.float16, 31, layout="flat")
-    gen = torch.Generator().manual_seed(31)
-    w, bias = ((torch.randn(128, 128, generator=gen) * 0.2).to(DEV), (torch.randn(128, generator=gen) * 0.2).to(DEV)) \
-        if proj else (None, None)
-    out, lut = run_checked(q, k, v, 0.4, w, bias, fmap, 128, "main", "auto")
-    ref = sla_reference(q.cpu(), k.cpu(), v.cpu(), 0.4, None if w is None else w.cpu(),
-                        None if bias is None else bias.cpu(), fmap, 128, 64, lut=lut.cpu())
-    assert calls, "the warp-specialised path was not taken"
-    assert rel_err(out.cpu(), ref) < 4e-3

@@ -72,19 +72,6 @@ def test_tma_options_off(monkeypatch, case, dtype):
     check_case(case, dtype, tag="tma_options_off")
 
 
-@pytest.mark.parametrize("case,dtype", [((1, 32760, 12, 128, 128, 0.10, "softmax", "main", "rand"), torch.bfloat16),
-                                        ((2, 8191, 4, 128, 128, 0.30, "elu", "main", "rand"), torch.float16),
-                                        ((2, 7001, 4, 128, 128, 0.10, "softmax", "main", "none"), torch.bfloat16)])
-def test_warp_specialised_option(monkeypatch, case, dtype):
-    """The experimental warp-specialised path (linear kernel first, then the sparse kernel Triton specialises
-    into producer / consumer warpgroups on Hopper) stays within the error bound, tails and B=2 included."""
-    if torch.cuda.get_device_capability()[0] < 9:
-        pytest.skip("the path runs on the TMA (Hopper and newer) route only")
-    from comfyui_sla.kernels import launch
-    monkeypatch.setattr(launch, "CONFIG_OVERRIDE", dict(WS_HOPPER=True))
-    check_case(case, dtype, tag="warp_specialised")
-
-
 def check_case(case, dtype, tag=""):
     b, length, h, d, bq, keep, fmap, variant, proj = case
     if dtype == torch.float16 and length > 10000:
