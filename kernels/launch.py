@@ -94,6 +94,89 @@ def _num_sms(device: torch.device) -> int:
     return 4
 
 
+# The shared memory a configuration needs depends on the GPU generation and the Triton version (99 KB per block
+# on sm_86 / sm_89 / sm_120 against 227 KB on sm_90; tests/compile_targets.py checks the defaults offline). When a
+# launch finds it over this GPU's limit, the kernel is retried with fewer pipeline stages, and the stage count
+# that fits is remembered per (kernel, device, configuration).
+_STAGES_THAT_FIT: dict = {}
+
+
+def _launch(name: str, kernel, grid, args, consts: dict, device: torch.device, num_warps: int, num_stages: int):
+    """``kernel[grid](*args, **consts, num_warps, num_stages)``, with fewer stages where shared memory is short.
+
+    Raises ValueError naming the configuration, the bytes it needs and this GPU's limit when one stage does not
+    fit either.
+    """
+    from triton.runtime.errors import OutOfResources
+    key = (name, str(device), num_warps, tuple(sorted((k, str(v)) for k, v in consts.items())))
+    stages = min(num_stages, _STAGES_THAT_FIT.get(key, num_stages))
+    while True:
+        try:
+            kernel[grid](*args, **consts, num_warps=num_warps, num_stages=stages)
+        except OutOfResources as e:
+            if stages <= 1 or e.name != "shared memory":
+                raise ValueError(
+                    f"{name}: this configuration needs {e.required} bytes of {e.name} per block and the GPU allows "
+                    f"{e.limit} ({', '.join(f'{k}={v}' for k, v in consts.items())}, num_warps={num_warps}, "
+                    f"num_stages={stages}); use bf16/fp16 inputs or block_q=64") from None
+            stages -= 1
+            continue
+        if stages != num_stages:
+            _STAGES_THAT_FIT[key] = stages
+        return
+
+
+def _host_tma() -> bool:
+    """Host-side TMA descriptors (triton.tools.tensor_descriptor) exist from Triton 3.4 on."""
+    import importlib.util
+    return importlib.util.find_spec("triton.tools.tensor_descriptor") is not None
+
+
+def main_config(d: int, block_q: int, variant: str, cdt: torch.dtype, inputs_in_cdt: bool, capability: int,
+                tma_ok: bool, override: dict | None = None) -> dict:
+    """Launch configuration of ``_sla_fwd_kernel`` (num_warps, num_stages and the path constexprs PAIR, USE_TMA,
+    Q_TMA, KV_EARLY) for head size ``d``, ``block_q``, ``variant``, compute dtype ``cdt``, whether k and v already
+    are in ``cdt`` (``inputs_in_cdt``), the GPU's compute capability as an int (90 = sm_90) and whether TMA
+    descriptors can take k and v (``tma_ok``: Triton >= 3.4 and 16-byte aligned views). ``override`` replaces
+    keys before the TMA feasibility check (benchmarks). Q_TMA / KV_EARLY are requests the launcher may still drop.
+
+    Measured on an H100 (KERNEL_NOTES.md): D=128, block_q=128 runs best with 8 warps and the key blocks coming
+    through TMA descriptors (Hopper and newer), two per iteration, 2 stages (MAIN_TMA_DEFAULT); every other case
+    takes pointer loads, two blocks per iteration where 16-bit tiles fit. Inputs cast in-kernel (fp32 inputs, or
+    a compute dtype other than theirs) keep single blocks and 2 stages: their tiles are staged in shared memory
+    in the input dtype and would not fit the 99 KB of sm_86 / sm_89 / sm_120 otherwise (tests/compile_targets.py).
+    """
+    big = d == 128 and block_q == 128
+    pair_ok = big and variant == "main" and cdt != torch.float32 and inputs_in_cdt
+    # fp32 tiles are twice the size: one stage fits shared memory (a test path, not a fast one).
+    stages = 1 if cdt == torch.float32 else 3 if big and inputs_in_cdt else 2
+    cfg = dict(num_warps=8 if big else 4, num_stages=stages, PAIR=pair_ok,
+               USE_TMA=pair_ok and capability >= 90 and tma_ok, Q_TMA=False, KV_EARLY=False)
+    if cfg["USE_TMA"]:
+        cfg.update(MAIN_TMA_DEFAULT)
+    if override:
+        cfg.update(override)
+        if cfg["USE_TMA"] and not (variant == "main" and cdt != torch.float32 and inputs_in_cdt and tma_ok):
+            cfg["USE_TMA"] = False
+    if not cfg["USE_TMA"]:
+        cfg.update(Q_TMA=False, KV_EARLY=False)
+    return cfg
+
+
+def prepass_config(dtype: torch.dtype, override: dict | None = None) -> dict:
+    """Pre-pass launch configuration (progs_per_sm, num_warps, num_stages, COLSUM_MMA) for q, k, v of ``dtype``.
+
+    fp32 inputs are staged in shared memory as fp32: 3 stages of them need ~150 KB at D=128, over the 99 KB of
+    sm_86 / sm_89 / sm_120 (tests/compile_targets.py), so they get 2.
+    """
+    cfg = dict(PREPASS_DEFAULT)
+    if dtype == torch.float32:
+        cfg["num_stages"] = min(2, cfg["num_stages"])
+    if override:
+        cfg.update(override)
+    return cfg
+
+
 def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dtype):
     """Run the pre-pass. Returns fp32 qmean (B,H,Nq,D), kmean (B,H,Nk,D), kv (B,H,D,D), ks (B,H,D), ktot (B,H,D)."""
     b, length, h, d = q.shape
@@ -110,22 +193,20 @@ def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dt
     n_units = triton.cdiv(length, unit)
     # H100 sweep (KERNEL_NOTES.md): the pre-pass is latency-bound; many small programs (4 warps, ~8 per SM)
     # keep the most loads in flight (0.22 ms vs 0.31 ms with 8 warps, 4 per SM, at H=12, L=32760).
-    pcfg = dict(PREPASS_DEFAULT)
-    if PREPASS_OVERRIDE:
-        pcfg.update(PREPASS_OVERRIDE)
+    pcfg = prepass_config(q.dtype, PREPASS_OVERRIDE)
     per_prog = max(1, triton.cdiv(n_units * b * h, pcfg["progs_per_sm"] * _num_sms(dev)))
     chunk_tokens = per_prog * unit
     n_chunks = triton.cdiv(length, chunk_tokens)
     # Block column sums on the tensor cores for 16-bit inputs (fp32 inputs keep exact fp32 sums).
     colsum = bool(pcfg.get("COLSUM_MMA")) and q.dtype == k.dtype and q.dtype in (torch.bfloat16, torch.float16)
-    _prepass_kernel[(2 * n_chunks, b * h)](
-        q, k, v, qmean, kmean, kv, ks, ktot,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        h, length, nq, nk, chunk_tokens // block_q, chunk_tokens // block_k, n_chunks,
-        BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
-        COLSUM_MMA=colsum, num_warps=pcfg["num_warps"], num_stages=pcfg["num_stages"])
+    _launch("SLA pre-pass", _prepass_kernel, (2 * n_chunks, b * h),
+            (q, k, v, qmean, kmean, kv, ks, ktot,
+             q.stride(0), q.stride(1), q.stride(2),
+             k.stride(0), k.stride(1), k.stride(2),
+             v.stride(0), v.stride(1), v.stride(2),
+             h, length, nq, nk, chunk_tokens // block_q, chunk_tokens // block_k, n_chunks),
+            dict(BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], CDT=_tl_dtype(cdt),
+                 COLSUM_MMA=colsum), dev, pcfg["num_warps"], pcfg["num_stages"])
     return qmean, kmean, kv, ks, ktot
 
 
@@ -206,57 +287,35 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_rat
         # Fold proj_l into the summary: (phi(q) KV / den) W^T = phi(q) (KV W^T) / den, one tiny batched matmul.
         kv = torch.matmul(kv, proj_weight.to(device=q.device, dtype=torch.float32).t()).to(cdt)
     bias = proj_bias.to(device=q.device, dtype=torch.float32).contiguous() if proj_bias is not None else ks
-    big = d == 128 and block_q == 128
-    # Measured on an H100 (KERNEL_NOTES.md): D=128, block_q=128 runs best with 8 warps and the key blocks coming
-    # through TMA descriptors (Hopper and newer), two per iteration, 2 stages (MAIN_TMA_DEFAULT); every other
-    # case takes pointer loads, two blocks per iteration where 16-bit tiles fit.
-    tma = big and variant == "main" and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
-    cfg = dict(num_warps=8 if big else 4, num_stages=3 if big else 2, PAIR=big and variant == "main",
-               USE_TMA=tma, Q_TMA=False, KV_EARLY=False)
-    if tma:
-        cfg.update(MAIN_TMA_DEFAULT)
-    if cdt == torch.float32:  # fp32 tiles are twice the size: fit shared memory (a test path, not a fast one)
-        cfg.update(num_stages=1, PAIR=False)
-    if CONFIG_OVERRIDE:
-        cfg.update(CONFIG_OVERRIDE)
+    cap = torch.cuda.get_device_capability(q.device) if q.is_cuda else (0, 0)
+    cfg = main_config(d, block_q, variant, cdt, k.dtype == cdt and v.dtype == cdt, cap[0] * 10 + cap[1],
+                      _host_tma() and _tma_ok(k, v), CONFIG_OVERRIDE)
     dk, dv, dq, dkvs = k, v, q, kv
     if cfg["USE_TMA"]:
-        if variant != "main" or cdt == torch.float32 or k.dtype != cdt or v.dtype != cdt or not _tma_ok(k, v):
-            # Pointer loads instead. 16-bit views that TMA cannot take (misaligned): the pointer path's best config
-            # (2 blocks per iteration, 3 stages). fp32 inputs cast in-kernel keep single blocks and 2 stages: their
-            # fp32 tiles would not fit shared memory otherwise.
-            cfg.update(USE_TMA=False, Q_TMA=False, KV_EARLY=False)
-            if not CONFIG_OVERRIDE:
-                if cdt != torch.float32 and k.dtype == cdt and v.dtype == cdt:
-                    cfg.update(PAIR=big and variant == "main", num_stages=3 if big else 2)
-                else:
-                    cfg.update(PAIR=False)
+        from triton.tools.tensor_descriptor import TensorDescriptor
+        dk = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, block_k, 1, d])
+        dv = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, block_k, 1, d])
+        if cfg["Q_TMA"] and q.dtype == cdt and _tma_ok(q):
+            dq = TensorDescriptor(q, list(q.shape), list(q.stride()), [1, block_q, 1, d])
         else:
-            from triton.tools.tensor_descriptor import TensorDescriptor
-            dk = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, block_k, 1, d])
-            dv = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, block_k, 1, d])
-            if cfg.get("Q_TMA") and q.dtype == cdt and _tma_ok(q):
-                dq = TensorDescriptor(q, list(q.shape), list(q.stride()), [1, block_q, 1, d])
-            else:
-                cfg["Q_TMA"] = False
-            if cfg.get("KV_EARLY") and has_proj and kv.dtype == cdt:
-                kv2 = kv.reshape(b * h * d, d)      # (B, H, D, D) contiguous, compute dtype (proj_l folded in)
-                dkvs = TensorDescriptor(kv2, list(kv2.shape), list(kv2.stride()), [d, d])
-            else:
-                cfg["KV_EARLY"] = False
-    else:
-        cfg.update(Q_TMA=False, KV_EARLY=False)
-    _sla_fwd_kernel[(nq, b * h)](
-        q, k, v, out, lut, kv, ks, w, bias, dk, dv, dq, dkvs,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        h, length, nq, keep, d ** -0.5 * LOG2E,
-        TAIL_IN_LUT=length % block_k != 0, ALL_KEPT=keep == nk,
-        BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], SLA1=variant == "sla1",
-        HAS_PROJ=has_proj, HAS_BIAS=has_proj and proj_bias is not None, CDT=_tl_dtype(cdt),
-        **cfg)
+            cfg["Q_TMA"] = False
+        if cfg["KV_EARLY"] and has_proj and kv.dtype == cdt:
+            kv2 = kv.reshape(b * h * d, d)      # (B, H, D, D) contiguous, compute dtype (proj_l folded in)
+            dkvs = TensorDescriptor(kv2, list(kv2.shape), list(kv2.stride()), [d, d])
+        else:
+            cfg["KV_EARLY"] = False
+    num_warps, num_stages = cfg.pop("num_warps"), cfg.pop("num_stages")
+    _launch("SLA kernel", _sla_fwd_kernel, (nq, b * h),
+            (q, k, v, out, lut, kv, ks, w, bias, dk, dv, dq, dkvs,
+             q.stride(0), q.stride(1), q.stride(2),
+             k.stride(0), k.stride(1), k.stride(2),
+             v.stride(0), v.stride(1), v.stride(2),
+             out.stride(0), out.stride(1), out.stride(2),
+             h, length, nq, keep, d ** -0.5 * LOG2E),
+            dict(TAIL_IN_LUT=length % block_k != 0, ALL_KEPT=keep == nk,
+                 BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FMAP_CODES[feature_map], SLA1=variant == "sla1",
+                 HAS_PROJ=has_proj, HAS_BIAS=has_proj and proj_bias is not None, CDT=_tl_dtype(cdt), **cfg),
+            q.device, num_warps, num_stages)
     if return_lut:
         return out, lut
     return out
