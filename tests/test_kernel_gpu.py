@@ -118,3 +118,21 @@ def test_views_tma_cannot_take(dtype):
             f.write(json.dumps({"case": [b, length, h, d, 128, 0.2, "softmax", "main", "rand"], "dtype": str(dtype),
                                 "rel_l2": err, "tag": "misaligned views"}) + "\n")
     assert err < 1e-2
+
+
+def test_too_many_stages_fall_back_to_what_fits(monkeypatch):
+    """A configuration over this GPU's shared memory (pointer pairs at 8 stages: ~8 x 64 KB) is retried with
+    fewer stages by the launcher, gives the right result and is remembered (tests/test_kernel_targets.py checks
+    the message when even one stage does not fit)."""
+    from comfyui_sla.kernels import launch
+    monkeypatch.setattr(launch, "_STAGES_THAT_FIT", {})
+    monkeypatch.setattr(launch, "CONFIG_OVERRIDE", dict(USE_TMA=False, PAIR=True, num_stages=8))
+    b, length, h, d = 1, 4096, 2, 128
+    gen = torch.Generator(device="cuda").manual_seed(8)
+    q, k, v = (torch.randn(b, length, h, d, device="cuda", generator=gen).to(torch.bfloat16) for _ in range(3))
+    out, lut = sla_forward_impl(q, k, v, 0.25, return_lut=True)
+    fitted = [s for key, s in launch._STAGES_THAT_FIT.items() if key[0] == "SLA kernel"]
+    assert fitted and 1 <= fitted[0] < 8, launch._STAGES_THAT_FIT
+    nq = lut.shape[2]
+    ref, rows = reference_rows(q, k, v, lut, [0, nq - 1], None, None, "softmax", 128, 64, "main")
+    assert ((out[:, rows].double() - ref).norm() / ref.norm()).item() < 1e-2
