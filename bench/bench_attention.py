@@ -21,7 +21,6 @@ import datetime
 import importlib
 import importlib.util
 import json
-import math
 import os
 import pathlib
 import sys
@@ -202,24 +201,23 @@ def sweep(kernels, launch, shape=(1, 32760, 12, 128), keep=0.10):
     w = torch.randn(d, d, device="cuda") * 0.05
     pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
     res = []
-    # (block_q, pair, warps, stages, warp_specialize, tma, fast exp2)
-    # (pair=False with tma=True: one key block per iteration through the descriptors)
-    configs = [(128, True, 8, 3, False, False, False), (128, True, 8, 2, False, True, False),
-               (128, True, 8, 2, False, True, True)]
+    # (block_q, pair, warps, stages, key blocks through TMA, query tile + summary through TMA)
+    configs = [(128, True, 8, 3, False, False), (128, True, 8, 2, True, False), (128, True, 8, 2, True, True)]
     luts = {}
-    for bq, pair, nw, ns, ws, tma, fx in configs:
+    for bq, pair, nw, ns, tma, qkv in configs:
         if bq not in luts:
             luts[bq] = launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, return_lut=True)[1]
-        launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns, PAIR=pair, WS=ws, USE_TMA=tma, FAST_EXP=fx)
+        launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns, PAIR=pair, USE_TMA=tma, Q_TMA=qkv, KV_EARLY=qkv)
+        tag = f"bq={bq} pair={pair} warps={nw} stages={ns} tma={tma} q/kv tma={qkv}"
         try:
             t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, lut=luts[bq]),
                          rep=50) - pre
         except Exception as e:  # noqa: BLE001
             t = None
-            print(f"# sweep bq={bq} pair={pair} w={nw} s={ns} ws={ws} tma={tma} fastexp={fx}: {type(e).__name__}: {str(e)[:100]}")
-        res.append(dict(block_q=bq, pair=pair, num_warps=nw, num_stages=ns, warp_specialize=ws, tma=tma, fast_exp=fx, main_ms=t))
+            print(f"# sweep {tag}: {type(e).__name__}: {str(e)[:100]}")
+        res.append(dict(block_q=bq, pair=pair, num_warps=nw, num_stages=ns, tma=tma, q_kv_tma=qkv, main_ms=t))
         if t:
-            print(f"  sweep bq={bq} pair={pair} warps={nw} stages={ns} ws={ws} tma={tma} fastexp={fx}: main {t:.3f} ms", flush=True)
+            print(f"  sweep {tag}: main {t:.3f} ms", flush=True)
     launch.CONFIG_OVERRIDE = None
     for pps, nw, ns in ((8, 4, 3),):
         launch.PREPASS_OVERRIDE = dict(progs_per_sm=pps, num_warps=nw, num_stages=ns)
