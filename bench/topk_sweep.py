@@ -3,7 +3,7 @@
     python3 bench/topk_sweep.py
 
 Times launch.lut_from_means (centring, fp32 score matmul, top-k) from real pre-pass means, for rows per program
-x num_warps x radix bits per step, and checks each LUT equals the default's.
+x num_warps, and checks each LUT equals the default's.
 """
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ def main():
         nk = km.shape[2]
         kb = launch._keep_count(nk, keep)
         ref = launch.lut_from_means(qm, km, kt, length, kb)
-        for rows, warps, bits in ((1, 4, 1), (1, 4, 2), (1, 2, 2), (1, 8, 2), (2, 4, 2), (1, 4, 1), (1, 4, 2)):
-            launch.TOPK_OVERRIDE = dict(rows=rows, num_warps=warps, radix_bits=bits)
+        for rows, warps in ((1, 2), (1, 4), (1, 8), (1, 16), (2, 2), (2, 4), (2, 8)):
+            launch.TOPK_OVERRIDE = dict(rows=rows, num_warps=warps)
             lut = launch.lut_from_means(qm, km, kt, length, kb)
             same = torch.equal(lut, ref)
             ms = ba.bench_ms(lambda: launch.lut_from_means(qm, km, kt, length, kb), rep=100)
-            print(f"H={h} L={length} Nk={nk} keep {kb}: rows/program {rows} warps {warps} radix bits {bits}: mask step {ms:.3f} ms"
+            print(f"H={h} L={length} Nk={nk} keep {kb}: rows/program {rows} warps {warps}: mask step {ms:.3f} ms"
                   f"{'' if same else '  LUT DIFFERS'}", flush=True)
         launch.TOPK_OVERRIDE = None
         q = k = v = None  # free before the next shape

@@ -230,7 +230,6 @@ def lut_from_means(qmean, kmean, ktot, length: int, keep: int) -> torch.Tensor:
         cfg.update(TOPK_OVERRIDE)
     per = cfg["rows"]
     _topk_kernel[(triton.cdiv(rows, per),)](scores, lut, rows, nk, keep, NK_PAD=nk_pad, ROWS=per,
-                                            RADIX_BITS=cfg.get("radix_bits", 1),
                                             num_warps=cfg.get("num_warps") or
                                             (per if per > 1 else (4 if nk_pad <= 2048 else 8)))
     return lut

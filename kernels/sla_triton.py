@@ -143,7 +143,7 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
 
 
 @triton.jit
-def _topk_kernel(S, LUT, R, NK, KEEP, NK_PAD: tl.constexpr, ROWS: tl.constexpr, RADIX_BITS: tl.constexpr = 1):
+def _topk_kernel(S, LUT, R, NK, KEEP, NK_PAD: tl.constexpr, ROWS: tl.constexpr):
     """ROWS rows of the block scores S (R, NK) fp32 per program: each row's KEEP largest, as ascending column
     indices into LUT (R, KEEP).
 
@@ -165,22 +165,10 @@ def _topk_kernel(S, LUT, R, NK, KEEP, NK_PAD: tl.constexpr, ROWS: tl.constexpr, 
     # starts at INT_MIN and sets bits from 30 to 0 after deciding the sign).
     n_nonneg = tl.sum((key >= 0).to(tl.int32), 1)
     t = tl.where(n_nonneg >= KEEP, 0, -2147483647 - 1)
-    if RADIX_BITS == 1:
-        for i in tl.static_range(31):
-            cand = t | (1 << (30 - i))
-            cnt = tl.sum((key >= cand[:, None]).to(tl.int32), 1)
-            t = tl.where(cnt >= KEEP, cand, t)
-    else:
-        # Two bits per step: the counts for the three candidate digits come from one reduction, so the row's
-        # cross-warp reductions (the latency that bounds this kernel) drop from 31 to 16.
-        cand = t | (1 << 30)
-        t = tl.where(tl.sum((key >= cand[:, None]).to(tl.int32), 1) >= KEEP, cand, t)
-        digit = tl.arange(0, 4)
-        for i in tl.static_range(15):
-            cand3 = t[:, None] | (digit[None, :] << (28 - 2 * i))                         # (ROWS, 4)
-            cnt3 = tl.sum((key[:, None, :] >= cand3[:, :, None]).to(tl.int32), 2)         # (ROWS, 4)
-            best = tl.max(tl.where(cnt3 >= KEEP, digit[None, :], 0), 1)                # digit 0 always holds
-            t = t | (best << (28 - 2 * i))
+    for i in tl.static_range(31):
+        cand = t | (1 << (30 - i))
+        cnt = tl.sum((key >= cand[:, None]).to(tl.int32), 1)
+        t = tl.where(cnt >= KEEP, cand, t)
     above = key > t[:, None]
     n_above = tl.sum(above.to(tl.int32), 1)
     tie = key == t[:, None]
