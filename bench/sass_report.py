@@ -20,8 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from compile_targets import compile_for  # noqa: E402
 
 
 def _load_kernels():
@@ -58,16 +59,6 @@ KERNELS = {
     "_prepass_kernel": ({"Q": "*bf16", "K": "*bf16", "V": "*bf16", "QMEAN": "*fp32", "KMEAN": "*fp32",
                          "KV": "*fp32", "KS": "*fp32", "KTOT": "*fp32"}, PRE_BASE, PRE_VARIANTS),
 }
-
-
-def compile_sm90(fn, types: dict, consts: dict, opts: dict):
-    """triton.compile for sm_90a: ``types`` names the pointer / descriptor / float arguments, the other
-    non-constexpr arguments are i32; pointers and strides get the launcher's 16-byte divisibility hints."""
-    sig = {n: types.get(n, "constexpr" if n in consts else "i32") for n in fn.arg_names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-             if sig[n].startswith("*") or n.startswith("stride_")}
-    return triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                          options=opts)
 
 
 def sass_of(kernel) -> tuple[str, str]:
@@ -128,7 +119,7 @@ def main() -> None:
         types, base, variants = KERNELS[kname]
         extra, opts = variants[name]
         try:
-            k = compile_sm90(getattr(mod, kname), types, dict(base, **extra), opts)
+            k = compile_for(getattr(mod, kname), types, dict(base, **extra), opts, 90)
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f"{name:14s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue

@@ -1,18 +1,66 @@
-"""Steps shared by the tuning rounds (bench/tune_round*.py): main-kernel variants checked and timed, the whole
-op old vs new at both benchmark shapes, the GPU tests on the chosen defaults. Results go through
-tune_round2.emit (JSON lines in $OUT/tune.jsonl)."""
+"""Steps shared by the tuning rounds (bench/tune_round7.py; the earlier rounds' scripts live at the commits
+KERNEL_NOTES.md names): results as JSON lines (emit -> $OUT/tune.jsonl), inputs in ComfyUI's layout, a main-kernel
+config checked against the float64 reference, variants checked and timed, the whole op old vs new at both
+benchmark shapes, the GPU tests on the chosen defaults."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import pathlib
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tune_round2 as r2  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import bench_attention as ba  # noqa: E402
 
-ba, launch, kernels, emit, make, check = r2.ba, r2.launch, r2.kernels, r2.emit, r2.make, r2.check
+OUT = pathlib.Path(os.environ.get("OUT", "/tmp"))
+T0 = time.time()
+LOG = OUT / "tune.jsonl"
+
+
+def emit(**kw):
+    kw["t"] = round(time.time() - T0, 1)
+    with open(LOG, "a") as f:
+        f.write(json.dumps(kw, default=str) + "\n")
+    print(json.dumps(kw, default=str), flush=True)
+
+
+kernels, launch = ba.load_pack()
+_spec = importlib.util.spec_from_file_location("tkg", ROOT / "tests" / "test_kernel_gpu.py")
+tkg = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tkg)
+
+
+def make(b, length, h, d, dtype, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    qkv = torch.randn(b, length, 3 * h * d, device="cuda", generator=gen).to(dtype)
+    return tuple(qkv[..., i * h * d:(i + 1) * h * d].view(b, length, h, d) for i in range(3)), gen
+
+
+def check(cfg, b, length, h, d, keep, dtype, seed):
+    """Relative L2 error vs float64 on sampled query blocks, NaN-poisoned output, with this main config."""
+    (q, k, v), gen = make(b, length, h, d, dtype, seed)
+    w = torch.randn(d, d, device="cuda", generator=gen) * 0.2
+    bias = torch.randn(d, device="cuda", generator=gen) * 0.2
+    launch.CONFIG_OVERRIDE = cfg
+    try:
+        out = torch.full(q.shape, float("nan"), device="cuda", dtype=dtype)
+        out, lut = launch.sla_forward_impl(q, k, v, keep, w, bias, "softmax", 128, 64, "main", return_lut=True,
+                                           out=out)
+        torch.cuda.synchronize()
+    finally:
+        launch.CONFIG_OVERRIDE = None
+    finite = bool(torch.isfinite(out).all())
+    nq = lut.shape[2]
+    qb = sorted({0, 1, nq // 3, nq // 2, nq - 2, nq - 1})
+    ref, rows = tkg.reference_rows(q, k, v, lut, qb, w, bias, "softmax", 128, 64, "main",
+                                   torch.float16 if dtype == torch.float16 else torch.bfloat16)
+    err = ((out[:, rows].double() - ref).norm() / ref.norm()).item()
+    return finite, err
 
 
 def split_times(q, k, v, w, bias, keep):
@@ -81,7 +129,7 @@ def old_vs_new(old, new, q, k, v, w, bias):
 def old_vs_new_14b(old, new, seed, budget, after=None):
     """Whole op at H=40, L=75 600, keep 10%, old / new / old / new (skipped when under 200 s of ``budget`` are
     left); ``after(q, k, v)`` runs on the same inputs before they are freed. Free the shape-A inputs first."""
-    if time.time() - r2.T0 >= budget - 200:
+    if time.time() - T0 >= budget - 200:
         return
     (q, k, v), gen = make(1, 75600, 40, 128, torch.bfloat16, seed)
     w = torch.randn(128, 128, device="cuda", generator=gen) * 0.05
@@ -93,16 +141,16 @@ def old_vs_new_14b(old, new, seed, budget, after=None):
     emit(stage="whole op", shape="H=40 L=75600", keep=0.10, ms=row)
     if after is not None:
         after(q, k, v)
-    del q, k, v
+    q = k = v = None  # free before the caller moves on
     torch.cuda.empty_cache()
 
 
 def gpu_tests(files, budget, stage, **fields):
     """pytest on tests/``files`` in this process (the chosen defaults in force), errors logged to
     $OUT/errors.jsonl; skipped when under 150 s of ``budget`` are left."""
-    if time.time() - r2.T0 >= budget - 150:
+    if time.time() - T0 >= budget - 150:
         return
     import pytest
-    os.environ["SLA_ERR_LOG"] = str(r2.OUT / "errors.jsonl")
-    rc = pytest.main(["-q", "-p", "no:cacheprovider"] + [str(r2.ROOT / "tests" / f) for f in files])
+    os.environ["SLA_ERR_LOG"] = str(OUT / "errors.jsonl")
+    rc = pytest.main(["-q", "-p", "no:cacheprovider"] + [str(ROOT / "tests" / f) for f in files])
     emit(stage=stage, rc=int(rc), **fields)

@@ -4,12 +4,12 @@ path (bench/tile_costs.py: the linear epilogue costs ~4 us per tile).
 
     OUT=dir python3 bench/tune_round7.py [--tests] [--budget S]
 
-Method as tune_round5.py: each main-kernel variant checked against the float64 reference, timed as the whole op
+Each main-kernel variant checked against the float64 reference (tune_common.main_variants), timed as the whole op
 with the LUT fixed (5/10/50%), twice, interleaved; the fastest correct one (if > 1.5% ahead) becomes the
 default in this process; whole op old vs new at both shapes; (--tests) the GPU test files. JSON in $OUT.
 
-Record of a tuning round: the launch options it compares that lost were removed from the kernels afterwards
-(commit "kernels: drop the options measured slower"); run it from the commit before that one to repeat it.
+Its options (Q_TMA, KV_EARLY) are still launcher keys, so it runs from the current tree; the earlier rounds'
+scripts live at the commits KERNEL_NOTES.md names.
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tune_common as tc  # noqa: E402
-import tune_round2 as r2  # noqa: E402
 
-ba, launch, kernels, emit, make = r2.ba, r2.launch, r2.kernels, r2.emit, r2.make
+ba, launch, emit, make = tc.ba, tc.launch, tc.emit, tc.make
 OLD_MAIN = dict(launch.MAIN_TMA_DEFAULT)
 MAIN_VARIANTS = {
     "M0 default": dict(OLD_MAIN),

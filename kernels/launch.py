@@ -6,6 +6,7 @@ import os
 
 import torch
 import triton
+from triton.runtime.errors import OutOfResources
 
 from .sla_triton import FMAP_CODES, LOG2E, _prepass_kernel, _sla_fwd_kernel, _topk_kernel
 
@@ -107,9 +108,9 @@ def _launch(name: str, kernel, grid, args, consts: dict, device: torch.device, n
     Raises ValueError naming the configuration, the bytes it needs and this GPU's limit when one stage does not
     fit either.
     """
-    from triton.runtime.errors import OutOfResources
-    key = (name, str(device), num_warps, tuple(sorted((k, str(v)) for k, v in consts.items())))
-    stages = min(num_stages, _STAGES_THAT_FIT.get(key, num_stages))
+    # The key is built only once some configuration has needed fewer stages (never, on the tuned GPUs).
+    key = lambda: (name, str(device), num_warps, tuple(sorted((k, str(v)) for k, v in consts.items())))  # noqa: E731
+    stages = min(num_stages, _STAGES_THAT_FIT.get(key(), num_stages)) if _STAGES_THAT_FIT else num_stages
     while True:
         try:
             kernel[grid](*args, **consts, num_warps=num_warps, num_stages=stages)
@@ -122,7 +123,7 @@ def _launch(name: str, kernel, grid, args, consts: dict, device: torch.device, n
             stages -= 1
             continue
         if stages != num_stages:
-            _STAGES_THAT_FIT[key] = stages
+            _STAGES_THAT_FIT[key()] = stages
         return
 
 

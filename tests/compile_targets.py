@@ -37,9 +37,10 @@ def _load_pack():
     return launch, sla_triton
 
 
-def _compile(fn, types: dict, consts: dict, opts: dict, arch: int):
-    """triton.compile for sm_<arch>: ``types`` names pointer / descriptor / float arguments, every other
-    non-constexpr argument is i32; pointers and strides get the launcher's 16-byte divisibility hints."""
+def compile_for(fn, types: dict, consts: dict, opts: dict, arch: int):
+    """triton.compile for sm_<arch> without a GPU (also bench/sass_report.py's): ``types`` names pointer /
+    descriptor / float arguments, every other non-constexpr argument is i32; pointers and strides get the
+    launcher's 16-byte divisibility hints."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -121,7 +122,7 @@ def check(arch: int) -> list[dict]:
                    if kname == "_sla_fwd_kernel" else None)
         try:
             for stages in range(opts["num_stages"], 0, -1):
-                compiled = _compile(fn, types, consts, dict(opts, num_stages=stages), arch)
+                compiled = compile_for(fn, types, consts, dict(opts, num_stages=stages), arch)
                 if compiled.metadata.shared <= SMEM_LIMIT[arch]:
                     break
             fits = compiled.metadata.shared <= SMEM_LIMIT[arch]
