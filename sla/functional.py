@@ -12,28 +12,23 @@ def _kernels():
     """The pack's ``kernels`` package (imports Triton).
 
     Inside the pack (ComfyUI, tests) it is the sibling subpackage. When ``sla`` was imported on its own (a script
-    run from the pack folder), ``..kernels`` does not exist, so the sibling folder is loaded by path under a
-    private name rather than as a top-level ``kernels`` that another installed package may own.
+    run from the pack folder), there is no parent package, so the pack folder is registered under a private name
+    (an empty parent, its ``__init__`` not run) and ``kernels`` imported from it: its relative import of
+    ``sla.spec`` then resolves, and no top-level ``kernels`` that another installed package may own is touched.
     """
     if __package__ and "." in __package__:
         from .. import kernels
         return kernels
-    import importlib.util
+    import importlib
     import pathlib
     import sys
-    name = "_sla_pack_kernels"
-    if name not in sys.modules:
-        folder = pathlib.Path(__file__).resolve().parents[1] / "kernels"
-        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
-                                                      submodule_search_locations=[str(folder)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
+    import types
+    parent = "_sla_pack"
+    if parent not in sys.modules:
+        pack = types.ModuleType(parent)
+        pack.__path__ = [str(pathlib.Path(__file__).resolve().parents[1])]
+        sys.modules[parent] = pack
+    return importlib.import_module(parent + ".kernels")
 
 
 def triton_available(device: torch.device | None = None) -> bool:
