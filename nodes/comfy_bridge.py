@@ -10,7 +10,7 @@ Where things live on a patched model (a ``ModelPatcher`` clone):
 * ``wrappers[OUTER_SAMPLE]["comfyui_sla"]``: the run wrapper (one summary log line per sampling run).
 * ComfyUI without ``transformer_options["block_index"]`` (0.3.6x): ``patches_replace["dit"][("double_block", i)]``
   patches that set it, chaining any patch that was there.
-* proj_l tensors: :mod:`sla.patch`'s registry, referenced by ``settings.weights_id``.
+* proj_l tensors: :mod:`sla.runtime.weights`' registry, referenced by ``settings.weights_id``.
 """
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from typing import Optional
 
 import torch
 
-from ..sla.patch import (is_sla_override, make_attention_override, make_block_index_patch, make_run_wrapper,
-                         register_proj_l, weights_blocks, SLARuntime)
 from ..sla.ckpt_keys import PROJ_L_KEY
-from ..sla.settings import SLASettings, format_blocks
+from ..sla.runtime.patch import (SLARuntime, is_sla_override, make_attention_override, make_block_index_patch,
+                                 make_run_wrapper)
+from ..sla.runtime.settings import SLASettings, format_blocks
+from ..sla.runtime.weights import register_proj_l, weights_blocks
 
 log = logging.getLogger("comfyui_sla")
 
@@ -127,12 +128,12 @@ def _window_from_guider(settings: SLASettings):
 # ---------------------------------------------------------------------------------------------------------------
 # patching
 
-def apply_sla(model, settings: SLASettings, install_block_patch: Optional[bool] = None):
+def apply_sla(model, settings: SLASettings):
     """A clone of ``model`` with SLA installed (or re-configured) at ``settings``; ``model`` is not modified.
 
     An SLA override already on the model is replaced (its chained previous override is kept); any other override
-    is chained: it receives every call SLA does not take. ``install_block_patch``: None = only where ComfyUI does
-    not provide ``block_index`` itself.
+    is chained: it receives every call SLA does not take. Block-index patches are added only where ComfyUI does
+    not set ``block_index`` itself.
     """
     import comfy.patcher_extension as pe
 
@@ -150,9 +151,7 @@ def apply_sla(model, settings: SLASettings, install_block_patch: Optional[bool] 
             log.warning("SLA: could not convert start/end_percent to sigmas at apply time (%s); they will be "
                         "converted when sampling starts", e)
 
-    if install_block_patch is None:
-        install_block_patch = not comfy_sets_block_index(dm)
-    if install_block_patch:
+    if not comfy_sets_block_index(dm):
         for i in range(len(dm.blocks)):
             cur = to.get("patches_replace", {}).get("dit", {}).get(("double_block", i))
             if getattr(cur, "sla_block_index", None) == i:

@@ -5,10 +5,9 @@ position): keep them, and only ever append new inputs at the end.
 """
 from __future__ import annotations
 
-from ..sla.functional import BACKENDS
-from ..sla.reference import FEATURE_MAPS
-from ..sla.settings import (BLOCK_K_CHOICES, BLOCK_Q_CHOICES, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS,
-                            SLASettings, parse_dense_blocks)
+from ..sla.runtime.settings import SLASettings, parse_dense_blocks
+from ..sla.spec import (BACKENDS, BLOCK_K_CHOICES, BLOCK_Q_CHOICES, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS,
+                        FEATURE_MAPS)
 from . import comfy_bridge as bridge
 
 CATEGORY = "advanced/attention/SLA"

@@ -36,7 +36,7 @@ import torch
 
 from . import ckpt_keys as K
 from .ckpt_io import CheckpointError, TorchReader, open_source
-from .settings import format_blocks
+from .spec import format_blocks
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .reference import FEATURE_MAPS, VARIANTS, sla_torch
-
-BACKENDS = ("auto", "triton", "torch")
+from .reference import sla_torch
+from .spec import BACKENDS, FEATURE_MAPS, check_choice, check_keep_ratio, keep_count, num_blocks
 
 
 def _kernels():
@@ -47,26 +46,24 @@ def triton_available(device: torch.device | None = None) -> bool:
 def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: float = 0.1,
                             proj_weight: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
                             feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
-                            variant: str = "main", backend: str = "auto") -> torch.Tensor:
+                            backend: str = "auto") -> torch.Tensor:
     """SLA forward. q, k, v: (B, L, H, D), any strides with a unit stride on D; returns (B, L, H, D), q's dtype.
 
+    keep_ratio: share of key blocks each query block attends exactly, (0, 1].
     proj_weight (D, D) / proj_bias (D,): the checkpoint's proj_l (None: training-free block-sparse attention).
     backend: 'auto' (Triton on CUDA, PyTorch elsewhere), 'triton' or 'torch'.
     """
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must share one (B, L, H, D) shape, got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
-    if feature_map not in FEATURE_MAPS:
-        raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_keep_ratio(keep_ratio)
+    check_choice("feature_map", feature_map, FEATURE_MAPS)
+    check_choice("backend", backend, BACKENDS)
     if backend == "triton" or (backend == "auto" and q.is_cuda and triton_available(q.device)):
         kernels = _kernels()
         # 'auto' falls back to the PyTorch path for what the kernel does not cover (e.g. head size 96);
         # 'triton' raises a ValueError that names what was found instead.
         if backend == "triton" or kernels.supports(q, k, v, block_q, block_k):
-            return kernels.sla_forward(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q,
-                                       block_k, variant)
-    return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k, variant)
+            keep = keep_count(num_blocks(q.shape[1], block_k), keep_ratio)
+            return kernels.sla_forward(q, k, v, keep, proj_weight, proj_bias, feature_map, block_q, block_k)
+    return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k)

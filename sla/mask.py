@@ -5,25 +5,9 @@ strided views: nothing here copies the full q or k.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-
-def num_blocks(length: int, block: int) -> int:
-    """Number of blocks of ``block`` tokens covering ``length`` tokens (the last one may be partial)."""
-    return (length + block - 1) // block
-
-
-def keep_count(n_kblocks: int, keep_ratio: float) -> int:
-    """Key blocks kept per query-block row: ``min(Nk, floor(keep_ratio * Nk))``, clamped to at least one.
-
-    Upstream returns NaN rows when the product rounds to zero; we keep one block instead.
-    """
-    if not (keep_ratio > 0.0):
-        raise ValueError(f"keep_ratio must be > 0, got {keep_ratio!r}")
-    # The small epsilon stops 0.3 * 10 = 2.9999999999999996 from flooring to 2.
-    return max(1, min(n_kblocks, int(math.floor(keep_ratio * n_kblocks + 1e-9))))
+from .spec import keep_count, num_blocks
 
 
 def block_means(x: torch.Tensor, block: int) -> torch.Tensor:

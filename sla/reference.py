@@ -4,8 +4,7 @@ Semantics (thu-ml/SLA ``main``, which TurboWan checkpoints were trained and serv
 
 * mask: per query block keep the top-``keep`` key blocks by block-mean score (see :mod:`sla.mask`);
 * sparse branch O_s: softmax(q k^T * D^-0.5) over the tokens of the kept key blocks only;
-* linear branch O_l: phi(q) (phi(K)^T V) / (1e-5 + phi(q) . sum_n phi(K_n)) over ALL keys (``variant="main"``),
-  or over the keys of the blocks NOT kept, without the epsilon (``variant="sla1"``, the paper's first kernel);
+* linear branch O_l: phi(q) (phi(K)^T V) / (LINEAR_EPS + phi(q) . sum_n phi(K_n)) over ALL keys;
 * O = O_s + proj_l(O_l), proj_l a Linear(D, D) on the head dimension (absent = training-free block-sparse).
 
 q, k, v are rounded to the compute dtype first (bf16 or fp16, as upstream casts inside the op); the mask is
@@ -15,22 +14,18 @@ from __future__ import annotations
 
 import torch
 
-from .mask import block_lut, lut_to_mask, num_blocks
-
-FEATURE_MAPS = ("softmax", "elu", "relu")
-VARIANTS = ("main", "sla1")
-LINEAR_EPS = 1e-5
+from .mask import block_lut, lut_to_mask
+from .spec import FEATURE_MAPS, LINEAR_EPS, check_choice, num_blocks
 
 
 def feature_map(x: torch.Tensor, name: str) -> torch.Tensor:
     """phi(x) on the last (head) dimension: 'softmax', 'elu' (elu(x) + 1) or 'relu'."""
+    check_choice("feature_map", name, FEATURE_MAPS)
     if name == "softmax":
         return torch.softmax(x, dim=-1)
     if name == "elu":
         return torch.nn.functional.elu(x) + 1.0
-    if name == "relu":
-        return torch.relu(x)
-    raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {name!r}")
+    return torch.relu(x)
 
 
 def default_compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -47,15 +42,13 @@ def _token_mask(lut: torch.Tensor, length: int, block_q: int, block_k: int) -> t
 
 def sla_reference(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None,
                   feature_map_name: str = "softmax", block_q: int = 128, block_k: int = 64,
-                  variant: str = "main", compute_dtype=None, lut=None) -> torch.Tensor:
+                  compute_dtype=None, lut=None) -> torch.Tensor:
     """Dense float64 reference of the exact semantics. Materialises L x L: small shapes only.
 
     q, k, v: (B, L, H, D).  proj_weight: (D, D), proj_bias: (D,) or None.  ``lut`` (B, H, Nq, keep) overrides
     the predicted mask (tests pass the kernel's own LUT so that near-ties cannot pick different blocks).
     Returns (B, L, H, D) float64.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     b, length, h, d = q.shape
     if lut is None:
         lut = block_lut(q, k, keep_ratio, block_q, block_k)
@@ -68,12 +61,7 @@ def sla_reference(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=
     o_s = torch.softmax(logits, dim=-1) @ vd
 
     fq, fk = feature_map(qd, feature_map_name), feature_map(kd, feature_map_name)
-    if variant == "main":
-        o_l = (fq @ (fk.transpose(-1, -2) @ vd)) / (LINEAR_EPS + fq @ fk.sum(dim=2).unsqueeze(-1))
-    else:
-        w = (fq @ fk.transpose(-1, -2)).masked_fill(mask, 0.0)
-        den = w.sum(-1, keepdim=True)
-        o_l = torch.where(den > 0, (w @ vd) / torch.where(den > 0, den, 1.0), 0.0)
+    o_l = (fq @ (fk.transpose(-1, -2) @ vd)) / (LINEAR_EPS + fq @ fk.sum(dim=2).unsqueeze(-1))
     out = o_s
     if proj_weight is not None:
         out = out + o_l @ proj_weight.double().t()
@@ -84,7 +72,7 @@ def sla_reference(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=
 
 def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None,
               feature_map_name: str = "softmax", block_q: int = 128, block_k: int = 64,
-              variant: str = "main", compute_dtype=None, lut=None,
+              compute_dtype=None, lut=None,
               max_chunk_elems: int = 1 << 26) -> torch.Tensor:
     """Exact SLA forward in PyTorch that never materialises L x L (works through chunks of query blocks).
 
@@ -92,8 +80,6 @@ def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None
     inputs to ``compute_dtype`` (default: the input dtype, so an fp32 model on the CPU stays exact).
     Returns (B, L, H, D) in q's dtype.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     b, length, h, d = q.shape
     if lut is None:
         lut = block_lut(q, k, keep_ratio, block_q, block_k)
@@ -112,12 +98,8 @@ def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None
     linear = proj_weight is not None  # without proj_l the linear branch adds nothing: skip it
     if linear:
         fk = feature_map(kb, feature_map_name) * key_valid[..., None]      # (B, H, nk, BK, D)
-        if variant == "sla1":  # per-block summaries, to subtract the kept blocks (B, H, nk, D, D)
-            kv_blocks, ksum_blocks = fk.transpose(-1, -2) @ vb, fk.sum(dim=3)
-            kv_all, ksum_all = kv_blocks.sum(2), ksum_blocks.sum(2)
-        else:  # main: one (B, H, D, D) summary over all keys
-            kv_all = torch.einsum("bhnkd,bhnke->bhde", fk, vb)
-            ksum_all = fk.sum(dim=(2, 3))
+        kv_all = torch.einsum("bhnkd,bhnke->bhde", fk, vb)                 # (B, H, D, D) over all keys
+        ksum_all = fk.sum(dim=(2, 3))
 
     out = torch.empty(b, h, nq, block_q, d, device=q.device, dtype=torch.float32)
     per_qblock = keep * block_k * (block_q + 2 * d)
@@ -140,17 +122,8 @@ def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None
             out[:, :, s:e] = o_s
             continue
         fq = feature_map(qs, feature_map_name)
-        if variant == "main":
-            kv, ks = kv_all[:, :, None], ksum_all[:, :, None]
-            o_l = (fq @ kv) / (LINEAR_EPS + (fq * ks[..., None, :]).sum(-1, keepdim=True))
-        else:
-            kept_kv = torch.gather(kv_blocks.unsqueeze(2).expand(-1, -1, e - s, -1, -1, -1), 3,
-                                   idx[..., None, None].expand(-1, -1, -1, -1, d, d)).sum(3)
-            kept_ks = torch.gather(ksum_blocks.unsqueeze(2).expand(-1, -1, e - s, -1, -1), 3,
-                                   idx[..., None].expand(-1, -1, -1, -1, d)).sum(3)
-            kv, ks = kv_all[:, :, None] - kept_kv, ksum_all[:, :, None] - kept_ks
-            den = (fq * ks[..., None, :]).sum(-1, keepdim=True)
-            o_l = torch.where(den > 0, (fq @ kv) / torch.where(den > 0, den, 1.0), 0.0)
+        kv, ks = kv_all[:, :, None], ksum_all[:, :, None]
+        o_l = (fq @ kv) / (LINEAR_EPS + (fq * ks[..., None, :]).sum(-1, keepdim=True))
         o = o_s + o_l @ proj_weight.float().t()
         if proj_bias is not None:
             o = o + proj_bias.float()

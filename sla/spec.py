@@ -15,7 +15,9 @@ BACKENDS = ("auto", "triton", "torch")
 COMPUTE_DTYPES = ("auto", "bf16", "fp16", "fp32")
 BLOCK_Q_CHOICES = (128, 64)
 BLOCK_K_CHOICES = (64,)
-# Head sizes the Triton kernels take (every Wan model has 128); other sizes run the PyTorch path.
+# Head sizes SLA takes at all (powers of two, 16-256), and those the Triton kernels take (every Wan model has
+# 128); other supported sizes run the PyTorch path, unsupported ones stay dense.
+HEAD_DIMS = (16, 32, 64, 128, 256)
 KERNEL_HEAD_DIMS = (64, 128)
 
 # The linear branch's denominator: phi(q) . sum phi(K) + LINEAR_EPS.
@@ -48,6 +50,11 @@ def check_keep_ratio(keep_ratio) -> float:
     return r
 
 
+def head_dim_supported(d: int) -> bool:
+    """True when SLA (on any backend) takes attention heads of size ``d``."""
+    return d in HEAD_DIMS
+
+
 def num_blocks(length: int, block: int) -> int:
     """Number of blocks of ``block`` tokens covering ``length`` tokens (the last one may be partial)."""
     return (length + block - 1) // block
@@ -61,3 +68,16 @@ def keep_count(n_kblocks: int, keep_ratio: float) -> int:
     """
     r = check_keep_ratio(keep_ratio)
     return max(1, min(n_kblocks, int(math.floor(r * n_kblocks + 1e-9))))
+
+
+def format_blocks(blocks) -> str:
+    """Compact text of a block set: {0, 1, 2, 5} -> '0-2, 5' (inverse of :func:`parse_dense_blocks`)."""
+    items = sorted(blocks)
+    parts, i = [], 0
+    while i < len(items):
+        j = i
+        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
+            j += 1
+        parts.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
+        i = j + 1
+    return ", ".join(parts)

@@ -22,7 +22,7 @@ def test_standalone_sla_package_loads_the_kernels():
     env = dict(os.environ, TRITON_INTERPRET="1")
     res = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split() == ["_sla_pack_kernels", "(1,", "70,", "1,", "64)"]
+    assert res.stdout.split() == ["_sla_pack.kernels", "(1,", "70,", "1,", "64)"]
 
 
 def test_bad_shapes_and_options_are_named():

@@ -9,7 +9,7 @@ import stubs
 import wan_factory as wf
 import comfyui_sla
 from comfyui_sla.nodes import sla_nodes as N
-from comfyui_sla.sla import patch as P
+from comfyui_sla.sla.runtime import patch as P
 
 EXPECTED = {
     "SLADiffusionModelLoader": ("Load SLA Diffusion Model", ["ckpt_name", "weight_dtype"]),

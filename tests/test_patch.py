@@ -5,9 +5,9 @@ import logging
 import pytest
 import torch
 
-from comfyui_sla.sla import patch as P
+from comfyui_sla.sla.runtime import patch as P
 from comfyui_sla.sla.reference import sla_torch
-from comfyui_sla.sla.settings import SLASettings, format_blocks, parse_dense_blocks
+from comfyui_sla.sla.runtime.settings import SLASettings, format_blocks, parse_dense_blocks
 
 B, L, H, D = 2, 200, 2, 128   # L is ragged for both 128- and 64-token blocks
 
@@ -49,7 +49,7 @@ def call(override, q, k, v, heads=H, block=0, sigma=None, mask=None, **extra):
 
 def expected_sla(q, k, v, s: SLASettings, w=None, b=None):
     q4, k4, v4 = (t.unflatten(-1, (H, D)) for t in (q, k, v))
-    out = sla_torch(q4, k4, v4, s.keep_ratio, w, b, s.feature_map, s.block_q, s.block_k, s.variant)
+    out = sla_torch(q4, k4, v4, s.keep_ratio, w, b, s.feature_map, s.block_q, s.block_k)
     return out.reshape(q.shape)
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import stubs
-from comfyui_sla.sla import patch as P
-from comfyui_sla.sla.settings import SLASettings
+from comfyui_sla.sla.runtime import patch as P
+from comfyui_sla.sla.runtime.settings import SLASettings
 
 TOKENS, CTX, DIM = 300, 20, 256
 

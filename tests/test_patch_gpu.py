@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from comfyui_sla.sla import patch as P
+from comfyui_sla.sla.runtime import patch as P
 from comfyui_sla.sla.functional import triton_available
-from comfyui_sla.sla.settings import SLASettings
+from comfyui_sla.sla.runtime.settings import SLASettings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

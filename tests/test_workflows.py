@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from comfyui_sla import NODE_CLASS_MAPPINGS as PACK_NODES
-from comfyui_sla.sla.settings import parse_dense_blocks
+from comfyui_sla.sla.runtime.settings import parse_dense_blocks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOW_DIR = os.path.join(ROOT, "workflows")

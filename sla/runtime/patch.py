@@ -11,8 +11,7 @@ Pieces, all installed on a ``ModelPatcher`` clone by ``nodes/comfy_bridge.py``:
 * :func:`make_run_wrapper` -> an ``OUTER_SAMPLE`` wrapper bracketing one sampling run: it resets the counters,
   refreshes the sigma window from the model's schedule, and logs one summary line at the end (a WARNING when the
   override was never called).
-* A module-level proj_l registry: ``ModelPatcher.clone()`` deep-copies ``model_options``, so tensors must not
-  live there; settings carry a small integer ``weights_id`` instead, and device copies are cached here.
+The proj_l tensors live in :mod:`.weights` (settings carry only their ``weights_id``).
 """
 from __future__ import annotations
 
@@ -24,9 +23,11 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .functional import _kernels, sparse_linear_attention, triton_available
-from .mask import keep_count, num_blocks
+from ..functional import sparse_linear_attention, triton_available
+from ..spec import KERNEL_HEAD_DIMS, head_dim_supported, keep_count, num_blocks
 from .settings import SLASettings, format_blocks
+from .weights import (ProjL, get_proj_l, has_weights, proj_l_is_zero, register_proj_l, unregister_proj_l,  # noqa: F401
+                      weights_blocks, weights_head_dim)
 
 log = logging.getLogger("comfyui_sla")
 
@@ -64,108 +65,6 @@ def log_once(key, level: int, msg: str, *args) -> bool:
         _logged_once.add(key)
     log.log(level, msg, *args)
     return True
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# proj_l registry
-
-ProjL = Dict[int, Tuple[torch.Tensor, Optional[torch.Tensor]]]
-
-
-class _WeightsEntry:
-    def __init__(self, proj_l: ProjL, source: Optional[str]):
-        self.proj_l = proj_l
-        self.source = source
-        self.cache: Dict[Tuple[str, torch.dtype], ProjL] = {}
-        # A zero-initialised, never fine-tuned proj_l adds exactly nothing: such blocks skip the linear branch.
-        self.zero_blocks = frozenset(i for i, (w, b) in proj_l.items()
-                                     if not w.any() and (b is None or not b.any()))
-
-
-_registry: Dict[int, _WeightsEntry] = {}
-_by_source: Dict[str, int] = {}
-_ids = itertools.count(1)
-_registry_lock = threading.Lock()
-
-
-def register_proj_l(proj_l: ProjL, source: Optional[str] = None) -> int:
-    """Store one model's proj_l tensors and return their ``weights_id``.
-
-    proj_l: {block index: (W (D, D), b (D,) or None)}, any float dtype (kept on the CPU in fp32).
-    source: an identity of the file (e.g. ``"path|size|mtime"``); registering the same source again returns the
-    existing id instead of a second copy.
-    """
-    if not isinstance(proj_l, dict) or not proj_l:
-        raise ValueError("register_proj_l needs a non-empty {block: (weight, bias)} dict")
-    clean: ProjL = {}
-    head_dim = None
-    for block, pair in proj_l.items():
-        w, b = pair
-        if w.dim() != 2 or w.shape[0] != w.shape[1]:
-            raise ValueError(f"proj_l of block {block}: weight must be square (D, D), got {tuple(w.shape)}")
-        if head_dim is None:
-            head_dim = w.shape[0]
-        if w.shape[0] != head_dim:
-            raise ValueError(f"proj_l of block {block}: weight {tuple(w.shape)} differs from the other blocks' "
-                             f"({head_dim}, {head_dim})")
-        if b is not None and tuple(b.shape) != (head_dim,):
-            raise ValueError(f"proj_l of block {block}: bias must be ({head_dim},), got {tuple(b.shape)}")
-        clean[int(block)] = (w.detach().to("cpu", torch.float32),
-                             None if b is None else b.detach().to("cpu", torch.float32))
-    with _registry_lock:
-        if source is not None and source in _by_source:
-            wid = _by_source[source]
-            _registry[wid] = _WeightsEntry(clean, source)  # same file: refresh the tensors, keep the id
-            return wid
-        wid = next(_ids)
-        _registry[wid] = _WeightsEntry(clean, source)
-        if source is not None:
-            _by_source[source] = wid
-    return wid
-
-
-def has_weights(weights_id: Optional[int]) -> bool:
-    return weights_id is not None and weights_id in _registry
-
-
-def weights_blocks(weights_id: Optional[int]) -> Tuple[int, ...]:
-    """Sorted block indices that have proj_l under ``weights_id`` (empty when unknown)."""
-    entry = _registry.get(weights_id) if weights_id is not None else None
-    return tuple(sorted(entry.proj_l)) if entry else ()
-
-
-def weights_head_dim(weights_id: Optional[int]) -> Optional[int]:
-    entry = _registry.get(weights_id) if weights_id is not None else None
-    if not entry:
-        return None
-    return next(iter(entry.proj_l.values()))[0].shape[0]
-
-
-def get_proj_l(weights_id: Optional[int], block: int, device, dtype: torch.dtype = torch.float32):
-    """(W, b) of ``block`` on ``device`` in ``dtype`` (cached per device/dtype), or None when absent."""
-    entry = _registry.get(weights_id) if weights_id is not None else None
-    if entry is None or block not in entry.proj_l:
-        return None
-    key = (str(torch.device(device)), dtype)
-    per_dev = entry.cache.get(key)
-    if per_dev is None:
-        per_dev = {i: (w.to(device, dtype), None if b is None else b.to(device, dtype))
-                   for i, (w, b) in entry.proj_l.items()}
-        entry.cache[key] = per_dev
-    return per_dev[block]
-
-
-def proj_l_is_zero(weights_id: Optional[int], block: int) -> bool:
-    """True when ``block``'s proj_l is all zeros (weight and bias), so the linear branch contributes nothing."""
-    entry = _registry.get(weights_id) if weights_id is not None else None
-    return entry is not None and block in entry.zero_blocks
-
-
-def unregister_proj_l(weights_id: int) -> None:
-    with _registry_lock:
-        entry = _registry.pop(weights_id, None)
-        if entry is not None and entry.source is not None:
-            _by_source.pop(entry.source, None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,10 +241,6 @@ def _arg(args, kwargs, index, name, default=None):
     return kwargs.get(name, default)
 
 
-def _head_dim_supported(d: int) -> bool:
-    return 16 <= d <= 256 and (d & (d - 1)) == 0
-
-
 def _route(rt: SLARuntime, args, kwargs):
     """Decide whether this call runs SLA. Returns (reason or None, q, k, v, heads, block)."""
     s = rt.settings
@@ -365,7 +260,7 @@ def _route(rt: SLARuntime, args, kwargs):
         return (R_DISABLED,) + none
     b, length, hd = q.shape
     heads = int(heads)
-    if heads <= 0 or hd % heads or not _head_dim_supported(hd // heads):
+    if heads <= 0 or hd % heads or not head_dim_supported(hd // heads):
         return (R_HEAD,) + none
     if length < s.min_tokens:
         return (R_SHORT,) + none
@@ -412,17 +307,16 @@ def _sla_call(rt: SLARuntime, q, k, v, heads, block):
                  s.keep_ratio)
     backend = rt.resolve_backend(q)
     if backend == "triton":
-        HEAD_DIMS = _kernels().launch.HEAD_DIMS  # importable: resolve_backend checked triton_available
-        if d not in HEAD_DIMS:
+        if d not in KERNEL_HEAD_DIMS:
             log_once(("triton-head", rt.uid, d), logging.INFO,
                      "SLA: the Triton kernel takes head sizes %s, this model has %d: using the PyTorch path",
-                     HEAD_DIMS, d)
+                     KERNEL_HEAD_DIMS, d)
             backend = "torch"
     q4, k4, v4 = (t.unflatten(-1, (heads, d)) for t in (q, k, v))
     out = sparse_linear_attention(q4, k4, v4, s.keep_ratio,
                                   None if proj is None else proj[0], None if proj is None else proj[1],
                                   feature_map=s.feature_map, block_q=s.block_q, block_k=s.block_k,
-                                  variant=s.variant, backend=backend)
+                                  backend=backend)
     st = rt.stats
     nk = num_blocks(length, s.block_k)
     st.keep_sum += keep_count(nk, s.keep_ratio) / nk

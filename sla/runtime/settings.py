@@ -3,7 +3,8 @@
 An :class:`SLASettings` is what the ``ApplySLA`` node's widgets describe. It lives in the closure of the attention
 override installed on a ``ModelPatcher`` clone, and a plain-dict copy of it is kept in
 ``model_options["transformer_options"]["sla"]`` for introspection; the proj_l tensors themselves live in the
-module-level registry of :mod:`sla.patch`, referenced here only by ``weights_id``.
+registry of :mod:`.weights`, referenced here only by ``weights_id``. Choices and defaults come from
+:mod:`sla.spec`.
 """
 from __future__ import annotations
 
@@ -11,13 +12,10 @@ import dataclasses
 import re
 from typing import FrozenSet, Optional
 
-from .functional import BACKENDS
-from .reference import FEATURE_MAPS, VARIANTS
+from ..spec import (BACKENDS, BLOCK_K_CHOICES, BLOCK_Q_CHOICES, DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q,
+                    DEFAULT_FEATURE_MAP, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS, FEATURE_MAPS, check_choice,
+                    check_keep_ratio, format_blocks)
 
-BLOCK_Q_CHOICES = (128, 64)
-BLOCK_K_CHOICES = (64,)
-DEFAULT_KEEP_RATIO = 0.10
-DEFAULT_MIN_TOKENS = 2048
 # Largest block index accepted in ``dense_blocks``: Wan has 30 or 40 blocks; this only catches typos like "1000".
 MAX_BLOCK_INDEX = 255
 
@@ -56,19 +54,6 @@ def parse_dense_blocks(text: Optional[str]) -> FrozenSet[int]:
     return frozenset(out)
 
 
-def format_blocks(blocks) -> str:
-    """Compact text of a block set: {0, 1, 2, 5} -> '0-2, 5' (inverse of :func:`parse_dense_blocks`)."""
-    items = sorted(blocks)
-    parts, i = [], 0
-    while i < len(items):
-        j = i
-        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
-            j += 1
-        parts.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
-        i = j + 1
-    return ", ".join(parts)
-
-
 @dataclasses.dataclass(frozen=True)
 class SLASettings:
     """What SLA does on one model.
@@ -82,22 +67,20 @@ class SLASettings:
     min_tokens: self-attention calls with fewer tokens run dense.
     backend: 'auto' (Triton on CUDA when available, else PyTorch), 'triton', 'torch'.
     enabled: False routes every call to the previous/dense path (A/B comparisons).
-    weights_id: key of this model's proj_l tensors in :mod:`sla.patch`'s registry (None: training-free).
-    variant: 'main' (TurboWan semantics) or 'sla1'.
+    weights_id: key of this model's proj_l tensors in :mod:`.weights` (None: training-free).
     """
 
     keep_ratio: float = DEFAULT_KEEP_RATIO
     start_percent: float = 0.0
     end_percent: float = 1.0
     dense_blocks: FrozenSet[int] = frozenset()
-    block_q: int = 128
-    block_k: int = 64
-    feature_map: str = "softmax"
+    block_q: int = DEFAULT_BLOCK_Q
+    block_k: int = DEFAULT_BLOCK_K
+    feature_map: str = DEFAULT_FEATURE_MAP
     min_tokens: int = DEFAULT_MIN_TOKENS
     backend: str = "auto"
     enabled: bool = True
     weights_id: Optional[int] = None
-    variant: str = "main"
 
     def __post_init__(self):
         # Normalise types first (widgets deliver strings for combos, lists for sets).
@@ -110,29 +93,21 @@ class SLASettings:
                 object.__setattr__(self, name, int(getattr(self, name)))
             except (TypeError, ValueError):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}") from None
-        object.__setattr__(self, "keep_ratio", float(self.keep_ratio))
+        object.__setattr__(self, "keep_ratio", check_keep_ratio(self.keep_ratio))
         object.__setattr__(self, "start_percent", float(self.start_percent))
         object.__setattr__(self, "end_percent", float(self.end_percent))
         object.__setattr__(self, "enabled", bool(self.enabled))
 
-        if not (0.0 < self.keep_ratio <= 1.0):
-            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
         for name in ("start_percent", "end_percent"):
             if not (0.0 <= getattr(self, name) <= 1.0):
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.start_percent > self.end_percent:
             raise ValueError(f"start_percent ({self.start_percent}) must not be above end_percent "
                              f"({self.end_percent})")
-        if self.block_q not in BLOCK_Q_CHOICES:
-            raise ValueError(f"block_q must be one of {BLOCK_Q_CHOICES}, got {self.block_q}")
-        if self.block_k not in BLOCK_K_CHOICES:
-            raise ValueError(f"block_k must be one of {BLOCK_K_CHOICES}, got {self.block_k}")
-        if self.feature_map not in FEATURE_MAPS:
-            raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {self.feature_map!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        check_choice("block_q", self.block_q, BLOCK_Q_CHOICES)
+        check_choice("block_k", self.block_k, BLOCK_K_CHOICES)
+        check_choice("feature_map", self.feature_map, FEATURE_MAPS)
+        check_choice("backend", self.backend, BACKENDS)
         if self.min_tokens < 0:
             raise ValueError(f"min_tokens must be >= 0, got {self.min_tokens}")
 
