@@ -49,7 +49,8 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
                             backend: str = "auto") -> torch.Tensor:
     """SLA forward. q, k, v: (B, L, H, D), any strides with a unit stride on D; returns (B, L, H, D), q's dtype.
 
-    keep_ratio: share of key blocks each query block attends exactly, (0, 1].
+    keep_ratio: share of key blocks each query block attends exactly, (0, 1]. Empty inputs (B = 0 or L = 0) give
+    an empty output.
     proj_weight (D, D) / proj_bias (D,): the checkpoint's proj_l (None: training-free block-sparse attention).
     backend: 'auto' (Triton on CUDA, PyTorch elsewhere), 'triton' or 'torch'.
     """
@@ -59,6 +60,8 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     check_keep_ratio(keep_ratio)
     check_choice("feature_map", feature_map, FEATURE_MAPS)
     check_choice("backend", backend, BACKENDS)
+    if q.numel() == 0:  # B = 0 or L = 0: nothing to attend, on every backend alike
+        return torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if backend == "triton" or (backend == "auto" and q.is_cuda and triton_available(q.device)):
         kernels = _kernels()
         # 'auto' falls back to the PyTorch path for what the kernel does not cover (e.g. head size 96);

@@ -24,7 +24,8 @@ def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
         xf = torch.nn.functional.pad(xf, (0, 0, 0, 0, 0, pad))
     sums = xf.view(b, nb, block, h, d).sum(dim=2)  # (B, nb, H, D)
     counts = torch.full((nb,), float(block), device=x.device)
-    counts[-1] = float(length - (nb - 1) * block)
+    if nb:  # L = 0 has no block at all
+        counts[-1] = float(length - (nb - 1) * block)
     return (sums / counts.view(1, nb, 1, 1)).permute(0, 2, 1, 3).contiguous()
 
 

@@ -81,6 +81,8 @@ def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None
     Returns (B, L, H, D) in q's dtype.
     """
     b, length, h, d = q.shape
+    if q.numel() == 0:
+        return torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if lut is None:
         lut = block_lut(q, k, keep_ratio, block_q, block_k)
     cdt = compute_dtype or q.dtype

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from comfyui_sla.sla import sparse_linear_attention
-from comfyui_sla.sla.reference import sla_reference
+from comfyui_sla.sla.reference import sla_reference, sla_torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,3 +43,14 @@ def test_torch_backend_matches_reference_on_strided_comfy_layout():
     out = sparse_linear_attention(q, k, v, 0.4, w, bias, block_q=64, block_k=64, backend="torch")
     ref = sla_reference(q, k, v, 0.4, w, bias, "softmax", 64, 64, compute_dtype=torch.float32)
     assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "triton"])
+@pytest.mark.parametrize("shape", [(0, 10, 2, 64), (2, 0, 2, 64)])
+def test_empty_batch_or_sequence_gives_an_empty_output_on_every_backend(backend, shape):
+    q = torch.randn(*shape, dtype=torch.float16)
+    w = torch.zeros(64, 64)
+    out = sparse_linear_attention(q, q, q, 0.1, w, None, backend=backend)
+    assert out.shape == q.shape and out.dtype == q.dtype and out.numel() == 0
+    if shape[1] == 0:   # the blockwise PyTorch path itself, below the API
+        assert sla_torch(q, q, q, 0.1, w).shape == q.shape

@@ -3,19 +3,23 @@
 Pieces, all installed on a ``ModelPatcher`` clone by ``nodes/comfy_bridge.py``:
 
 * :func:`make_attention_override` -> ``override(func, *args, **kwargs)`` for
-  ``transformer_options["optimized_attention_override"]``. It takes Wan self-attention calls (q, k, v of one
-  length L as [B, L, H*D], no mask) inside the configured window and runs :func:`sparse_linear_attention`;
-  everything else goes to the override that was there before, or to the dense ``func``.
+  ``transformer_options["optimized_attention_override"]``. What it does inside the (possibly compiled) model is
+  only what is the same on every call: calls that are not Wan self-attention (cross-attention, masks, other
+  layouts) go to the override that was there before, or to the dense ``func``; self-attention goes to the custom
+  op ``comfyui_sla::self_attention`` (:mod:`.ops`), whose run-time half, :meth:`SLARuntime.attend`, decides SLA or
+  dense (settings, sigma window, dense blocks, earlier failures) and keeps the counters. Under ``torch.compile``
+  nothing that changes between calls is read in traced code, so there is nothing to recompile for
+  (docs/RUNTIME.md).
 * :func:`make_block_index_patch` -> a ``patches_replace["dit"][("double_block", i)]`` patch that writes
   ``transformer_options["block_index"] = i`` for ComfyUI versions whose Wan block loop does not (0.3.6x).
-* :func:`make_run_wrapper` -> an ``OUTER_SAMPLE`` wrapper bracketing one sampling run: it resets the counters,
-  refreshes the sigma window from the model's schedule, and logs one summary line at the end (a WARNING when the
-  override was never called).
+* :func:`make_run_wrapper` -> an ``OUTER_SAMPLE`` wrapper bracketing one sampling run (outside any compiled
+  region): it resets the counters and the failures, refreshes the sigma window from the model's schedule, and logs
+  one summary line at the end (a WARNING when the override was never called).
+
 The proj_l tensors live in :mod:`.weights` (settings carry only their ``weights_id``).
 """
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import threading
@@ -25,7 +29,10 @@ import torch
 
 from ..functional import sparse_linear_attention, triton_available
 from ..spec import KERNEL_HEAD_DIMS, head_dim_supported, keep_count, num_blocks
-from .settings import SLASettings, format_blocks
+from . import ops
+from .settings import SLASettings
+from .stats import (NOTED, PASS_THROUGH, R_CROSS, R_DENSE_BLOCK, R_DEVICE, R_DISABLED, R_ERROR, R_HEAD,  # noqa: F401
+                    R_LAYOUT, R_MASK, R_NO_INDEX, R_PROJ, R_SHORT, R_WINDOW, RunStats)
 from .weights import (ProjL, get_proj_l, has_weights, proj_l_is_zero, register_proj_l, unregister_proj_l,  # noqa: F401
                       weights_blocks, weights_head_dim)
 
@@ -33,22 +40,6 @@ log = logging.getLogger("comfyui_sla")
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 SUPPORTED_DEVICES = ("cuda", "cpu", "mps", "xpu")
-
-# Reasons a call does not run SLA (keys of RunStats.dense).
-R_DISABLED = "disabled"
-R_CROSS = "cross-attention"
-R_MASK = "mask"
-R_LAYOUT = "layout"
-R_HEAD = "head size"
-R_SHORT = "below min_tokens"
-R_DENSE_BLOCK = "dense_blocks"
-R_WINDOW = "outside start/end"
-R_NO_INDEX = "no block index"
-R_DEVICE = "device/dtype"
-R_PROJ = "proj_l shape"
-R_ERROR = "error"
-# Calls that are not SLA's business at all (reported apart from self-attention that went dense).
-PASS_THROUGH = (R_CROSS, R_MASK, R_LAYOUT)
 
 # ---------------------------------------------------------------------------------------------------------------
 # logging once
@@ -67,52 +58,12 @@ def log_once(key, level: int, msg: str, *args) -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# run statistics and per-patch runtime state
-
-class RunStats:
-    """Counters of one sampling run of one patched model."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.calls = 0                       # every call that reached the override
-        self.sparse = 0                      # self-attention calls that ran SLA
-        self.dense = collections.Counter()   # reason -> calls
-        self.keep_sum = 0.0                  # sum of realised keep fractions over sparse calls
-        self.backends = collections.Counter()
-        self.linear_blocks: set = set()      # blocks that ran with proj_l
-        self.sparse_only_blocks: set = set()  # blocks that ran block-sparse without proj_l
-
-    @property
-    def realised_keep(self) -> Optional[float]:
-        return self.keep_sum / self.sparse if self.sparse else None
-
-    @property
-    def self_dense(self) -> int:
-        return sum(n for r, n in self.dense.items() if r not in PASS_THROUGH)
-
-    def summary(self, settings: SLASettings) -> str:
-        keep = self.realised_keep
-        keep_txt = (f"realised keep {keep:.3f} (sparsity {1 - keep:.1%})" if keep is not None
-                    else "realised keep n/a")
-        ordered = sorted(self.dense.items(), key=lambda x: -x[1])
-        reasons = ", ".join(f"{r} {n}" for r, n in ordered if r not in PASS_THROUGH)
-        passed = ", ".join(f"{r} {n}" for r, n in ordered if r in PASS_THROUGH)
-        parts = [f"SLA run: {self.sparse} sparse / {self.self_dense} dense self-attention calls, {keep_txt}"
-                 f" (asked {settings.keep_ratio:.2f})"]
-        if self.backends:
-            parts.append("backend " + ", ".join(f"{b} {n}" for b, n in sorted(self.backends.items())))
-        if self.sparse:
-            if self.linear_blocks:
-                parts.append(f"linear branch (proj_l) on blocks {format_blocks(self.linear_blocks)}")
-            if self.sparse_only_blocks:
-                parts.append(f"block-sparse only (no proj_l) on blocks {format_blocks(self.sparse_only_blocks)}")
-        parts.append("dense because: " + (reasons or "nothing"))
-        if passed:
-            parts.append("left to dense/previous attention: " + passed)
-        return "; ".join(parts)
+def sdpa_attention(q, k, v, heads, **kwargs):
+    """Dense attention on [B, L, H*D] q, k, v (the runtime's dense path until the model's own is known)."""
+    b, length, hd = q.shape
+    qh, kh, vh = (t.view(b, -1, heads, hd // heads).transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh)
+    return out.transpose(1, 2).reshape(b, length, hd)
 
 
 class SLARuntime:
@@ -120,7 +71,8 @@ class SLARuntime:
 
     Lives in the override's closure (functions survive ``copy.deepcopy`` as the same object), so every clone of a
     patched model shares it, while a new ``ApplySLA`` makes a new one: clones with different settings never see
-    each other's state.
+    each other's state. Everything here is read and written at run time, inside :mod:`.ops`' custom ops or in
+    the run wrapper, never in traced code.
     """
 
     _uids = itertools.count(1)
@@ -129,14 +81,17 @@ class SLARuntime:
         self.settings = settings
         self.previous = previous
         self.uid = next(self._uids)
+        self.token = ops.new_token(self)
+        # ComfyUI's dense attention function; the override refreshes it on every call.
+        self.dense_func: Callable = sdpa_attention
         self.stats = RunStats()
         self.sigma_window: Optional[Tuple[float, float]] = None  # (sigma at start_percent, at end_percent)
         self.run_depth = 0
         self._last_sigmas = None
         self._last_in_window = True
         self._triton_ok: Dict[str, bool] = {}
-        # (device, dtype, shape) of calls whose SLA path raised: they go straight to dense afterwards instead of
-        # paying the failure (a kernel compile error, say) again on every call.
+        # (device, dtype, shape) of calls whose SLA path raised in this run: the rest of the run sends them dense;
+        # the next run tries again.
         self.failed: set = set()
 
     # -- window ----------------------------------------------------------------------------------------------
@@ -150,10 +105,10 @@ class SLARuntime:
         s = self.settings
         return s.start_percent <= 0.0 and s.end_percent >= 1.0
 
-    def in_window(self, transformer_options: dict) -> bool:
+    def in_window(self, sigmas: Optional[torch.Tensor]) -> bool:
+        """Whether the current step (``sigmas``: ComfyUI's ``transformer_options["sigmas"]``) lies in the window."""
         if self.full_window():
             return True
-        sigmas = transformer_options.get("sigmas") if transformer_options else None
         if sigmas is None:
             log_once(("no-sigma", self.uid), logging.WARNING,
                      "SLA: no current sigma in transformer_options: start/end_percent cannot be applied, "
@@ -166,10 +121,7 @@ class SLARuntime:
             return True
         if sigmas is self._last_sigmas:  # one tensor per model call: convert (and sync) once per step
             return self._last_in_window
-        if torch.is_tensor(sigmas):
-            sigma = float(sigmas.detach().reshape(-1).max())
-        else:
-            sigma = float(sigmas)
+        sigma = float(sigmas.detach().reshape(-1).max())
         hi, lo = self.sigma_window
         self._last_sigmas = sigmas
         eps = 1e-5 * max(1.0, abs(sigma))  # sigmas arrive as fp32 tensors, thresholds as Python floats
@@ -197,12 +149,85 @@ class SLARuntime:
             return "torch"
         return "triton"
 
+    # -- the two run-time entry points (called from the custom ops) --------------------------------------------
+    def note_pass_through(self, reason_code: int) -> None:
+        """Count a call the override left to the previous/dense attention (``NOTED[reason_code]``)."""
+        self.stats.calls += 1
+        self.stats.dense[NOTED[reason_code]] += 1
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, block: Optional[int],
+               sigmas: Optional[torch.Tensor]) -> torch.Tensor:
+        """One self-attention call ([B, L, H*D] q, k, v of one shape): SLA, or dense with the reason counted.
+
+        Never raises because of SLA: an error is logged once, that call runs dense, and so do the rest of this
+        run's calls of the same shape. Returns a contiguous [B, L, H*D] tensor in q's dtype.
+        """
+        st = self.stats
+        st.calls += 1
+        out = None
+        try:
+            reason = self._route(q, heads, block, sigmas)
+            if reason is None:
+                try:
+                    out, reason = _sla_call(self, q, k, v, heads, block)
+                except Exception:
+                    self.failed.add(_shape_key(q))
+                    raise
+        except Exception as e:  # never crash sampling because of SLA
+            if log_once(("error", self.uid, type(e).__name__), logging.WARNING,
+                        "SLA: sparse attention failed (%s: %s); this call and the rest of this run's calls of "
+                        "shape %s run dense, the next run tries again", type(e).__name__, e, tuple(q.shape)):
+                log.debug("SLA failure", exc_info=True)
+            out, reason = None, R_ERROR
+        if reason is None:
+            st.sparse += 1
+            return out.contiguous()
+        st.dense[reason] += 1
+        return self.dense(q, k, v, heads, block).contiguous()
+
+    def dense(self, q, k, v, heads: int, block: Optional[int]) -> torch.Tensor:
+        """The attention SLA replaces: the previous override, else ComfyUI's dense function."""
+        to = {} if block is None else {"block_index": block}
+        if self.previous is not None:
+            return self.previous(self.dense_func, q, k, v, heads=heads, transformer_options=to,
+                                 _inside_attn_wrapper=True)
+        return self.dense_func(q, k, v, heads=heads, transformer_options=to, _inside_attn_wrapper=True)
+
+    def _route(self, q: torch.Tensor, heads: int, block: Optional[int], sigmas) -> Optional[str]:
+        """None when this self-attention call runs SLA, else the reason it runs dense."""
+        s = self.settings
+        if not s.enabled:
+            return R_DISABLED
+        b, length, hd = q.shape
+        if heads <= 0 or hd % heads or not head_dim_supported(hd // heads):
+            return R_HEAD
+        if length < s.min_tokens:
+            return R_SHORT
+        if block is not None and block in s.dense_blocks:
+            return R_DENSE_BLOCK
+        if not self.in_window(sigmas):
+            return R_WINDOW
+        if block is None and (s.dense_blocks or has_weights(s.weights_id)):
+            # Without the index we can neither honour dense_blocks nor pick the block's proj_l.
+            log_once(("no-index", self.uid), logging.WARNING,
+                     "SLA: transformer_options has no block_index (the block-index patch did not run): "
+                     "self-attention runs dense")
+            return R_NO_INDEX
+        if _shape_key(q) in self.failed:
+            return R_ERROR
+        if q.dtype not in SUPPORTED_DTYPES or q.device.type not in SUPPORTED_DEVICES:
+            log_once(("device", self.uid, str(q.device), q.dtype), logging.WARNING,
+                     "SLA: unsupported device/dtype %s/%s: attention runs dense for these calls", q.device, q.dtype)
+            return R_DEVICE
+        return None
+
     # -- run bracketing ----------------------------------------------------------------------------------------
     def begin_run(self, window: Optional[Tuple[float, float]] = None) -> None:
         self.run_depth += 1
         if self.run_depth > 1:
             return
         self.stats.reset()
+        self.failed.clear()
         if window is not None:
             self.set_sigma_window(*window)
         self._last_sigmas = None
@@ -233,57 +258,7 @@ class SLARuntime:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the attention override
-
-def _arg(args, kwargs, index, name, default=None):
-    if len(args) > index:
-        return args[index]
-    return kwargs.get(name, default)
-
-
-def _route(rt: SLARuntime, args, kwargs):
-    """Decide whether this call runs SLA. Returns (reason or None, q, k, v, heads, block)."""
-    s = rt.settings
-    q, k, v = _arg(args, kwargs, 0, "q"), _arg(args, kwargs, 1, "k"), _arg(args, kwargs, 2, "v")
-    heads = _arg(args, kwargs, 3, "heads")
-    mask = _arg(args, kwargs, 4, "mask")
-    none = (None,) * 5
-    if not all(torch.is_tensor(t) for t in (q, k, v)) or heads is None:
-        return (R_LAYOUT,) + none
-    if kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape") or q.dim() != 3:
-        return (R_LAYOUT,) + none
-    if k.shape != q.shape or v.shape != q.shape:
-        return (R_CROSS,) + none
-    if mask is not None:
-        return (R_MASK,) + none
-    if not s.enabled:
-        return (R_DISABLED,) + none
-    b, length, hd = q.shape
-    heads = int(heads)
-    if heads <= 0 or hd % heads or not head_dim_supported(hd // heads):
-        return (R_HEAD,) + none
-    if length < s.min_tokens:
-        return (R_SHORT,) + none
-    to = kwargs.get("transformer_options") or {}
-    block = to.get("block_index")
-    if block is not None and int(block) in s.dense_blocks:
-        return (R_DENSE_BLOCK,) + none
-    if not rt.in_window(to):
-        return (R_WINDOW,) + none
-    if block is None and (s.dense_blocks or has_weights(s.weights_id)):
-        # Without the index we can neither honour dense_blocks nor pick the block's proj_l.
-        log_once(("no-index", rt.uid), logging.WARNING,
-                 "SLA: transformer_options has no block_index (the block-index patch did not run): "
-                 "self-attention runs dense")
-        return (R_NO_INDEX,) + none
-    if (str(q.device), q.dtype, tuple(q.shape)) in rt.failed:
-        return (R_ERROR,) + none
-    if q.dtype not in SUPPORTED_DTYPES or q.device.type not in SUPPORTED_DEVICES:
-        log_once(("device", rt.uid, str(q.device), q.dtype), logging.WARNING,
-                 "SLA: unsupported device/dtype %s/%s: attention runs dense for these calls", q.device, q.dtype)
-        return (R_DEVICE,) + none
-    return None, q, k, v, heads, block
-
+# the SLA call (run time)
 
 def _sla_call(rt: SLARuntime, q, k, v, heads, block):
     """Run SLA on [B, L, H*D] q, k, v; returns [B, L, H*D] in q's dtype, or None with a dense reason."""
@@ -326,6 +301,45 @@ def _sla_call(rt: SLARuntime, q, k, v, heads, block):
     return out.reshape(b, length, hd), None
 
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# the attention override (traced by torch.compile: reads nothing that changes between calls)
+
+def _shape_key(q: torch.Tensor):
+    return str(q.device), q.dtype, tuple(q.shape)
+
+
+def _arg(args, kwargs, index, name, default=None):
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def _pass_through_reason(args, kwargs) -> Optional[str]:
+    """Why this call is not Wan self-attention ([B, L, H*D] q, k, v of one shape, no mask), or None."""
+    q, k, v = _arg(args, kwargs, 0, "q"), _arg(args, kwargs, 1, "k"), _arg(args, kwargs, 2, "v")
+    if not all(torch.is_tensor(t) for t in (q, k, v)) or _arg(args, kwargs, 3, "heads") is None:
+        return R_LAYOUT
+    if kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape") or q.dim() != 3:
+        return R_LAYOUT
+    if k.shape != q.shape or v.shape != q.shape:
+        return R_CROSS
+    if _arg(args, kwargs, 4, "mask") is not None:
+        return R_MASK
+    return None
+
+
+def _step_inputs(kwargs) -> Tuple[int, Optional[torch.Tensor]]:
+    """(block index or -1, current sigmas as a tensor or None) from ``transformer_options``."""
+    to = kwargs.get("transformer_options")
+    if not isinstance(to, dict):
+        return -1, None
+    block, sigmas = to.get("block_index"), to.get("sigmas")
+    if sigmas is not None and not torch.is_tensor(sigmas):
+        sigmas = torch.tensor(float(sigmas))
+    return (-1 if block is None else int(block)), sigmas
+
+
 def make_attention_override(settings: SLASettings, previous_override: Optional[Callable] = None,
                             runtime: Optional[SLARuntime] = None) -> Callable:
     """Build ``override(func, *args, **kwargs)`` for ``transformer_options["optimized_attention_override"]``.
@@ -333,39 +347,30 @@ def make_attention_override(settings: SLASettings, previous_override: Optional[C
     ``func(*args, **kwargs)`` is ComfyUI's dense attention; ``previous_override`` (another pack's override that
     was installed before) receives every call this one does not take. The returned function carries
     ``sla_runtime`` (its :class:`SLARuntime`), ``sla_settings`` and ``sla_previous`` for re-configuration.
-    Never raises because of SLA: any error in the sparse path is logged once and the call runs dense.
+    Never raises because of SLA: an unusable call runs dense (``SLARuntime.attend`` does the same for errors
+    in the sparse path).
     """
     rt = runtime if runtime is not None else SLARuntime(settings, previous_override)
     rt.settings, rt.previous = settings, previous_override
 
-    def dense(func, args, kwargs):
-        if rt.previous is not None:
-            return rt.previous(func, *args, **kwargs)
-        return func(*args, **kwargs)
-
     def sla_attention_override(func, *args, **kwargs):
-        st = rt.stats
-        st.calls += 1
-        try:  # routing included: an odd transformer_options (block_index, sigmas) must not crash sampling either
-            out = None
-            reason, q, k, v, heads, block = _route(rt, args, kwargs)
+        rt.dense_func = func  # a plain store: under torch.compile a replayed side effect, not a guard
+        try:
+            reason = _pass_through_reason(args, kwargs)
             if reason is None:
-                try:
-                    out, reason = _sla_call(rt, q, k, v, heads, block)
-                except Exception:
-                    rt.failed.add((str(q.device), q.dtype, tuple(q.shape)))
-                    raise
-        except Exception as e:  # never crash sampling because of SLA
-            log_once(("error", rt.uid, type(e).__name__), logging.WARNING,
-                     "SLA: sparse attention failed (%s: %s); this and similar calls run dense",
-                     type(e).__name__, e, )
-            log.debug("SLA failure", exc_info=True)
-            out, reason = None, R_ERROR
-        if reason is None:
-            st.sparse += 1
-            return out
-        st.dense[reason] += 1
-        return dense(func, args, kwargs)
+                block, sigmas = _step_inputs(kwargs)
+                q, k, v = _arg(args, kwargs, 0, "q"), _arg(args, kwargs, 1, "k"), _arg(args, kwargs, 2, "v")
+                heads = int(_arg(args, kwargs, 3, "heads"))
+        except Exception as e:  # an odd call or transformer_options must not crash sampling either
+            log_once(("odd-call", rt.uid, type(e).__name__), logging.WARNING,
+                     "SLA: could not read this attention call (%s: %s); it runs dense", type(e).__name__, e)
+            reason = R_ERROR
+        if reason is not None:
+            ops.note_call(rt.token, NOTED.index(reason))
+            if rt.previous is not None:
+                return rt.previous(func, *args, **kwargs)
+            return func(*args, **kwargs)
+        return ops.self_attention(q, k, v, rt.token, heads, block, sigmas)
 
     sla_attention_override.sla_runtime = rt
     sla_attention_override.sla_settings = settings

@@ -1,0 +1,73 @@
+"""What one sampling run of one patched model did: counters per call outcome, and the summary line built from them.
+
+Filled at run time inside the ``comfyui_sla`` custom ops (:mod:`.ops`), never inside traced code.
+"""
+from __future__ import annotations
+
+import collections
+from typing import Optional
+
+from ..spec import format_blocks
+
+# Reasons a call does not run SLA (keys of RunStats.dense).
+R_DISABLED = "disabled"
+R_CROSS = "cross-attention"
+R_MASK = "mask"
+R_LAYOUT = "layout"
+R_HEAD = "head size"
+R_SHORT = "below min_tokens"
+R_DENSE_BLOCK = "dense_blocks"
+R_WINDOW = "outside start/end"
+R_NO_INDEX = "no block index"
+R_DEVICE = "device/dtype"
+R_PROJ = "proj_l shape"
+R_ERROR = "error"
+# Calls that are not SLA's business at all (reported apart from self-attention that went dense).
+PASS_THROUGH = (R_CROSS, R_MASK, R_LAYOUT)
+# Reasons the traced side of the override decides itself, by their index (``comfyui_sla::note_call``'s code).
+NOTED = PASS_THROUGH + (R_ERROR,)
+
+
+class RunStats:
+    """Counters of one sampling run of one patched model."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.calls = 0                       # every call that reached the override
+        self.sparse = 0                      # self-attention calls that ran SLA
+        self.dense = collections.Counter()   # reason -> calls
+        self.keep_sum = 0.0                  # sum of realised keep fractions over sparse calls
+        self.backends = collections.Counter()
+        self.linear_blocks: set = set()      # blocks that ran with proj_l
+        self.sparse_only_blocks: set = set()  # blocks that ran block-sparse without proj_l
+
+    @property
+    def realised_keep(self) -> Optional[float]:
+        return self.keep_sum / self.sparse if self.sparse else None
+
+    @property
+    def self_dense(self) -> int:
+        return sum(n for r, n in self.dense.items() if r not in PASS_THROUGH)
+
+    def summary(self, settings) -> str:
+        keep = self.realised_keep
+        keep_txt = (f"realised keep {keep:.3f} (sparsity {1 - keep:.1%})" if keep is not None
+                    else "realised keep n/a")
+        ordered = sorted(self.dense.items(), key=lambda x: -x[1])
+        reasons = ", ".join(f"{r} {n}" for r, n in ordered if r not in PASS_THROUGH)
+        passed = ", ".join(f"{r} {n}" for r, n in ordered if r in PASS_THROUGH)
+        parts = [f"SLA run: {self.sparse} sparse / {self.self_dense} dense self-attention calls, {keep_txt}"
+                 f" (asked {settings.keep_ratio:.2f})"]
+        if self.backends:
+            parts.append("backend " + ", ".join(f"{b} {n}" for b, n in sorted(self.backends.items())))
+        if self.sparse:
+            if self.linear_blocks:
+                parts.append(f"linear branch (proj_l) on blocks {format_blocks(self.linear_blocks)}")
+            if self.sparse_only_blocks:
+                parts.append(f"block-sparse only (no proj_l) on blocks {format_blocks(self.sparse_only_blocks)}")
+        parts.append("dense because: " + (reasons or "nothing"))
+        if passed:
+            parts.append("left to dense/previous attention: " + passed)
+        return "; ".join(parts)
