@@ -137,7 +137,47 @@ class SLATestSaveLatent:
         return {}
 
 
-TEST_NODES = {"SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent}
+COMPILES = {}   # label -> frames compiled so far by SLATestCompile's counting backend, after each model call
+
+
+class SLATestCompile:
+    """ComfyUI's TorchCompileModel with a CPU backend ('eager' / 'aot_eager') that counts what dynamo compiles:
+    the same ``set_torch_compile_wrapper`` call, with the installed ComfyUI's guard filter where it has one."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "backend": (["eager", "aot_eager"],),
+                             "label": ("STRING", {"default": "compiled"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "compile"
+    CATEGORY = "testing"
+
+    def compile(self, model, backend, label):
+        from torch._dynamo.testing import CompileCounterWithBackend
+        from comfy_api.torch_helpers import set_torch_compile_wrapper
+        try:
+            from comfy_extras.nodes_torch_compile import skip_torch_compile_dict
+            options = {"guard_filter_fn": skip_torch_compile_dict}
+        except ImportError:   # 0.3.6x: no guard filter
+            options = None
+        import comfy.patcher_extension as pe
+        counter = CompileCounterWithBackend(backend)
+        after_call = COMPILES.setdefault(label, [])
+
+        def count(executor, *args, **kwargs):
+            out = executor(*args, **kwargs)
+            after_call.append(counter.frame_count)
+            return out
+
+        m = model.clone()
+        set_torch_compile_wrapper(model=m, backend=counter, options=options)
+        m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "sla_test_compile_count", count)
+        return (m,)
+
+
+TEST_NODES = {"SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,
+              "SLATestCompile": SLATestCompile}
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -161,11 +201,11 @@ def apply_sla(g, model, keep=0.3, start=0.0, end=1.0, dense_blocks="", block_q="
                  min_tokens=min_tokens, backend=backend, enabled=enabled)
 
 
-def sample(g, model, name):
+def sample(g, model, name, seed=SEED):
     pos = g.add("SLATestConditioning", seed=1, tokens=12)
     neg = g.add("SLATestConditioning", seed=2, tokens=12)
     latent = g.add("EmptyHunyuanLatentVideo", width=WIDTH, height=HEIGHT, length=LENGTH, batch_size=1)
-    out = g.add("KSampler", model=model, seed=SEED, steps=STEPS, cfg=CFG, sampler_name="euler",
+    out = g.add("KSampler", model=model, seed=seed, steps=STEPS, cfg=CFG, sampler_name="euler",
                 scheduler="simple", positive=pos, negative=neg, latent_image=latent, denoise=1.0)
     g.add("SLATestSaveLatent", samples=out, name=name)
 
@@ -306,6 +346,35 @@ def scenarios():
         high = apply_sla(g, sla_loader(g, CKPT_PROJL), keep=0.3)
         low = apply_sla(g, sla_loader(g, CKPT_ZERO), keep=0.6, start=0.4)
         sample_split(g, high, low, "split_experts")
+
+    # torch.compile of the diffusion model as ComfyUI's TorchCompileModel applies it: two runs (window and a dense
+    # block, so routing changes between steps; seeds differ, or ComfyUI would reuse the first run's output), then
+    # differently configured clones of one compiled model, alternating.
+    def compile_graph(g, backend):
+        tag = f"compiled_{backend}"
+        m = apply_sla(g, sla_loader(g), keep=0.3, start=0.4, dense_blocks="1")
+        c = g.add("SLATestCompile", model=m, backend=backend, label=tag)
+        sample(g, c, f"{tag}_run1")
+        sample(g, c, f"{tag}_run2", seed=SEED + 1)
+        shared = g.add("SLATestCompile", model=sla_loader(g), backend=backend, label=f"{tag}_clones")
+        sample(g, apply_sla(g, shared, keep=0.3), f"{tag}_keep03")
+        sample(g, apply_sla(g, shared, keep=0.6), f"{tag}_keep06")
+        sample(g, apply_sla(g, shared, keep=0.3), f"{tag}_keep03_again", seed=SEED + 1)
+
+    @scen
+    def eager_window(g):  # the eager twins of the compiled runs
+        m = apply_sla(g, sla_loader(g), keep=0.3, start=0.4, dense_blocks="1")
+        sample(g, m, "eager_window")
+        sample(g, m, "eager_window_seed1", seed=SEED + 1)
+        sample(g, apply_sla(g, sla_loader(g), keep=0.3), "eager_keep03_seed1", seed=SEED + 1)
+
+    @scen
+    def compiled_eager(g):
+        compile_graph(g, "eager")
+
+    @scen
+    def compiled_aot_eager(g):
+        compile_graph(g, "aot_eager")
 
     return out
 
@@ -512,6 +581,7 @@ def main(argv=None):
                      or r["level"] in ("WARNING", "ERROR")]}
         print(f"[runner] {name}: {status} ({results['scenarios'][name]['seconds']} s)", flush=True)
 
+    results["compiles"] = COMPILES
     results["total_s"] = time.perf_counter() - t0
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

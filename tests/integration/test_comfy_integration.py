@@ -201,3 +201,28 @@ def test_low_precision_and_quantized_checkpoints(run, scenario, tolerance):
     assert torch.isfinite(x).all()
     assert sparse_calls(run.run_lines(scenario)) == 9
     assert max_diff(x, ref) < tolerance * ref.abs().max().item(), max_diff(x, ref)
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_compiled_model_compiles_nothing_after_its_first_call_and_matches_eager(run, backend):
+    tag = f"compiled_{backend}"
+    lines = run.run_lines(tag)
+    # Frames compiled after each model call: everything in the first call (ComfyUI's own CPU code has graph
+    # breaks of its own, hence several frames), nothing later -- not as the window and dense blocks switch
+    # between steps, not in the second run. Clones with other settings: at most one more compile each.
+    after_call = run.results["compiles"][tag]
+    assert len(after_call) == 2 * 3 and after_call[0] > 0
+    assert set(after_call) == {after_call[0]}, after_call
+    # Clones of one compiled model with other settings: compiles only in the first call of each distinct
+    # setting (the third run goes back to the first clone: nothing new), the second at most as much as the first.
+    c = run.results["compiles"][f"{tag}_clones"]
+    assert len(c) == 3 * 3 and c[1:3] == [c[0]] * 2 and c[4:9] == [c[3]] * 5 and c[3] - c[0] <= c[0], c
+    for name, eager in (("run1", "eager_window"), ("run2", "eager_window_seed1")):
+        assert max_diff(run.latent(tag, f"{tag}_{name}"), run.latent("eager_window", eager)) < SAME
+    assert max_diff(run.latent(tag, f"{tag}_keep03"), run.latent("two_clones", "pair_keep03")) < SAME
+    assert max_diff(run.latent(tag, f"{tag}_keep06"), run.latent("two_clones", "pair_keep06")) < SAME
+    assert max_diff(run.latent(tag, f"{tag}_keep03_again"), run.latent("eager_window", "eager_keep03_seed1")) < SAME
+    # run summaries of the compiled model equal the eager ones (counting happens at run time, in the op)
+    windowed = [line for line in lines if "outside start/end" in line]
+    assert len(windowed) == 2 and sparse_calls(windowed) > 0 and all("dense_blocks" in line for line in windowed)
+    assert windowed == [line for line in run.run_lines("eager_window") if "outside start/end" in line]
