@@ -32,7 +32,8 @@ log = logging.getLogger("comfyui_sla")
 WRAPPER_KEY = "comfyui_sla"
 OVERRIDE_KEY = "optimized_attention_override"
 
-WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
+# Only ever append: saved workflows store the choice by value, and users expect the order they know.
+WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -217,13 +218,18 @@ def _progress():
 
 
 def weight_dtype_options(weight_dtype: str) -> dict:
-    """``model_options`` for comfy.sd.load_diffusion_model_state_dict, as UNETLoader maps its weight_dtype."""
+    """``model_options`` for comfy.sd.load_diffusion_model_state_dict, as UNETLoader maps its weight_dtype
+    (``fp8_e4m3fn_fast``: fp8 weights, and ComfyUI's fp8 matmul where the GPU has one)."""
     mapping = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16,
-               "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+               "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2,
+               "fp8_e4m3fn_fast": torch.float8_e4m3fn}
     if weight_dtype not in mapping:
         raise ValueError(f"weight_dtype must be one of {WEIGHT_DTYPES}, got {weight_dtype!r}")
     dt = mapping[weight_dtype]
-    return {} if dt is None else {"dtype": dt}
+    options = {} if dt is None else {"dtype": dt}
+    if weight_dtype == "fp8_e4m3fn_fast":
+        options["fp8_optimizations"] = True
+    return options
 
 
 def settings_from_checkpoint(info, **overrides) -> SLASettings:

@@ -56,7 +56,7 @@ def test_apply_sla_widgets():
     assert req["enabled"][0] == "BOOLEAN" and req["enabled"][1]["default"] is True
     assert req["min_tokens"][0] == "INT" and req["dense_blocks"][0] == "STRING"
     assert N.SLADiffusionModelLoader.INPUT_TYPES()["required"]["weight_dtype"][0] == [
-        "default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2"]
+        "default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast"]
 
 
 def test_dense_blocks_validation_names_the_token():
@@ -132,12 +132,15 @@ def test_loader_builds_native_model_with_sla_at_defaults(comfy, caplog):
     assert torch.isfinite(out).all() and runtime(m2).stats.linear_blocks == {0, 1, 2}
 
 
-@pytest.mark.parametrize("choice,dtype", [("default", None), ("bf16", torch.bfloat16), ("fp16", torch.float16),
-                                          ("fp8_e4m3fn", torch.float8_e4m3fn), ("fp8_e5m2", torch.float8_e5m2)])
-def test_loader_weight_dtype_reaches_comfy_loader(comfy, choice, dtype):
+@pytest.mark.parametrize("choice,options", [
+    ("default", {}), ("bf16", {"dtype": torch.bfloat16}), ("fp16", {"dtype": torch.float16}),
+    ("fp8_e4m3fn", {"dtype": torch.float8_e4m3fn}), ("fp8_e5m2", {"dtype": torch.float8_e5m2}),
+    ("fp8_e4m3fn_fast", {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True})])
+def test_loader_weight_dtype_reaches_comfy_loader(comfy, choice, options):
+    # the same model_options the stock UNETLoader passes for each choice
     name, _ = write_turbo(comfy, name="t.safetensors", fmt="safetensors")
     N.SLADiffusionModelLoader().load(name, choice)
-    assert comfy.sd.last_model_options == ({} if dtype is None else {"dtype": dtype})
+    assert comfy.sd.last_model_options == options
 
 
 @pytest.mark.parametrize("choice,dtype", [("fp8_e4m3fn", torch.float8_e4m3fn), ("fp8_e5m2", torch.float8_e5m2),

@@ -327,6 +327,10 @@ def scenarios():
         sample(g, apply_sla(g, sla_loader(g, weight_dtype="fp8_e4m3fn"), keep=0.3), "fp8_model")
 
     @scen
+    def fp8_fast_model(g):  # fp8 storage and ComfyUI's fp8 matmul where the device has one (none on the CPU)
+        sample(g, apply_sla(g, sla_loader(g, weight_dtype="fp8_e4m3fn_fast"), keep=0.3), "fp8_fast_model")
+
+    @scen
     def quant_checkpoint(g):  # TurboDiffusion -quant.pth with net./_checkpoint_wrapped_module. prefixes
         sample(g, apply_sla(g, sla_loader(g, CKPT_QUANT), keep=0.3), "quant_checkpoint")
 

@@ -191,7 +191,7 @@ def test_split_experts_keep_their_own_settings(run):
     assert torch.isfinite(x).all()
 
 
-@pytest.mark.parametrize("scenario,tolerance", [("bf16_model", 0.02), ("fp8_model", 0.2),
+@pytest.mark.parametrize("scenario,tolerance", [("bf16_model", 0.02), ("fp8_model", 0.2), ("fp8_fast_model", 0.2),
                                                 ("quant_checkpoint", 0.05)])
 def test_low_precision_and_quantized_checkpoints(run, scenario, tolerance):
     # bf16 / fp8 weights (loader's weight_dtype) and the -quant.pth int8-tile layout (with net. and
