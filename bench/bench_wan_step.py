@@ -1,0 +1,206 @@
+"""One sampling step's model call: ComfyUI's WanModel forward through the pack's real patch, eager and compiled.
+
+    COMFYUI_PATH=/path/to/ComfyUI python3 bench/bench_wan_step.py [--big] [--json out.json]
+
+In one process, bf16, random weights, B=1, 480p 81 frames (L = 32 760), at the 1.3B configuration:
+  * eager: ComfyUI's default attention (dense), self-attention removed (the ceiling no attention kernel can pass),
+    the pack at keep 0.05 / 0.10 / 0.15 (make_attention_override + proj_l on every block, the block index from
+    ComfyUI's own block loop);
+  * torch.compile of the diffusion model as ComfyUI's TorchCompileModel applies it (inductor, its guard filter
+    where ComfyUI has one): dense, and the pack with the three keeps on one compiled module; compile time of the
+    first forward, frames compiled (graphs, graph breaks and recompiles all add one) after each configuration;
+  * fp8_e4m3fn_fast weights (ComfyUI's fp8 matmul ops) with the pack at keep 0.10, and its output difference
+    against bf16 weights.
+``--big`` adds the 14B configuration at 480p, eager: dense, pack keep 0.10, and fp8_e4m3fn_fast.
+Times are medians of CUDA-event timings of whole forwards.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+import time
+
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _pack import load_pack  # noqa: E402
+
+CONFIGS = {"1.3B": dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
+           "14B": dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)}
+KEEPS = (0.05, 0.10, 0.15)
+
+
+def comfy_modules():
+    cpath = os.environ.get("COMFYUI_PATH")
+    if not cpath:
+        sys.exit("COMFYUI_PATH is not set")
+    sys.path.insert(0, cpath)
+    import comfy.model_management  # noqa: F401
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+    try:
+        from comfy_extras.nodes_torch_compile import skip_torch_compile_dict
+    except ImportError:
+        skip_torch_compile_dict = None
+    return comfy.ops, WanModel, skip_torch_compile_dict
+
+
+def build(WanModel, ops, cfg, weight_dtype=torch.bfloat16, fp8_fast=False, state=None):
+    """The model at ``cfg`` with random weights (or ``state``), built the way ComfyUI builds it."""
+    operations = (ops.pick_operations(weight_dtype, torch.bfloat16, load_device=torch.device("cuda"),
+                                      fp8_optimizations=fp8_fast) if weight_dtype != torch.bfloat16
+                  else ops.disable_weight_init)
+    with torch.device("cuda"):
+        model = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, freq_dim=256,
+                         text_dim=4096, out_dim=16, device="cuda", dtype=weight_dtype, operations=operations, **cfg)
+    if state is None:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 0.02)
+    else:
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def timed(fn, reps):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e))
+    return sorted(times)[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--big", action="store_true", help="also the 14B configuration (eager)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    import triton
+    from torch._dynamo.testing import CompileCounterWithBackend
+    ops, WanModel, guard_filter = comfy_modules()
+    pack = load_pack()
+    from comfyui_sla.sla.runtime import patch as P
+    from comfyui_sla.sla.runtime.settings import SLASettings
+
+    try:
+        import comfy_kitchen  # noqa: F401
+        kitchen = True
+    except ImportError:
+        kitchen = False
+    import comfyui_version
+    meta = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
+                comfyui=comfyui_version.__version__, comfy_kitchen=kitchen, date=datetime.date.today().isoformat())
+    print("# " + json.dumps(meta), flush=True)
+    res = dict(meta=meta, pack=pack.__name__)
+
+    x = torch.randn(1, 16, 21, 60, 104, device="cuda", dtype=torch.bfloat16)
+    t = torch.tensor([0.7], device="cuda")
+    ctx = torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16)
+
+    def patched(cfg, keep):
+        g = torch.Generator().manual_seed(1)
+        d = cfg["dim"] // cfg["num_heads"]
+        proj = {i: (torch.randn(d, d, generator=g) * 0.02, torch.randn(d, generator=g) * 0.02)
+                for i in range(cfg["num_layers"])}
+        wid = P.register_proj_l(proj, source=f"bench-{cfg['dim']}")
+        return {"optimized_attention_override": P.make_attention_override(SLASettings(keep_ratio=keep,
+                                                                                      weights_id=wid)),
+                "sigmas": t}
+
+    def no_self_attention(func, *a, **kw):
+        q, k = a[0], a[1]
+        return q if q.shape == k.shape and kw.get("mask") is None else func(*a, **kw)
+
+    def run(model, opts):
+        with torch.no_grad():
+            return model(x, t, ctx, transformer_options=dict(opts))
+
+    def row(name, ms, base=None):
+        res[name] = round(ms, 2)
+        print(f"{name}: {ms:.1f} ms" + (f"  ({base / ms:.2f}x dense)" if base else ""), flush=True)
+
+    cfg = CONFIGS["1.3B"]
+    model = build(WanModel, ops, cfg)
+    dense = timed(lambda: run(model, {}), args.reps)
+    row("1.3B eager dense", dense)
+    row("1.3B eager no self-attention (ceiling)",
+        timed(lambda: run(model, {"optimized_attention_override": no_self_attention}), args.reps), dense)
+    opts = {keep: patched(cfg, keep) for keep in KEEPS}
+    for keep in KEEPS:
+        row(f"1.3B eager pack keep {keep:.2f}", timed(lambda: run(model, opts[keep]), args.reps), dense)
+    ref = run(model, opts[0.10]).float()
+
+    if not args.no_compile:
+        options = {"guard_filter_fn": guard_filter} if guard_filter else None
+        for name, configs in (("dense", [("dense", {})]),
+                              ("pack", [(f"keep {k:.2f}", opts[k]) for k in KEEPS])):
+            torch._dynamo.reset()
+            counter = CompileCounterWithBackend("inductor")
+            compiled = torch.compile(model, backend=counter, options=options)
+            frames = []
+            for label, o in configs:
+                t0 = time.perf_counter()
+                run(compiled, o)
+                torch.cuda.synchronize()
+                first = time.perf_counter() - t0
+                ms = timed(lambda: run(compiled, o), args.reps)
+                frames.append(counter.frame_count)
+                row(f"1.3B compiled {label}", ms, dense)
+                res[f"1.3B compiled {label} first forward s"] = round(first, 1)
+                print(f"  first forward (compile) {first:.1f} s, frames compiled so far {counter.frame_count}",
+                      flush=True)
+            res[f"1.3B compiled {name} frames after each config"] = frames
+        out = run(compiled, opts[0.10]).float()
+        res["1.3B compiled vs eager rel diff"] = ((out - ref).norm() / ref.norm()).item()
+        torch._dynamo.reset()
+
+    state = {k: v for k, v in model.state_dict().items()}
+    del model
+    torch.cuda.empty_cache()
+    fp8 = build(WanModel, ops, cfg, torch.float8_e4m3fn, fp8_fast=True, state=state)
+    row("1.3B eager fp8_e4m3fn_fast pack keep 0.10", timed(lambda: run(fp8, opts[0.10]), args.reps), dense)
+    out = run(fp8, opts[0.10]).float()
+    res["1.3B fp8_fast vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
+    print(f"  fp8_e4m3fn_fast output vs bf16 weights: rel L2 {res['1.3B fp8_fast vs bf16 rel diff']:.4f}")
+    del fp8, state
+    torch.cuda.empty_cache()
+
+    if args.big:
+        cfg = CONFIGS["14B"]
+        model = build(WanModel, ops, cfg)
+        dense = timed(lambda: run(model, {}), 3)
+        row("14B eager dense", dense)
+        o14 = patched(cfg, 0.10)
+        row("14B eager pack keep 0.10", timed(lambda: run(model, o14), 3), dense)
+        ref = run(model, o14).float()
+        state = {k: v for k, v in model.state_dict().items()}
+        del model
+        torch.cuda.empty_cache()
+        fp8 = build(WanModel, ops, cfg, torch.float8_e4m3fn, fp8_fast=True, state=state)
+        row("14B eager fp8_e4m3fn_fast pack keep 0.10", timed(lambda: run(fp8, o14), 3), dense)
+        out = run(fp8, o14).float()
+        res["14B fp8_fast vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
+        print(f"  fp8_e4m3fn_fast output vs bf16 weights: rel L2 {res['14B fp8_fast vs bf16 rel diff']:.4f}")
+
+    text = json.dumps(res, indent=1)
+    if args.json:
+        pathlib.Path(args.json).write_text(text)
+    print("JSON " + json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
