@@ -13,6 +13,7 @@ from typing import FrozenSet, Optional
 
 from .functional import BACKENDS
 from .reference import FEATURE_MAPS, VARIANTS
+from .spec import format_blocks  # noqa: F401  (re-exported: callers import it from here too)
 
 BLOCK_Q_CHOICES = (128, 64)
 BLOCK_K_CHOICES = (64,)
@@ -54,19 +55,6 @@ def parse_dense_blocks(text: Optional[str]) -> FrozenSet[int]:
             raise ValueError(f"dense_blocks: bad token {token!r}: block index {hi} is above {MAX_BLOCK_INDEX}")
         out.update(range(lo, hi + 1))
     return frozenset(out)
-
-
-def format_blocks(blocks) -> str:
-    """Compact text of a block set: {0, 1, 2, 5} -> '0-2, 5' (inverse of :func:`parse_dense_blocks`)."""
-    items = sorted(blocks)
-    parts, i = [], 0
-    while i < len(items):
-        j = i
-        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
-            j += 1
-        parts.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
-        i = j + 1
-    return ", ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,3 +61,16 @@ def keep_count(n_kblocks: int, keep_ratio: float) -> int:
     """
     r = check_keep_ratio(keep_ratio)
     return max(1, min(n_kblocks, int(math.floor(r * n_kblocks + 1e-9))))
+
+
+def format_blocks(blocks) -> str:
+    """Compact text of a block set: {0, 1, 2, 5} -> '0-2, 5' (inverse of ``settings.parse_dense_blocks``)."""
+    items = sorted(blocks)
+    parts, i = [], 0
+    while i < len(items):
+        j = i
+        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
+            j += 1
+        parts.append(str(items[i]) if i == j else f"{items[i]}-{items[j]}")
+        i = j + 1
+    return ", ".join(parts)
