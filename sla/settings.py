@@ -13,7 +13,7 @@ from typing import FrozenSet, Optional
 
 from .functional import BACKENDS
 from .reference import FEATURE_MAPS, VARIANTS
-from .spec import format_blocks  # noqa: F401  (re-exported: callers import it from here too)
+from .spec import format_blocks  # defined in spec (checkpoint code needs it without the runtime); re-exported here
 
 BLOCK_Q_CHOICES = (128, 64)
 BLOCK_K_CHOICES = (64,)

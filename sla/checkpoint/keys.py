@@ -1,6 +1,6 @@
 """Key naming of the Wan checkpoint layouts the pack reads: prefixes, base-weight naming, proj_l aliases, families.
 
-Pure string logic (no tensors read here), used by ``sla/checkpoint.py`` and ``sla/convert.py``.
+Pure string logic (no tensors read here), used by ``plan.py`` (and ``convert.py`` for the name it writes).
 
 Base-weight namings mapped to ComfyUI's (= Wan's original = TurboDiffusion's) names:
 
@@ -97,6 +97,9 @@ _FASTVIDEO_BLOCK = [
     ("scale_shift_table", "modulation"),
 ]
 
+# Base-weight namings -> (top-level, block-level) renames to Wan's names; "wan" needs none.
+NAMINGS = {"wan": None, "diffusers": (_DIFFUSERS_TOP, _DIFFUSERS_BLOCK), "fastvideo": (_FASTVIDEO_TOP, _FASTVIDEO_BLOCK)}
+
 # Markers: a key that only one naming produces.
 _DIFFUSERS_MARKERS = ("condition_embedder.", "proj_out.", "attn1.to_q.", "ffn.net.0.proj.")
 _FASTVIDEO_MARKERS = ("self_attn_residual_norm.", "ffn.fc_in.", "time_modulation.")
@@ -185,9 +188,9 @@ def detect_naming(keys: Iterable[str]) -> Tuple[str, Dict[str, str]]:
 
 def to_wan_key(key: str, naming: str) -> str:
     """Map a stripped base-weight key of ``naming`` to ComfyUI's Wan name (unknown keys pass through)."""
-    if naming == "wan":
+    if NAMINGS[naming] is None:
         return key
-    top, blk = (_DIFFUSERS_TOP, _DIFFUSERS_BLOCK) if naming == "diffusers" else (_FASTVIDEO_TOP, _FASTVIDEO_BLOCK)
+    top, blk = NAMINGS[naming]
     m = _BLOCK_RE.match(key)
     if m:
         i, rest = m.group(1), m.group(2)
