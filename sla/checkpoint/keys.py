@@ -75,24 +75,26 @@ _FASTVIDEO_TOP = [
     ("scale_shift_table", "head.modulation"),
     ("patch_embedding.", "patch_embedding."),
 ]
+# Cross-attention names Diffusers and FastVideo share (they differ only in the output projection's). No entry is a
+# prefix of another in the block tables, so their order does not matter.
+_CROSS_ATTN_BLOCK = [
+    ("attn2.to_q.", "cross_attn.q."), ("attn2.to_k.", "cross_attn.k."), ("attn2.to_v.", "cross_attn.v."),
+    ("attn2.norm_q.", "cross_attn.norm_q."), ("attn2.norm_k.", "cross_attn.norm_k."),
+    ("attn2.add_k_proj.", "cross_attn.k_img."), ("attn2.add_v_proj.", "cross_attn.v_img."),
+    ("attn2.norm_added_k.", "cross_attn.norm_k_img."),
+]
 _DIFFUSERS_BLOCK = [
     ("attn1.to_q.", "self_attn.q."), ("attn1.to_k.", "self_attn.k."), ("attn1.to_v.", "self_attn.v."),
     ("attn1.to_out.0.", "self_attn.o."), ("attn1.norm_q.", "self_attn.norm_q."),
     ("attn1.norm_k.", "self_attn.norm_k."),
-    ("attn2.to_q.", "cross_attn.q."), ("attn2.to_k.", "cross_attn.k."), ("attn2.to_v.", "cross_attn.v."),
-    ("attn2.to_out.0.", "cross_attn.o."), ("attn2.norm_q.", "cross_attn.norm_q."),
-    ("attn2.norm_k.", "cross_attn.norm_k."), ("attn2.add_k_proj.", "cross_attn.k_img."),
-    ("attn2.add_v_proj.", "cross_attn.v_img."), ("attn2.norm_added_k.", "cross_attn.norm_k_img."),
+    ("attn2.to_out.0.", "cross_attn.o."), *_CROSS_ATTN_BLOCK,
     ("norm2.", "norm3."), ("ffn.net.0.proj.", "ffn.0."), ("ffn.net.2.", "ffn.2."),
     ("scale_shift_table", "modulation"),
 ]
 _FASTVIDEO_BLOCK = [
     ("to_q.", "self_attn.q."), ("to_k.", "self_attn.k."), ("to_v.", "self_attn.v."), ("to_out.", "self_attn.o."),
     ("norm_q.", "self_attn.norm_q."), ("norm_k.", "self_attn.norm_k."),
-    ("attn2.to_q.", "cross_attn.q."), ("attn2.to_k.", "cross_attn.k."), ("attn2.to_v.", "cross_attn.v."),
-    ("attn2.to_out.", "cross_attn.o."), ("attn2.norm_q.", "cross_attn.norm_q."),
-    ("attn2.norm_k.", "cross_attn.norm_k."), ("attn2.add_k_proj.", "cross_attn.k_img."),
-    ("attn2.add_v_proj.", "cross_attn.v_img."), ("attn2.norm_added_k.", "cross_attn.norm_k_img."),
+    ("attn2.to_out.", "cross_attn.o."), *_CROSS_ATTN_BLOCK,
     ("self_attn_residual_norm.norm.", "norm3."), ("ffn.fc_in.", "ffn.0."), ("ffn.fc_out.", "ffn.2."),
     ("scale_shift_table", "modulation"),
 ]
