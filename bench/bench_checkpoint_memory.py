@@ -134,7 +134,7 @@ elif mode in ('comfy', 'comfy_plain', 'comfy_st'):
         m = comfy.sd.load_diffusion_model_state_dict(sd, model_options=opts)
     held = sum(t.numel() * t.element_size() for t in m.model.diffusion_model.state_dict().values())
 elif mode == 'convert':
-    from sla.convert import convert
+    from sla.checkpoint.convert import convert
     convert(src, dst, torch.bfloat16, overwrite=True)
     held = 0
 elif mode == 'naive':

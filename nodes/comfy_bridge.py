@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from ..sla.ckpt_keys import PROJ_L_KEY
+from ..sla.checkpoint.keys import PROJ_L_KEY
 from ..sla.runtime.patch import (SLARuntime, is_sla_override, make_attention_override, make_block_index_patch,
                                  make_run_wrapper)
 from ..sla.runtime.settings import SLASettings, format_blocks
@@ -271,21 +271,13 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
     dm = wan_model(model)
     wid = None
     if ck.proj_l:
-        proj_l = _expand_shared(ck.proj_l, len(dm.blocks))
+        proj_l = ck.proj_l
         # load_checkpoint already warned about partial coverage when it knew the block count
         check_proj_l(dm, proj_l, warn_missing=getattr(ck.info, "num_blocks", 0) != len(dm.blocks))
         wid = register_proj_l(proj_l, _source_id(path))
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
     return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid)), ck.info.summary()
-
-
-def _expand_shared(proj_l: dict, n_blocks: int) -> dict:
-    """Key -1 (checkpoint.ALL_BLOCKS: one proj_l shared by every layer) -> one entry per block."""
-    if -1 in proj_l:
-        shared = proj_l[-1]
-        proj_l = {i: shared for i in range(n_blocks)}
-    return proj_l
 
 
 def load_sla_weights(model, weights_name: str):
@@ -299,7 +291,6 @@ def load_sla_weights(model, weights_name: str):
     if not proj_l:
         raise ck_mod.CheckpointError(f"{weights_name} has no proj_l tensors (expected keys like "
                                      f"{PROJ_L_KEY.format(i=0, p='weight')}): it is not an SLA checkpoint")
-    proj_l = _expand_shared(proj_l, len(dm.blocks))
     check_proj_l(dm, proj_l, warn_missing=getattr(info, "num_blocks", 0) != len(dm.blocks))
     wid = register_proj_l(proj_l, _source_id(path))
     settings = current_settings(model)

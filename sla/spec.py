@@ -71,7 +71,7 @@ def keep_count(n_kblocks: int, keep_ratio: float) -> int:
 
 
 def format_blocks(blocks) -> str:
-    """Compact text of a block set: {0, 1, 2, 5} -> '0-2, 5' (inverse of :func:`parse_dense_blocks`)."""
+    """Compact text of a block set: {0, 1, 2, 5} -> '0-2, 5' (inverse of ``settings.parse_dense_blocks``)."""
     items = sorted(blocks)
     parts, i = [], 0
     while i < len(items):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from comfyui_sla.sla import checkpoint as C
-from comfyui_sla.sla import ckpt_keys as K
+from comfyui_sla.sla.checkpoint import handover, io as ckpt_io, keys as K, load as LD
 from wan_factory import (TD_PROJ_L, add_prefixes, dequantize_tiles, make_wan_state_dict, native_reference,
                          save_pth, save_safetensors, simpletuner_payload, to_diffusers, to_turbodiffusion,
                          to_turbodiffusion_quant)
@@ -191,7 +191,6 @@ def test_progress_and_input_untouched(native, tmp_path):
 @pytest.mark.parametrize("ext", ["pth", "safetensors"])
 def test_load_proj_l_reads_only_proj_l(native, tmp_path, ext, monkeypatch):
     p = _write(to_turbodiffusion(native, prefix="net."), tmp_path, "td", ext)
-    from comfyui_sla.sla import ckpt_io
     touched = []
     cls = ckpt_io.SafetensorsReader if ext == "safetensors" else ckpt_io.TorchReader
     orig = cls.get
@@ -268,12 +267,12 @@ def test_small_bands_same_result(native, tmp_path, monkeypatch, ext):
     """Streaming in many small row bands (partial tiles, bands of 1 row) gives the same tensors."""
     q, base, proj = _quant_expected(native)
     p = _write(q, tmp_path, "q", ext)
-    monkeypatch.setattr(C, "BAND_ELEMS", 100)
+    monkeypatch.setattr(LD, "BAND_ELEMS", 100)
     _assert_same(C.load_checkpoint(p), base, proj)
-    from comfyui_sla.sla.convert import convert
+    from comfyui_sla.sla.checkpoint.convert import convert
     out = tmp_path / "o.safetensors"
     convert(p, out, None)  # keep the file's dtypes: int8 -> bf16 (its bias dtype), fp32 norms stay fp32
-    monkeypatch.setattr(C, "BAND_ELEMS", 1 << 23)
+    monkeypatch.setattr(LD, "BAND_ELEMS", 1 << 23)
     _assert_same(C.load_checkpoint(out), base, proj)
 
 
@@ -314,7 +313,7 @@ def test_plain_tensors_unwraps_adopted():
     lin = torch.nn.Linear(2, 2)
     with C.consume_on_copy({"w": torch.randn(2, 2)}) as w:
         lin.weight = torch.nn.Parameter(w["w"], requires_grad=False)  # a loader that assigns instead of copying
-    assert C.plain_tensors(lin) == 1 and not isinstance(lin.weight.data, C._ConsumeOnCopy)
+    assert C.plain_tensors(lin) == 1 and not isinstance(lin.weight.data, handover._ConsumeOnCopy)
     assert lin(torch.randn(1, 2)).shape == (1, 2)
 
 

@@ -5,7 +5,7 @@ import struct
 import torch
 from safetensors.torch import save_file
 
-from comfyui_sla.sla.ckpt_io import SafetensorsReader, open_source, sniff
+from comfyui_sla.sla.checkpoint.io import SafetensorsReader, open_source, sniff
 
 
 def _safetensors_with_header_low_byte(path, low_byte):

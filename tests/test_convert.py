@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from comfyui_sla.sla import convert as CV
+from comfyui_sla.sla.checkpoint import convert as CV
 from comfyui_sla.sla.checkpoint import CheckpointError, load_checkpoint, load_proj_l
 from wan_factory import (TD_PROJ_L, make_wan_state_dict, native_reference, save_pth, save_safetensors,
                          simpletuner_payload, to_diffusers, to_turbodiffusion, to_turbodiffusion_quant)

@@ -1,6 +1,6 @@
 """Key naming of the Wan checkpoint layouts the pack reads: prefixes, base-weight naming, proj_l aliases, families.
 
-Pure string logic (no tensors read here), used by ``sla/checkpoint.py`` and ``sla/convert.py``.
+Pure string logic (no tensors read here), used by ``plan.py`` (and ``convert.py`` for the name it writes).
 
 Base-weight namings mapped to ComfyUI's (= Wan's original = TurboDiffusion's) names:
 
@@ -75,27 +75,32 @@ _FASTVIDEO_TOP = [
     ("scale_shift_table", "head.modulation"),
     ("patch_embedding.", "patch_embedding."),
 ]
+# Cross-attention names Diffusers and FastVideo share (they differ only in the output projection's). No entry is a
+# prefix of another in the block tables, so their order does not matter.
+_CROSS_ATTN_BLOCK = [
+    ("attn2.to_q.", "cross_attn.q."), ("attn2.to_k.", "cross_attn.k."), ("attn2.to_v.", "cross_attn.v."),
+    ("attn2.norm_q.", "cross_attn.norm_q."), ("attn2.norm_k.", "cross_attn.norm_k."),
+    ("attn2.add_k_proj.", "cross_attn.k_img."), ("attn2.add_v_proj.", "cross_attn.v_img."),
+    ("attn2.norm_added_k.", "cross_attn.norm_k_img."),
+]
 _DIFFUSERS_BLOCK = [
     ("attn1.to_q.", "self_attn.q."), ("attn1.to_k.", "self_attn.k."), ("attn1.to_v.", "self_attn.v."),
     ("attn1.to_out.0.", "self_attn.o."), ("attn1.norm_q.", "self_attn.norm_q."),
     ("attn1.norm_k.", "self_attn.norm_k."),
-    ("attn2.to_q.", "cross_attn.q."), ("attn2.to_k.", "cross_attn.k."), ("attn2.to_v.", "cross_attn.v."),
-    ("attn2.to_out.0.", "cross_attn.o."), ("attn2.norm_q.", "cross_attn.norm_q."),
-    ("attn2.norm_k.", "cross_attn.norm_k."), ("attn2.add_k_proj.", "cross_attn.k_img."),
-    ("attn2.add_v_proj.", "cross_attn.v_img."), ("attn2.norm_added_k.", "cross_attn.norm_k_img."),
+    ("attn2.to_out.0.", "cross_attn.o."), *_CROSS_ATTN_BLOCK,
     ("norm2.", "norm3."), ("ffn.net.0.proj.", "ffn.0."), ("ffn.net.2.", "ffn.2."),
     ("scale_shift_table", "modulation"),
 ]
 _FASTVIDEO_BLOCK = [
     ("to_q.", "self_attn.q."), ("to_k.", "self_attn.k."), ("to_v.", "self_attn.v."), ("to_out.", "self_attn.o."),
     ("norm_q.", "self_attn.norm_q."), ("norm_k.", "self_attn.norm_k."),
-    ("attn2.to_q.", "cross_attn.q."), ("attn2.to_k.", "cross_attn.k."), ("attn2.to_v.", "cross_attn.v."),
-    ("attn2.to_out.", "cross_attn.o."), ("attn2.norm_q.", "cross_attn.norm_q."),
-    ("attn2.norm_k.", "cross_attn.norm_k."), ("attn2.add_k_proj.", "cross_attn.k_img."),
-    ("attn2.add_v_proj.", "cross_attn.v_img."), ("attn2.norm_added_k.", "cross_attn.norm_k_img."),
+    ("attn2.to_out.", "cross_attn.o."), *_CROSS_ATTN_BLOCK,
     ("self_attn_residual_norm.norm.", "norm3."), ("ffn.fc_in.", "ffn.0."), ("ffn.fc_out.", "ffn.2."),
     ("scale_shift_table", "modulation"),
 ]
+
+# Base-weight namings -> (top-level, block-level) renames to Wan's names; "wan" needs none.
+NAMINGS = {"wan": None, "diffusers": (_DIFFUSERS_TOP, _DIFFUSERS_BLOCK), "fastvideo": (_FASTVIDEO_TOP, _FASTVIDEO_BLOCK)}
 
 # Markers: a key that only one naming produces.
 _DIFFUSERS_MARKERS = ("condition_embedder.", "proj_out.", "attn1.to_q.", "ffn.net.0.proj.")
@@ -185,9 +190,9 @@ def detect_naming(keys: Iterable[str]) -> Tuple[str, Dict[str, str]]:
 
 def to_wan_key(key: str, naming: str) -> str:
     """Map a stripped base-weight key of ``naming`` to ComfyUI's Wan name (unknown keys pass through)."""
-    if naming == "wan":
+    if NAMINGS[naming] is None:
         return key
-    top, blk = (_DIFFUSERS_TOP, _DIFFUSERS_BLOCK) if naming == "diffusers" else (_FASTVIDEO_TOP, _FASTVIDEO_BLOCK)
+    top, blk = NAMINGS[naming]
     m = _BLOCK_RE.match(key)
     if m:
         i, rest = m.group(1), m.group(2)

@@ -7,6 +7,9 @@
   back to the OS (``madvise(MADV_DONTNEED)`` on Linux) once the caller has made its own converted copy, so the
   resident size never grows to the file's size.
 - ``SafetensorsWriter`` writes a safetensors file tensor by tensor (header first, from known shapes/dtypes).
+
+``Reader`` is the whole interface the planner, loader and converter use: another reader (e.g. one built on the
+safetensors library) only has to provide it and be returned by ``open_source``.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import pickle
 import struct
 import sys
 import zipfile
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import torch
 
@@ -28,6 +31,31 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the key or problem and what was expected."""
+
+
+class Reader(Protocol):
+    """What ``open_source`` returns. Keys are the file's raw tensor names; nothing is read before ``get``."""
+
+    path: str
+    kind: str  # container name for the summary: "safetensors" or "pth"
+    metadata: Dict[str, str]  # safetensors ``__metadata__`` ({} for torch files)
+
+    def keys(self) -> List[str]: ...
+
+    def shape(self, key: str) -> Tuple[int, ...]: ...
+
+    def dtype(self, key: str) -> torch.dtype: ...
+
+    def get(self, key: str) -> torch.Tensor:
+        """The tensor as stored (any dtype/shape of the file); may be a view of a memory map."""
+
+    def release(self, t: torch.Tensor) -> None:
+        """Hand the pages behind ``t`` (a tensor from ``get`` or a slice of one) back once it has been copied."""
+
+    def drop(self, key: str) -> None:
+        """Forget ``key`` after its last use so that its storage can be freed."""
+
+    def close(self) -> None: ...
 
 
 ST_DTYPES: Dict[str, torch.dtype] = {
@@ -170,6 +198,9 @@ class SafetensorsReader:
         if t.numel():
             _madvise_dontneed(t.data_ptr(), t.numel() * t.element_size())
 
+    def drop(self, key: str) -> None:
+        """Nothing to forget: every tensor is a view of the map, whose pages ``release`` already handed back."""
+
     def close(self) -> None:
         # Views of the map may still be referenced by callers; the map is unmapped when they are gone.
         self._mm = None
@@ -228,20 +259,17 @@ class TorchReader:
         if not isinstance(obj, dict):
             raise CheckpointError(f"{path!r} holds a {type(obj).__name__}, expected a dict of tensors (a state dict)")
         self.raw = obj
-        self.wrapper = None
         # Unwrap {"state_dict": {...}} style containers that hold nothing else of interest.
         for _ in range(3):
             tensor_keys = [k for k, v in obj.items() if isinstance(v, torch.Tensor)]
             inner = [k for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)]
             if not tensor_keys and inner:
-                self.wrapper = (self.wrapper + "." if self.wrapper else "") + inner[0]
                 obj = obj[inner[0]]
             else:
                 break
         flat: Dict[str, Any] = {}
         _flatten(obj, "", flat)
         self._tensors = {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
-        self.extras = {k: v for k, v in flat.items() if not isinstance(v, torch.Tensor)}
         if not (isinstance(self.raw.get("state"), dict)):
             self.raw = None  # only SimpleTuner payloads need the raw object; let converted tensors be freed
 
@@ -272,7 +300,7 @@ class TorchReader:
         self.raw = None
 
 
-def open_source(path: str):
+def open_source(path: str) -> Reader:
     """A reader for ``path`` (SafetensorsReader or TorchReader), chosen from the file's content."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -339,10 +367,3 @@ class SafetensorsWriter:
     def done(self) -> bool:
         return self._i == len(self._order)
 
-
-def iter_keys_sorted(keys: List[str]) -> Iterator[str]:
-    """Keys in a stable, human order (blocks numerically)."""
-    def sk(k: str):
-        parts = k.split(".")
-        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
-    return iter(sorted(keys, key=sk))

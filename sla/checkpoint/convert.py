@@ -1,0 +1,218 @@
+"""Convert any SLA Wan checkpoint layout into one ComfyUI-native ``.safetensors`` file.
+
+Usage (from the pack's folder, e.g. ``ComfyUI/custom_nodes/<this pack>``)::
+
+    python3 -m sla.convert IN OUT.safetensors [--dtype bf16|fp16|fp8_e4m3fn|fp8_e5m2|fp32|keep] [--force]
+                           [--sla-weights sla_attention.pt]
+
+The output holds ComfyUI's Wan weights (the stock "Load Diffusion Model" / UNETLoader loads it; it ignores the
+proj_l keys with an 'unet unexpected' log line) plus the per-block proj_l tensors under TurboDiffusion's names
+``blocks.N.self_attn.attn_op.local_attn.proj_l.{weight,bias}`` (fp32), which "Load SLA Weights" or
+"Load SLA Diffusion Model" pick up. Metadata records the source layout and the SLA defaults the checkpoint was
+fine-tuned for (keep 0.10, blocks 128x64, softmax feature map).
+
+The input is read tensor by tensor from a memory map and never modified; the output is written tensor by tensor
+into a temporary file beside OUT and moved into place only when complete (no half-written file on failure).
+``sla/convert.py`` keeps the documented ``python3 -m sla.convert`` command; this module is the converter.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+import torch
+
+from ..spec import CHECKPOINT_DEFAULTS, format_blocks
+from .io import CheckpointError, SafetensorsWriter, open_source
+from .keys import PROJ_L_KEY
+from .load import iter_bands, load_proj_l, read_proj_l, simpletuner_payload
+from .plan import METADATA_PREFIX, CheckpointInfo, output_dtype, plan_checkpoint
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+for _n, _a in (("fp8_e4m3fn", "float8_e4m3fn"), ("fp8_e5m2", "float8_e5m2")):
+    if hasattr(torch, _a):
+        DTYPES[_n] = getattr(torch, _a)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.exists(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class _Progress:
+    """tqdm bar when tqdm is importable, else a log line every 10%."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self._next = total, desc, 0.1
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr)
+        except ImportError:
+            self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+        elif total and done / total >= self._next:
+            log.info("%s: %d/%d tensors (%.0f%%)", self.desc, done, total, 100 * done / total)
+            self._next += 0.1
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, overwrite: bool = False,
+            progress: Optional[Callable[[int, int], None]] = None, sla_weights: Optional[str] = None
+            ) -> CheckpointInfo:
+    """Write ``src`` (any layout ``load_checkpoint`` reads) as ComfyUI-native safetensors ``dst``.
+
+    Args:
+        src: input checkpoint. dst: output path ending in ``.safetensors``.
+        dtype: weight dtype of the output (``plan.target_dtype`` rules; None keeps the file's dtypes).
+        overwrite: replace an existing ``dst`` (never ``src`` itself).
+        progress: ``progress(done, total)`` per tensor.
+        sla_weights: take the proj_l weights from this separate file instead (e.g. SimpleTuner's
+            ``sla_attention.pt``, whose one shared proj_l is written for every block); ``src`` must then have none.
+    Returns:
+        The source's CheckpointInfo.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    if not dst.endswith(".safetensors"):
+        raise CheckpointError(f"output {dst!r} must end in .safetensors")
+    if _same_file(src, dst):
+        raise CheckpointError(f"refusing to overwrite the input {src!r}: choose another output path")
+    if os.path.exists(dst) and not overwrite:
+        raise CheckpointError(f"output {dst!r} exists; pass --force to replace it")
+    if sla_weights is not None and _same_file(sla_weights, dst):
+        raise CheckpointError(f"refusing to overwrite the input {sla_weights!r}: choose another output path")
+    reader = open_source(src)
+    tmp = None
+    try:
+        if simpletuner_payload(reader) is not None:
+            raise CheckpointError(
+                f"{src!r} is SimpleTuner's sla_attention.pt (SLA weights only, no base model): pass the base model "
+                "as IN and this file with --sla-weights, or use it directly with 'Load SLA Weights'")
+        plan = plan_checkpoint(reader, require_base=True)
+        info = plan.info
+        info.weight_dtype = str(dtype).replace("torch.", "") if dtype is not None else ""
+        extra = None
+        if sla_weights is not None:
+            if plan.proj_l:
+                raise CheckpointError(
+                    f"{src!r} already holds proj_l weights for {len(plan.proj_l)} blocks; --sla-weights "
+                    f"{sla_weights!r} would mix two sets: expected a base model without proj_l")
+            extra, extra_info = load_proj_l(sla_weights, num_blocks=info.num_blocks)
+            if not extra:
+                raise CheckpointError(f"{sla_weights!r} holds no proj_l weights")
+            bad = [i for i in extra if not 0 <= i < info.num_blocks]
+            if bad:
+                raise CheckpointError(f"{sla_weights!r} has proj_l for blocks {bad} but {src!r} has "
+                                      f"{info.num_blocks} blocks")
+            info.sla_blocks = sorted(extra)
+            info.sla_settings = extra_info.sla_settings or dict(CHECKPOINT_DEFAULTS)
+            info.layout = f"{info.layout} + {extra_info.layout} proj_l"
+        proj_blocks = sorted(extra) if extra is not None else sorted(plan.proj_l)
+        entries, jobs = [], []
+        for o in plan.outputs:
+            dt = output_dtype(o, dtype)
+            entries.append((o.key, o.shape, dt))
+            jobs.append((o, dt))
+        for i in proj_blocks:
+            d = info.head_dim
+            entries.append((PROJ_L_KEY.format(i=i, p="weight"), (d, d), torch.float32))
+            entries.append((PROJ_L_KEY.format(i=i, p="bias"), (d,), torch.float32))
+        settings = info.sla_settings or dict(CHECKPOINT_DEFAULTS)
+        meta = {
+            "format": "pt",
+            METADATA_PREFIX + "format": "comfyui-sla/1",
+            METADATA_PREFIX + "source_layout": info.source_layout or info.layout,
+            METADATA_PREFIX + "family": info.family,
+            METADATA_PREFIX + "num_blocks": str(info.num_blocks),
+            METADATA_PREFIX + "sla_blocks": format_blocks(info.sla_blocks),
+            METADATA_PREFIX + "source_quantized": "int8-128x128-tiles" if info.quantized else "no",
+        }
+        for k in ("keep_ratio", "block_q", "block_k", "feature_map"):
+            meta[METADATA_PREFIX + k] = str(settings.get(k, CHECKPOINT_DEFAULTS[k]))
+        total = len(entries)
+        d = os.path.dirname(os.path.abspath(dst))
+        tmp = os.path.join(d, f".{os.path.basename(dst)}.{os.getpid()}.partial")
+        with open(tmp, "wb") as f:
+            w = SafetensorsWriter(f, entries, meta)
+            done = 0
+            for o, dt in jobs:
+                w.write_parts(o.key, iter_bands(reader, o, dt))
+                reader.drop(o.src)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            for i, (pw, pb) in sorted((extra if extra is not None else read_proj_l(reader, plan)).items()):
+                w.write(PROJ_L_KEY.format(i=i, p="weight"), pw.contiguous())
+                w.write(PROJ_L_KEY.format(i=i, p="bias"), pb.contiguous())
+                done += 2
+                if progress is not None:
+                    progress(done, total)
+            assert w.done()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        tmp = None
+        return info
+    finally:
+        reader.close()
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python3 -m sla.convert",
+        description="Convert an SLA Wan checkpoint (TurboDiffusion .pth / -quant.pth, FastVideo, sglang, Diffusers "
+                    "or ComfyUI layout) into ComfyUI-native .safetensors with the proj_l weights.")
+    ap.add_argument("input", help="input checkpoint (.pth, .pt or .safetensors)")
+    ap.add_argument("output", help="output .safetensors path")
+    ap.add_argument("--dtype", default="bf16", choices=sorted(DTYPES) + ["keep"],
+                    help="weight dtype of the output (default bf16; fp8 applies to Linear weights only; 'keep' keeps "
+                         "the input's dtypes)")
+    ap.add_argument("--force", action="store_true", help="replace an existing output file (never the input)")
+    ap.add_argument("--sla-weights", metavar="FILE", default=None,
+                    help="take the proj_l weights from a separate file (e.g. SimpleTuner's sla_attention.pt, one "
+                         "proj_l shared by every block) and write them into OUT with the base model IN")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    dtype = None if args.dtype == "keep" else DTYPES[args.dtype]
+    bar = None
+    t0 = time.time()
+
+    def prog(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = _Progress(total, "convert")
+        bar(done, total)
+
+    try:
+        info = convert(args.input, args.output, dtype, overwrite=args.force, progress=prog,
+                       sla_weights=args.sla_weights)
+    except CheckpointError as e:
+        log.error("%s", e)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    size = os.path.getsize(args.output)
+    log.info("wrote %s (%.2f GB, %.1fs): %s", args.output, size / 1e9, time.time() - t0, info.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
