@@ -140,3 +140,32 @@ def test_error_sends_the_rest_of_the_run_dense_and_the_next_run_retries(comfy, m
     # run 2: fault-free, every self-attention call sparse again
     assert second[1] == 3 * LAYERS and "error" not in second[2]
     assert "the next run tries again" in caplog.text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="inductor on a GPU")
+def test_inductor_on_the_gpu_compiles_once_and_matches_eager(comfy):
+    settings = SLASettings(min_tokens=0, keep_ratio=0.4, start_percent=0.3, end_percent=0.8, dense_blocks="1")
+    m = comfy.bridge.apply_sla(make_model(comfy), settings)
+    m.model.to("cuda", torch.bfloat16)
+    m.load_device = torch.device("cuda")
+
+    def run():
+        g = torch.Generator().manual_seed(0)
+        guider = comfy.samplers.CFGGuider(m)
+        guider.set_conds(torch.randn(2, CTX, DIM, generator=g).to("cuda", torch.bfloat16))
+        noise = torch.randn(2, 4096, DIM, generator=g).to("cuda", torch.bfloat16)
+        with torch.no_grad():
+            return guider.sample(noise, torch.zeros_like(noise), None,
+                                 torch.linspace(1.0, 0.0, 5, device="cuda")).float()
+
+    eager = run()
+    eager_summary = summary(runtime(m))
+    counter, restore = compiled(m, "inductor")
+    try:
+        outs = [run() for _ in range(2)]
+    finally:
+        restore()
+    assert counter.frame_count == 1
+    assert summary(runtime(m)) == eager_summary and runtime(m).stats.backends.get("triton", 0) > 0
+    for out in outs:
+        assert ((out - eager).norm() / eager.norm()).item() < 2e-2
