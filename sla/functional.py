@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .reference import FEATURE_MAPS, VARIANTS, sla_torch
+from .spec import keep_count, num_blocks
 
 BACKENDS = ("auto", "triton", "torch")
 
@@ -62,11 +63,13 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "triton" or (backend == "auto" and q.is_cuda and triton_available(q.device)):
+    # The kernels run the main variant only; 'sla1' stays on the PyTorch path until it leaves this API.
+    if variant == "main" and (backend == "triton" or (backend == "auto" and q.is_cuda
+                                                      and triton_available(q.device))):
         kernels = _kernels()
         # 'auto' falls back to the PyTorch path for what the kernel does not cover (e.g. head size 96);
         # 'triton' raises a ValueError that names what was found instead.
         if backend == "triton" or kernels.supports(q, k, v, block_q, block_k):
-            return kernels.sla_forward(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q,
-                                       block_k, variant)
+            keep = keep_count(num_blocks(q.shape[1], block_k), keep_ratio)
+            return kernels.sla_forward(q, k, v, keep, proj_weight, proj_bias, feature_map, block_q, block_k)
     return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k, variant)
