@@ -69,15 +69,21 @@ def _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT: tl.constexpr):
 
 
 @triton.jit
-def _attend_rest(acc, m_i, l_i, q, k_base, v_base, lut_row, j, n_plain, KEEP, L, stride_kl, stride_vl, qk_scale,
-                 TAIL_IN_LUT: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, CDT: tl.constexpr):
-    """LUT entries j..n_plain-1 one block at a time by pointer loads, then the masked partial tail block (only
-    the row's last, largest entry can be it: TAIL_IN_LUT). k_base / v_base point at row 0 of this (b, h)."""
+def _key_tiles(stride_kl, stride_vl, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr):
+    """Offsets inside one key block, int32 (the block's row goes into a scalar base): k^T (D, BLOCK_K), v
+    (BLOCK_K, D). Formed before the key loop (docs/KERNEL_NOTES.md#tma-kernel-instruction-counts)."""
     offs_d = tl.arange(0, HEAD_D)
     offs_n = tl.arange(0, BLOCK_K)
-    # Tile offsets inside one key block, computed once (int32; the block's row goes into a scalar base).
-    kt_tile = offs_d[:, None] + offs_n[None, :] * stride_kl       # k^T: (D, BLOCK_K)
-    v_tile = offs_n[:, None] * stride_vl + offs_d[None, :]        # v: (BLOCK_K, D)
+    return offs_d[:, None] + offs_n[None, :] * stride_kl, offs_n[:, None] * stride_vl + offs_d[None, :]
+
+
+@triton.jit
+def _attend_rest(acc, m_i, l_i, q, k_base, v_base, kt_tile, v_tile, lut_row, j, n_plain, KEEP, L, stride_kl,
+                 stride_vl, qk_scale, TAIL_IN_LUT: tl.constexpr, BLOCK_K: tl.constexpr, CDT: tl.constexpr):
+    """LUT entries j..n_plain-1 one block at a time by pointer loads, then the masked partial tail block (only
+    the row's last, largest entry can be it: TAIL_IN_LUT). k_base / v_base point at row 0 of this (b, h);
+    kt_tile / v_tile from :func:`_key_tiles`."""
+    offs_n = tl.arange(0, BLOCK_K)
     ones = tl.full([BLOCK_K], 1, tl.int1)
     for jj in range(j, n_plain):
         row0 = tl.load(lut_row + jj).to(tl.int64) * BLOCK_K
@@ -91,6 +97,25 @@ def _attend_rest(acc, m_i, l_i, q, k_base, v_base, lut_row, j, n_plain, KEEP, L,
         v = tl.load(v_base + row0.to(tl.int64) * stride_vl + v_tile, mask=valid[:, None], other=0.0).to(CDT)
         acc, m_i, l_i = _attend(acc, m_i, l_i, q, kt, v, valid, qk_scale, True, CDT)
     return acc, m_i, l_i
+
+
+@triton.jit
+def _loop_start(K, V, LUT, b, h, pid_bh, pid_m, NQ, KEEP, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl,
+                stride_vh, TAIL_IN_LUT: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+                HEAD_D: tl.constexpr):
+    """Key-loop state of one query tile: k / v bases of this (b, h), the online-softmax accumulators, the LUT row,
+    how many of its entries need no key masking, and the key-tile offsets."""
+    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
+    m_i = tl.full([BLOCK_Q], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_Q], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_Q, HEAD_D], dtype=tl.float32)
+    lut_row = LUT + (pid_bh * NQ + pid_m) * KEEP
+    n_plain = KEEP                    # LUT entries that need no key masking
+    if TAIL_IN_LUT:
+        n_plain -= 1
+    kt_tile, v_tile = _key_tiles(stride_kl, stride_vl, BLOCK_K, HEAD_D)
+    return k_base, v_base, m_i, l_i, acc, lut_row, n_plain, kt_tile, v_tile
 
 
 @triton.jit
@@ -137,16 +162,9 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, BIAS,
     q = tl.load(_tile_ptrs(Q, b, h, pid_m, stride_qb, stride_ql, stride_qh, BLOCK_Q, HEAD_D),
                 mask=row_ok[:, None], other=0.0).to(CDT)
     o_ptrs = _tile_ptrs(O, b, h, pid_m, stride_ob, stride_ol, stride_oh, BLOCK_Q, HEAD_D)
-    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
-
-    m_i = tl.full([BLOCK_Q], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_Q], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_Q, HEAD_D], dtype=tl.float32)
-    lut_row = LUT + (pid_bh * NQ + pid_m) * KEEP
-    n_plain = KEEP                    # LUT entries that need no key masking
-    if TAIL_IN_LUT:
-        n_plain -= 1
+    k_base, v_base, m_i, l_i, acc, lut_row, n_plain, kt_tile, v_tile = _loop_start(
+        K, V, LUT, b, h, pid_bh, pid_m, NQ, KEEP, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
+        TAIL_IN_LUT, BLOCK_Q, BLOCK_K, HEAD_D)
     j = 0
     if PAIR:
         offs_d = tl.arange(0, HEAD_D)
@@ -164,8 +182,8 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, BIAS,
             v = tl.load(v_base + row0[:, None] * stride_vl + v_tile2).to(CDT)
             acc, m_i, l_i = _attend(acc, m_i, l_i, q, kt, v, ones2, qk_scale, False, CDT)
         j = (n_plain // 2) * 2
-    acc, m_i, l_i = _attend_rest(acc, m_i, l_i, q, k_base, v_base, lut_row, j, n_plain, KEEP, L, stride_kl,
-                                 stride_vl, qk_scale, TAIL_IN_LUT, BLOCK_K, HEAD_D, CDT)
+    acc, m_i, l_i = _attend_rest(acc, m_i, l_i, q, k_base, v_base, kt_tile, v_tile, lut_row, j, n_plain, KEEP, L,
+                                 stride_kl, stride_vl, qk_scale, TAIL_IN_LUT, BLOCK_K, CDT)
     out = acc / l_i[:, None]
     if HAS_PROJ:
         # phi on the compute-dtype q, as upstream.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .attend import _add_linear, _attend2, _attend_rest, _load_kv, _phi, _tile_ptrs
+from .attend import _add_linear, _attend2, _attend_rest, _load_kv, _loop_start, _phi, _tile_ptrs
 
 
 @triton.jit
@@ -39,16 +39,9 @@ def _sla_fwd_tma_kernel(Q, K, V, O, LUT, KV, KS, BIAS, DK, DV, DQ, DKVS,
         kv_early = DKVS.load([pid_bh * HEAD_D, 0])
     # Output pointers formed before the key loop (docs/KERNEL_NOTES.md#tma-kernel-instruction-counts).
     o_ptrs = _tile_ptrs(O, b, h, pid_m, stride_ob, stride_ol, stride_oh, BLOCK_Q, HEAD_D)
-    k_base = K + b.to(tl.int64) * stride_kb + h * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + h * stride_vh
-
-    m_i = tl.full([BLOCK_Q], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_Q], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_Q, HEAD_D], dtype=tl.float32)
-    lut_row = LUT + (pid_bh * NQ + pid_m) * KEEP
-    n_plain = KEEP                    # LUT entries that need no key masking
-    if TAIL_IN_LUT:
-        n_plain -= 1
+    k_base, v_base, m_i, l_i, acc, lut_row, n_plain, kt_tile, v_tile = _loop_start(
+        K, V, LUT, b, h, pid_bh, pid_m, NQ, KEEP, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
+        TAIL_IN_LUT, BLOCK_Q, BLOCK_K, HEAD_D)
     for jj in tl.range(0, n_plain // 2):
         r1 = tl.load(lut_row + 2 * jj) * BLOCK_K
         r2 = tl.load(lut_row + 2 * jj + 1) * BLOCK_K
@@ -57,8 +50,8 @@ def _sla_fwd_tma_kernel(Q, K, V, O, LUT, KV, KS, BIAS, DK, DV, DQ, DKVS,
         k2 = DK.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
         v2 = DV.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)
         acc, m_i, l_i = _attend2(acc, m_i, l_i, q, k1, v1, k2, v2, qk_scale, CDT)
-    acc, m_i, l_i = _attend_rest(acc, m_i, l_i, q, k_base, v_base, lut_row, (n_plain // 2) * 2, n_plain, KEEP, L,
-                                 stride_kl, stride_vl, qk_scale, TAIL_IN_LUT, BLOCK_K, HEAD_D, CDT)
+    acc, m_i, l_i = _attend_rest(acc, m_i, l_i, q, k_base, v_base, kt_tile, v_tile, lut_row, (n_plain // 2) * 2,
+                                 n_plain, KEEP, L, stride_kl, stride_vl, qk_scale, TAIL_IN_LUT, BLOCK_K, CDT)
     out = acc / l_i[:, None]
     if HAS_PROJ:
         fq = _phi(q.to(tl.float32), FMAP, 1)
