@@ -30,12 +30,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def load_pack():
     """Import the repository as the package ``comfyui_sla`` (it uses relative imports, as ComfyUI loads it)."""
-    if "comfyui_sla" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("comfyui_sla", os.path.join(ROOT, "__init__.py"),
-                                                      submodule_search_locations=[ROOT])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["comfyui_sla"] = module
-        spec.loader.exec_module(module)
+    from _load_pack import load_pack as _load   # demo.py's folder is on sys.path when it runs
+    _load()
     import comfyui_sla.sla as sla
     return sla
 

@@ -35,14 +35,17 @@ PACK = "comfyui_sla"
 
 
 def load_pack():
-    """Import the repository as the package ``comfyui_sla`` (as ComfyUI does, by path)."""
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = mod
-        spec.loader.exec_module(mod)
+    """The pack's ``kernels`` package and its ``launch`` module (the repository imported as ``comfyui_sla``)."""
+    sys.path.insert(0, str(ROOT))
+    from _load_pack import load_pack as _load
+    _load()
     return importlib.import_module(PACK + ".kernels"), importlib.import_module(PACK + ".kernels.launch")
+
+
+def keep_blocks(length, keep):
+    """Key blocks kept per row for a keep ratio (the caller's rule, sla.spec.keep_count)."""
+    spec = importlib.import_module(PACK + ".sla.spec")
+    return spec.keep_count(spec.num_blocks(length, BLOCK_K), keep)
 
 
 SHAPES = [(1, 32760, 12, 128), (1, 75600, 40, 128)]
@@ -146,16 +149,16 @@ def kernel_table(kernels, launch, shapes, keeps, with_thu=True):
         bias = torch.randn(d, device="cuda") * 0.05
         nk = triton.cdiv(length, BLOCK_K)
         for keep in keeps:
-            kb = launch._keep_count(nk, keep)
-            fn = lambda: kernels.sla_forward(q, k, v, keep, w, bias, "softmax", BLOCK_Q, BLOCK_K)  # noqa: E731
+            kb = keep_blocks(length, keep)
+            fn = lambda: kernels.sla_forward(q, k, v, kb, w, bias, "softmax", BLOCK_Q, BLOCK_K)  # noqa: E731
             ms = bench_ms(fn)
             # components: pre-pass, mask (torch), main kernel (given LUT)
             cdt = torch.bfloat16
-            pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt), rep=50)
-            qm, km, _, _, kt = launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt)
-            mask_ms = bench_ms(lambda: launch.lut_from_means(qm, km, kt, length, kb), rep=50)
-            _, lut = launch.sla_forward_impl(q, k, v, keep, w, bias, return_lut=True)
-            main_ms = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, bias, lut=lut), rep=50) - pre
+            pre = bench_ms(lambda: prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt), rep=50)
+            qm, km, _, _, kt = prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", cdt)
+            mask_ms = bench_ms(lambda: lut_from_means(qm, km, kt, length, kb), rep=50)
+            _, lut = launch.sla_forward_impl(q, k, v, kb, w, bias, return_lut=True)
+            main_ms = bench_ms(lambda: launch.sla_forward_impl(q, k, v, kb, w, bias, lut=lut), rep=50) - pre
             mem_mb, mem_ratio = peak_extra_mb(fn, q)
             flops = op_flops(b, length, h, d, kb)
             floor_ms = flops / (rate * 1e9) if rate else float("nan")
@@ -199,18 +202,19 @@ def sweep(kernels, launch, shape=(1, 32760, 12, 128), keep=0.10):
     b, length, h, d = shape
     q, k, v = make_inputs(b, length, h, d)
     w = torch.randn(d, d, device="cuda") * 0.05
-    pre = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
+    pre = bench_ms(lambda: prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
     res = []
     # (block_q, pair, warps, stages, key blocks through TMA, query tile + summary through TMA)
     configs = [(128, True, 8, 3, False, False), (128, True, 8, 2, True, False), (128, True, 8, 2, True, True)]
     luts = {}
+    kb = keep_blocks(length, keep)
     for bq, pair, nw, ns, tma, qkv in configs:
         if bq not in luts:
-            luts[bq] = launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, return_lut=True)[1]
-        launch.CONFIG_OVERRIDE = dict(num_warps=nw, num_stages=ns, PAIR=pair, USE_TMA=tma, Q_TMA=qkv, KV_EARLY=qkv)
+            luts[bq] = launch.sla_forward_impl(q, k, v, kb, w, None, block_q=bq, return_lut=True)[1]
+        cfg = dict(num_warps=nw, num_stages=ns, PAIR=pair, USE_TMA=tma, Q_TMA=qkv, KV_EARLY=qkv)
         tag = f"bq={bq} pair={pair} warps={nw} stages={ns} tma={tma} q/kv tma={qkv}"
         try:
-            t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, w, None, block_q=bq, lut=luts[bq]),
+            t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, kb, w, None, block_q=bq, lut=luts[bq], config=cfg),
                          rep=50) - pre
         except Exception as e:  # noqa: BLE001
             t = None
@@ -218,14 +222,12 @@ def sweep(kernels, launch, shape=(1, 32760, 12, 128), keep=0.10):
         res.append(dict(block_q=bq, pair=pair, num_warps=nw, num_stages=ns, tma=tma, q_kv_tma=qkv, main_ms=t))
         if t:
             print(f"  sweep {tag}: main {t:.3f} ms", flush=True)
-    launch.CONFIG_OVERRIDE = None
     for pps, nw, ns in ((8, 4, 3),):
-        launch.PREPASS_OVERRIDE = dict(progs_per_sm=pps, num_warps=nw, num_stages=ns)
-        tp = bench_ms(lambda: launch.prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16), rep=50)
+        pcfg = dict(progs_per_sm=pps, num_warps=nw, num_stages=ns)
+        tp = bench_ms(lambda: prepass(q, k, v, BLOCK_Q, BLOCK_K, "softmax", torch.bfloat16, config=pcfg), rep=50)
         print(f"  prepass progs/SM={pps} warps={nw} stages={ns}: {tp:.3f} ms", flush=True)
         res.append(dict(prepass_progs_per_sm=pps, prepass_warps=nw, prepass_stages=ns, prepass_ms=tp))
-    launch.PREPASS_OVERRIDE = None
-    t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, keep, None, None, lut=luts[128]), rep=50) - pre
+    t = bench_ms(lambda: launch.sla_forward_impl(q, k, v, kb, None, None, lut=luts[128]), rep=50) - pre
     print(f"  default config without proj_l (no linear branch): main {t:.3f} ms", flush=True)
     res.append(dict(block_q=128, no_proj=True, main_ms=t))
     return res
@@ -265,7 +267,8 @@ def wan_model_bench(kernels, keep=0.10, steps=3):
         calls["sla"] += 1
         b, length, hd = q.shape
         shp = (b, length, heads, hd // heads)
-        o = kernels.sla_forward(q.view(shp), k.view(shp), v.view(shp), keep, None, None, "softmax", 128, 64)
+        o = kernels.sla_forward(q.view(shp), k.view(shp), v.view(shp), keep_blocks(length, keep), None, None,
+                                "softmax", 128, 64)
         return o.view(b, length, hd)
 
     def fwd(opts):
@@ -301,6 +304,9 @@ def main():
     ap.add_argument("--json", default=None, help="write results to this JSON file")
     args = ap.parse_args()
     kernels, launch = load_pack()
+    global prepass, lut_from_means
+    from comfyui_sla.kernels.prepass import prepass
+    from comfyui_sla.kernels.topk import lut_from_means
     props = torch.cuda.get_device_properties(0)
     meta = dict(gpu=torch.cuda.get_device_name(0), sms=props.multi_processor_count, torch=torch.__version__,
                 triton=triton.__version__, date=datetime.date.today().isoformat())

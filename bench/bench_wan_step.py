@@ -27,8 +27,8 @@ import time
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from _pack import load_pack  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from _load_pack import load_pack  # noqa: E402
 
 CONFIGS = {"1.3B": dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
            "14B": dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)}

@@ -31,7 +31,7 @@ def main():
         w = torch.randn(128, 128, device="cuda", generator=gen) * 0.05
         bias = torch.randn(128, device="cuda", generator=gen) * 0.05
         for keep in args.keep:
-            op = lambda: kernels.sla_forward(q, k, v, keep, w, bias, "softmax", 128, 64)  # noqa: E731
+            op = lambda: kernels.sla_forward(q, k, v, ba.keep_blocks(length, keep), w, bias, "softmax", 128, 64)  # noqa: E731
             for _ in range(3):
                 op()
             torch.cuda.synchronize()

@@ -21,29 +21,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from compile_targets import compile_for  # noqa: E402
+sys.path.insert(0, os.path.dirname(HERE))
+from _load_pack import load_pack  # noqa: E402
 
+load_pack()
+from comfyui_sla.kernels import targets  # noqa: E402
+from comfyui_sla.kernels.attend import _sla_fwd_kernel  # noqa: E402
+from comfyui_sla.kernels.attend_tma import _sla_fwd_tma_kernel  # noqa: E402
+from comfyui_sla.kernels.prepass import _prepass_kernel  # noqa: E402
 
-def _load_kernels():
-    import importlib.util
-    path = os.path.join(os.path.dirname(HERE), "kernels", "sla_triton.py")
-    spec = importlib.util.spec_from_file_location("sla_triton_offline", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-BASE = dict(TAIL_IN_LUT=True, ALL_KEPT=False, PAIR=True, USE_TMA=True, Q_TMA=True, KV_EARLY=True, BLOCK_Q=128,
-            BLOCK_K=64, HEAD_D=128, FMAP=0, SLA1=False, HAS_PROJ=True, HAS_BIAS=True, CDT=tl.bfloat16)
+compile_for = targets.compile_for
+BASE = dict(TAIL_IN_LUT=True, Q_TMA=True, KV_EARLY=True, BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0,
+            HAS_PROJ=True, HAS_BIAS=True, CDT=tl.bfloat16)
 VARIANTS = {
     "default": ({}, dict(num_warps=8, num_stages=2)),
-    "no_q_kv_tma": (dict(Q_TMA=False, KV_EARLY=False), dict(num_warps=8, num_stages=2)),
+    "no_q_kv_tma": (dict(Q_TMA=False, KV_EARLY=False, DQ=None, DKVS=None), dict(num_warps=8, num_stages=2)),
     "notail": (dict(TAIL_IN_LUT=False), dict(num_warps=8, num_stages=2)),
     "noproj": (dict(HAS_PROJ=False, HAS_BIAS=False), dict(num_warps=8, num_stages=2)),
     "s3": ({}, dict(num_warps=8, num_stages=3)),
-    "pointer_pairs": (dict(USE_TMA=False, Q_TMA=False, KV_EARLY=False), dict(num_warps=8, num_stages=3)),
 }
+PTR_BASE = dict(TAIL_IN_LUT=True, PAIR=True, BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, HAS_PROJ=True,
+                HAS_BIAS=True, CDT=tl.bfloat16)
+PTR_VARIANTS = {"pointer_pairs": ({}, dict(num_warps=8, num_stages=3))}
 PRE_BASE = dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=128, FMAP=0, CDT=tl.bfloat16, COLSUM_MMA=True)
 PRE_VARIANTS = {
     "pre_default": ({}, dict(num_warps=4, num_stages=3)),
@@ -51,11 +50,12 @@ PRE_VARIANTS = {
 }
 # kernel name -> (argument types other than i32 scalars and constexprs, base constexprs, variants)
 _KV_DESC = "tensordesc<bf16[1,64,1,128]>"
+_PTRS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LUT": "*i32", "KV": "*bf16", "KS": "*fp32",
+         "BIAS": "*fp32", "qk_scale": "fp32"}
 KERNELS = {
-    "_sla_fwd_kernel": ({"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LUT": "*i32", "KV": "*bf16",
-                         "KS": "*fp32", "W": "*bf16", "BIAS": "*fp32", "DK": _KV_DESC, "DV": _KV_DESC,
-                         "DQ": "tensordesc<bf16[1,128,1,128]>", "DKVS": "tensordesc<bf16[128,128]>",
-                         "qk_scale": "fp32"}, BASE, VARIANTS),
+    "_sla_fwd_tma_kernel": (dict(_PTRS, DK=_KV_DESC, DV=_KV_DESC, DQ="tensordesc<bf16[1,128,1,128]>",
+                                 DKVS="tensordesc<bf16[128,128]>"), BASE, VARIANTS),
+    "_sla_fwd_kernel": (_PTRS, PTR_BASE, PTR_VARIANTS),
     "_prepass_kernel": ({"Q": "*bf16", "K": "*bf16", "V": "*bf16", "QMEAN": "*fp32", "KMEAN": "*fp32",
                          "KV": "*fp32", "KS": "*fp32", "KTOT": "*fp32"}, PRE_BASE, PRE_VARIANTS),
 }
@@ -111,7 +111,8 @@ def main() -> None:
     ap.add_argument("--variant", nargs="*", default=None)
     ap.add_argument("--dump", default=None, help="write each variant's SASS/PTX here")
     args = ap.parse_args()
-    mod = _load_kernels()
+    fns = dict(_sla_fwd_tma_kernel=_sla_fwd_tma_kernel, _sla_fwd_kernel=_sla_fwd_kernel,
+               _prepass_kernel=_prepass_kernel)
     names = args.variant or [n for _, _, variants in KERNELS.values() for n in variants]
     print(f"triton {triton.__version__}, sm_90a")
     for name in names:
@@ -119,7 +120,8 @@ def main() -> None:
         types, base, variants = KERNELS[kname]
         extra, opts = variants[name]
         try:
-            k = compile_for(getattr(mod, kname), types, dict(base, **extra), opts, 90)
+            consts = dict(base, **extra)
+            k = compile_for(fns[kname], {n: t for n, t in types.items() if n not in consts}, consts, opts, 90)
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f"{name:14s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             continue

@@ -1,7 +1,9 @@
-"""Triton kernels of SLA and their launchers. Importing this package imports Triton.
+"""Triton kernels of SLA and their launcher. Importing this package imports Triton.
 
-``sla_forward`` is registered as the torch custom op ``comfyui_sla::sla_forward`` (with a fake
-implementation), so ``torch.compile`` of a patched model sees one opaque node instead of tracing into Triton.
+``prepass`` (block means, linear summaries) -> ``topk`` (block mask as a LUT) -> ``attend`` / ``attend_tma`` (the
+main kernel, pointer loads or TMA), chosen and launched by ``launch``. ``sla_forward`` is registered as the torch
+custom op ``comfyui_sla::sla_forward`` (with a fake implementation), so ``torch.compile`` of a patched model sees
+one opaque node instead of tracing into Triton.
 """
 from __future__ import annotations
 
@@ -23,15 +25,14 @@ def _register():
         pass
 
     @torch.library.custom_op(_OP_NAME, mutates_args=())
-    def _op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: float,
+    def _op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int,
             proj_weight: torch.Tensor | None, proj_bias: torch.Tensor | None, feature_map: str,
-            block_q: int, block_k: int, variant: str, compute_dtype: str) -> torch.Tensor:
-        return sla_forward_impl(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k,
-                                variant, compute_dtype)
+            block_q: int, block_k: int, compute_dtype: str) -> torch.Tensor:
+        return sla_forward_impl(q, k, v, keep, proj_weight, proj_bias, feature_map, block_q, block_k,
+                                compute_dtype)
 
     @_op.register_fake
-    def _fake(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k, variant,
-              compute_dtype):
+    def _fake(q, k, v, keep, proj_weight, proj_bias, feature_map, block_q, block_k, compute_dtype):
         return q.new_empty(q.shape)  # contiguous (B, L, H, D) in q's dtype, like the real op
 
     return _op
@@ -40,16 +41,18 @@ def _register():
 _sla_op = _register()
 
 
-def sla_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: float,
+def sla_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int,
                 proj_weight: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
-                feature_map: str = "softmax", block_q: int = 128, block_k: int = 64, variant: str = "main",
+                feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
                 compute_dtype: str = "auto") -> torch.Tensor:
     """SLA forward on (B, L, H, D) views (unit stride on D) -> contiguous (B, L, H, D) in q's dtype.
 
-    keep_ratio: share of key blocks kept per query block; proj_weight (D, D) / proj_bias (D,): proj_l
-    (None = training-free block-sparse attention); feature_map 'softmax' | 'elu' | 'relu'; block_q 64 | 128,
-    block_k 64; variant 'main' | 'sla1'; compute_dtype 'auto' (fp16 stays fp16, else bf16) | 'bf16' | 'fp16' |
-    'fp32'. Goes through the custom op ``comfyui_sla::sla_forward``.
+    keep: key blocks kept per query-block row, in [1, Nk] (``sla.spec.keep_count``); proj_weight (D, D) /
+    proj_bias (D,): proj_l (None = training-free block-sparse attention); feature_map 'softmax' | 'elu' | 'relu';
+    block_q 64 | 128, block_k 64; compute_dtype 'auto' (fp16 stays fp16, else bf16) | 'bf16' | 'fp16' | 'fp32'.
+    Goes through the custom op ``comfyui_sla::sla_forward``.
     """
-    return _sla_op(q, k, v, float(keep_ratio), proj_weight, proj_bias, feature_map, int(block_q), int(block_k),
-                   variant, compute_dtype)
+    if isinstance(keep, bool) or not isinstance(keep, int):
+        raise ValueError(f"keep must be an int (key blocks kept per row, sla.spec.keep_count), got {keep!r}")
+    return _sla_op(q, k, v, keep, proj_weight, proj_bias, feature_map, int(block_q), int(block_k),
+                   compute_dtype)

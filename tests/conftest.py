@@ -1,5 +1,4 @@
 """Load the repository as the package ``comfyui_sla``, the way ComfyUI loads a custom node pack by its path."""
-import importlib.util
 import os
 import pathlib
 import sys
@@ -11,11 +10,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACK = "comfyui_sla"
+sys.path.insert(0, str(ROOT))
+from _load_pack import load_pack  # noqa: E402
 
-if PACK not in sys.modules:
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
+load_pack()

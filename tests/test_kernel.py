@@ -12,6 +12,7 @@ import torch
 
 from comfyui_sla.kernels import sla_forward, sla_forward_impl, supports
 from comfyui_sla.sla import block_lut, block_scores, sla_reference
+from comfyui_sla.sla.spec import keep_count, num_blocks
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -29,38 +30,39 @@ def make(b, length, h, d, dtype, seed, layout="blhd"):
     return tuple(torch.randn(b, length, h, d, generator=gen).to(DEV, dtype) for _ in range(3))
 
 
-def run_checked(q, k, v, keep, w, bias, fmap, bq, variant, cdt):
+def blocks(q, keep_ratio):
+    """Key blocks kept per row for ``keep_ratio`` at q's length (the caller's rule, sla.spec)."""
+    return keep_count(num_blocks(q.shape[1], 64), keep_ratio)
+
+
+def run_checked(q, k, v, keep_ratio, w, bias, fmap, bq, cdt, config=None):
     """Run the kernel with a NaN-poisoned output (every element must be overwritten); return out, lut."""
     poisoned = torch.full(q.shape, float("nan"), device=q.device, dtype=q.dtype)
-    out, lut = sla_forward_impl(q, k, v, keep, w, bias, fmap, bq, 64, variant, cdt, return_lut=True,
-                                out=poisoned)
+    out, lut = sla_forward_impl(q, k, v, blocks(q, keep_ratio), w, bias, fmap, bq, 64, cdt, return_lut=True,
+                                out=poisoned, config=config)
     assert out.data_ptr() == poisoned.data_ptr()
     assert torch.isfinite(out).all(), "kernel left NaN/inf (unwritten or overflowed elements)"
     return out, lut
 
 
-# (B, L, H, D, block_q, keep, feature map, variant, dtype, compute dtype, proj) -- a covering set, not a full
+# (B, L, H, D, block_q, keep ratio, feature map, dtype, compute dtype, proj) -- a covering set, not a full
 # product: the interpreter is slow.
 CASES = [
-    (1, 200, 2, 64, 128, 0.3, "softmax", "main", torch.float32, "fp32", "rand"),
-    (2, 333, 2, 64, 64, 0.5, "elu", "main", torch.float16, "auto", "rand"),
-    (1, 130, 1, 128, 128, 1.0, "relu", "main", torch.float32, "fp32", "rand"),
-    (1, 257, 2, 64, 64, 0.01, "softmax", "main", torch.float16, "auto", "zero"),   # one block kept
-    (2, 190, 1, 128, 64, 0.3, "elu", "main", torch.float32, "fp32", "none"),
-    (1, 1, 1, 64, 128, 0.1, "softmax", "main", torch.float32, "fp32", "rand"),     # L = 1
-    (1, 64, 2, 64, 64, 1.0, "softmax", "main", torch.float16, "auto", "rand"),     # exact blocks, all kept
-    (1, 200, 2, 64, 128, 0.3, "softmax", "sla1", torch.float32, "fp32", "rand"),
-    (2, 333, 1, 64, 64, 0.5, "elu", "sla1", torch.float16, "auto", "rand"),
-    (1, 150, 2, 128, 128, 1.0, "relu", "sla1", torch.float32, "fp32", "rand"),     # all kept: O_l = 0
-    (1, 257, 1, 64, 64, 0.01, "relu", "sla1", torch.float32, "fp32", "rand"),      # one block kept
-    (1, 520, 1, 128, 128, 0.5, "softmax", "main", torch.float16, "auto", "rand"),  # pair + single + tail
-    (1, 512, 1, 128, 128, 0.75, "elu", "main", torch.float32, "fp32", "rand"),     # pairs only, no tail
+    (1, 200, 2, 64, 128, 0.3, "softmax", torch.float32, "fp32", "rand"),
+    (2, 333, 2, 64, 64, 0.5, "elu", torch.float16, "auto", "rand"),
+    (1, 130, 1, 128, 128, 1.0, "relu", torch.float32, "fp32", "rand"),
+    (1, 257, 2, 64, 64, 0.01, "softmax", torch.float16, "auto", "zero"),   # one block kept
+    (2, 190, 1, 128, 64, 0.3, "elu", torch.float32, "fp32", "none"),
+    (1, 1, 1, 64, 128, 0.1, "softmax", torch.float32, "fp32", "rand"),     # L = 1
+    (1, 64, 2, 64, 64, 1.0, "softmax", torch.float16, "auto", "rand"),     # exact blocks, all kept
+    (1, 520, 1, 128, 128, 0.5, "softmax", torch.float16, "auto", "rand"),  # pair + single + tail
+    (1, 512, 1, 128, 128, 0.75, "elu", torch.float32, "fp32", "rand"),     # pairs only, no tail
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[:8])) + f"-{c[9]}-{c[10]}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c[:7])) + f"-{c[8]}-{c[9]}")
 def test_kernel_matches_float64_reference(case):
-    b, length, h, d, bq, keep, fmap, variant, dtype, cdt, proj = case
+    b, length, h, d, bq, keep, fmap, dtype, cdt, proj = case
     seed = CASES.index(case) * 97 + 1
     q, k, v = make(b, length, h, d, dtype, seed, layout="flat" if seed % 2 else "blhd")
     gen = torch.Generator().manual_seed(seed + 1)
@@ -70,10 +72,11 @@ def test_kernel_matches_float64_reference(case):
     elif proj == "zero":
         w, bias = torch.zeros(d, d), torch.zeros(d)
     w, bias = (t.to(DEV) if t is not None else None for t in (w, bias))
-    out, lut = run_checked(q, k, v, keep, w, bias, fmap, bq, variant, cdt)
+    out, lut = run_checked(q, k, v, keep, w, bias, fmap, bq, cdt)
     assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
+    assert lut.shape[3] == blocks(q, keep)
     ref = sla_reference(q.cpu(), k.cpu(), v.cpu(), keep, None if w is None else w.cpu(),
-                        None if bias is None else bias.cpu(), fmap, bq, 64, variant,
+                        None if bias is None else bias.cpu(), fmap, bq, 64,
                         compute_dtype=torch.float32 if cdt == "fp32" else None, lut=lut.cpu())
     tol = 2e-5 if cdt == "fp32" else 4e-3
     assert rel_err(out.cpu(), ref) < tol
@@ -84,7 +87,7 @@ def test_mask_matches_block_lut():
     b, length, h, d = 2, 300, 2, 64
     q, k, v = make(b, length, h, d, torch.float32, 11)
     for bq, keep in ((128, 0.3), (64, 0.5), (64, 0.01)):
-        _, lut = sla_forward_impl(q, k, v, keep, None, None, "softmax", bq, 64, "main", "fp32", return_lut=True)
+        _, lut = sla_forward_impl(q, k, v, blocks(q, keep), None, None, "softmax", bq, 64, "fp32", return_lut=True)
         ref = block_lut(q.cpu(), k.cpu(), keep, bq, 64)
         assert lut.shape == ref.shape
         assert (lut.cpu().diff(dim=-1) > 0).all(), "LUT rows must be sorted, without repeats"
@@ -96,12 +99,11 @@ def test_mask_matches_block_lut():
             torch.testing.assert_close(picked, best, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("per_prog", [1, 4])
 @pytest.mark.parametrize("nk,keep", [(1, 1), (7, 3), (37, 5), (64, 63), (300, 17)])
-def test_topk_kernel_picks_the_largest_in_column_order(nk, keep, per_prog):
-    """Radix-select top-k: negatives, +-0, exact ties (first columns win, like a stable pick), padding; rows
-    per program not dividing the row count (the last program's extra rows must write nothing)."""
-    from comfyui_sla.kernels.sla_triton import _topk_kernel
+def test_topk_kernel_picks_the_largest_in_column_order(nk, keep):
+    """Radix-select top-k: negatives, +-0, exact ties (first columns win, like a stable pick), padding columns;
+    each program writes its own row only."""
+    from comfyui_sla.kernels.topk import _topk_kernel, topk_num_warps
     import triton
     gen = torch.Generator().manual_seed(nk)
     rows = 6
@@ -111,9 +113,9 @@ def test_topk_kernel_picks_the_largest_in_column_order(nk, keep, per_prog):
     s[3] = 0.0
     s[3, ::2] = -0.0
     s = s.to(DEV)
-    lut = torch.full((rows + per_prog, keep), -7, dtype=torch.int32, device=DEV)   # guard rows after the last
-    _topk_kernel[(triton.cdiv(rows, per_prog),)](s, lut, rows, nk, keep, NK_PAD=triton.next_power_of_2(nk),
-                                                 ROWS=per_prog, num_warps=per_prog)
+    lut = torch.full((rows + 1, keep), -7, dtype=torch.int32, device=DEV)   # a guard row after the last
+    nk_pad = triton.next_power_of_2(nk)
+    _topk_kernel[(rows,)](s, lut, nk, keep, NK_PAD=nk_pad, num_warps=topk_num_warps(nk_pad))
     assert (lut[rows:].cpu() == -7).all(), "rows past R were written"
     lut = lut[:rows].cpu()
     s = s.cpu()
@@ -136,11 +138,10 @@ def test_strided_views_and_public_op():
     """[B, L, H*D] slices of a fused projection go in without copies; the custom op gives the same result."""
     q, k, v = make(1, 100, 2, 64, torch.float32, 5, layout="flat")
     assert not q.is_contiguous()
-    direct = sla_forward_impl(q, k, v, 0.5, None, None, "softmax", 64, 64, "main", "fp32")
-    via_op = sla_forward(q, k, v, 0.5, None, None, "softmax", 64, 64, "main", "fp32")
+    direct = sla_forward_impl(q, k, v, 1, None, None, "softmax", 64, 64, "fp32")
+    via_op = sla_forward(q, k, v, 1, None, None, "softmax", 64, 64, "fp32")
     torch.testing.assert_close(direct, via_op, rtol=0, atol=0)
-    via_torch_ops = torch.ops.comfyui_sla.sla_forward(q, k, v, 0.5, None, None, "softmax", 64, 64, "main",
-                                                      "fp32")
+    via_torch_ops = torch.ops.comfyui_sla.sla_forward(q, k, v, 1, None, None, "softmax", 64, 64, "fp32")
     torch.testing.assert_close(direct, via_torch_ops, rtol=0, atol=0)
 
 
@@ -148,7 +149,7 @@ def test_fake_impl_gives_shape_without_running():
     from torch._subclasses.fake_tensor import FakeTensorMode
     with FakeTensorMode():
         q = torch.empty(2, 300, 3, 64, dtype=torch.bfloat16)
-        out = torch.ops.comfyui_sla.sla_forward(q, q, q, 0.1, None, None, "softmax", 128, 64, "main", "auto")
+        out = torch.ops.comfyui_sla.sla_forward(q, q, q, 1, None, None, "softmax", 128, 64, "auto")
         assert out.shape == q.shape and out.dtype == torch.bfloat16
 
 
@@ -156,16 +157,25 @@ def test_bad_inputs_are_refused_with_a_clear_message():
     q = torch.randn(1, 10, 2, 48, device=DEV)
     assert not supports(q, q, q, 128, 64)
     with pytest.raises(ValueError, match="head sizes"):
-        sla_forward_impl(q, q, q, 0.1)
+        sla_forward_impl(q, q, q, 1)
     q = torch.randn(1, 10, 2, 64, device=DEV)
     with pytest.raises(ValueError, match="block_q"):
-        sla_forward_impl(q, q, q, 0.1, block_q=32)
-    with pytest.raises(ValueError, match="keep_ratio"):
-        sla_forward_impl(q, q, q, 0.0)
+        sla_forward_impl(q, q, q, 1, block_q=32)
+    for keep in (0, 2, 0.5, True):       # one key block at L=10: only keep=1 is valid
+        with pytest.raises(ValueError, match=r"keep must be an int in \[1, 1\]"):
+            sla_forward_impl(q, q, q, keep)
+    with pytest.raises(ValueError, match="keep must be an int"):
+        sla_forward(q, q, q, 0.5)
+    with pytest.raises(ValueError, match="feature_map"):
+        sla_forward_impl(q, q, q, 1, feature_map="tanh")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        sla_forward_impl(q, q, q, 1, compute_dtype="fp8")
     with pytest.raises(ValueError, match="proj_weight"):
-        sla_forward_impl(q, q, q, 0.1, torch.zeros(3, 3, device=DEV))
+        sla_forward_impl(q, q, q, 1, torch.zeros(3, 3, device=DEV))
     with pytest.raises(ValueError, match="unit stride"):
-        sla_forward_impl(q.transpose(2, 3).contiguous().transpose(2, 3), q, q, 0.1)
+        sla_forward_impl(q.transpose(2, 3).contiguous().transpose(2, 3), q, q, 1)
+    with pytest.raises(ValueError, match="lut must be"):
+        sla_forward_impl(q, q, q, 1, lut=torch.zeros(1, 2, 1, 2, dtype=torch.int32))
 
 
 def test_fp32_inputs_compute_in_bf16_by_default_and_return_fp32():
@@ -173,7 +183,7 @@ def test_fp32_inputs_compute_in_bf16_by_default_and_return_fp32():
     if DEV == "cpu":
         pytest.skip("bf16 is not computed correctly by the Triton interpreter")
     q, k, v = make(1, 256, 2, 128, torch.float32, 9)
-    out, lut = sla_forward_impl(q, k, v, 0.25, return_lut=True)
+    out, lut = sla_forward_impl(q, k, v, blocks(q, 0.25), return_lut=True)
     assert out.dtype == torch.float32
     ref = sla_reference(q.cpu(), k.cpu(), v.cpu(), 0.25, lut=lut.cpu())  # bf16-rounded inputs
     assert rel_err(out.cpu(), ref) < 1e-2
@@ -188,15 +198,13 @@ TMA_CONFIGS = {
 
 @pytest.mark.parametrize("length,keep", [(520, 0.5), (512, 0.75)])
 @pytest.mark.parametrize("config", list(TMA_CONFIGS))
-def test_tma_path_matches_reference(monkeypatch, length, keep, config):
-    """The tensor-descriptor (TMA) path: key blocks two per iteration, an odd leftover and the masked tail by
+def test_tma_path_matches_reference(length, keep, config):
+    """The tensor-descriptor (TMA) kernel: key blocks two per iteration, an odd leftover and the masked tail by
     pointer loads; optionally the query tile (rows past L come back as zeros) and the folded summary too."""
-    from comfyui_sla.kernels import launch
-    monkeypatch.setattr(launch, "CONFIG_OVERRIDE", TMA_CONFIGS[config])
     q, k, v = make(1, length, 2, 128, torch.float16, length, layout="flat")
     gen = torch.Generator().manual_seed(length)
     w, bias = (torch.randn(128, 128, generator=gen) * 0.2).to(DEV), (torch.randn(128, generator=gen) * 0.2).to(DEV)
-    out, lut = run_checked(q, k, v, keep, w, bias, "softmax", 128, "main", "auto")
+    out, lut = run_checked(q, k, v, keep, w, bias, "softmax", 128, "auto", config=TMA_CONFIGS[config])
     ref = sla_reference(q.cpu(), k.cpu(), v.cpu(), keep, w.cpu(), bias.cpu(), "softmax", 128, 64, lut=lut.cpu())
     assert rel_err(out.cpu(), ref) < 4e-3
 
@@ -206,37 +214,33 @@ def test_torch_compile_sees_one_opaque_op():
     q, k, v = make(1, 70, 1, 64, torch.float32, 3)
 
     def f(q, k, v):
-        return sla_forward(q, k, v, 0.5, None, None, "softmax", 64, 64, "main", "fp32") * 2.0
+        return sla_forward(q, k, v, 1, None, None, "softmax", 64, 64, "fp32") * 2.0
 
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v), f(q, k, v), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("progs_per_sm", [1, 64])
-def test_prepass_chunking_does_not_change_the_sums(monkeypatch, progs_per_sm):
+def test_prepass_chunking_does_not_change_the_sums(progs_per_sm):
     """Longer or shorter chunks per pre-pass program (fewer or more atomics into the summaries) give the same
     means and summaries: every key and query block is counted once."""
-    from comfyui_sla.kernels import launch
+    from comfyui_sla.kernels.prepass import prepass
     q, k, v = make(2, 333, 2, 64, torch.float32, 11, layout="flat")
-    ref = launch.prepass(q, k, v, 128, 64, "softmax", torch.float32)
-    monkeypatch.setattr(launch, "PREPASS_OVERRIDE", dict(progs_per_sm=progs_per_sm))
-    got = launch.prepass(q, k, v, 128, 64, "softmax", torch.float32)
+    ref = prepass(q, k, v, 128, 64, "softmax", torch.float32)
+    got = prepass(q, k, v, 128, 64, "softmax", torch.float32, config=dict(progs_per_sm=progs_per_sm))
     for name, a, b in zip(("qmean", "kmean", "kv", "ks", "ktot"), got, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("d", [64, 128])
-def test_prepass_tensor_core_column_sums_match(monkeypatch, d):
+def test_prepass_tensor_core_column_sums_match(d):
     """Block column sums as ones @ x on the tensor cores give the plain reductions' means and sums (fp16, ragged
     L; both sum phi(k) after its rounding to the compute dtype, as upstream does)."""
-    from comfyui_sla.kernels import launch
+    from comfyui_sla.kernels.prepass import prepass
     q, k, v = make(2, 333, 2, d, torch.float16, 12 + d, layout="flat")
-    monkeypatch.setattr(launch, "PREPASS_OVERRIDE", dict(COLSUM_MMA=False))
-    ref = launch.prepass(q, k, v, 128, 64, "softmax", torch.float16)
-    monkeypatch.setattr(launch, "PREPASS_OVERRIDE", dict(COLSUM_MMA=True))
-    got = launch.prepass(q, k, v, 128, 64, "softmax", torch.float16)
+    ref = prepass(q, k, v, 128, 64, "softmax", torch.float16, config=dict(COLSUM_MMA=False))
+    got = prepass(q, k, v, 128, 64, "softmax", torch.float16, config=dict(COLSUM_MMA=True))
     for name, a, b in zip(("qmean", "kmean", "kv", "ks", "ktot"), got, ref):
         assert torch.isfinite(a).all(), name
         err = ((a - b).norm() / b.norm()).item()
         assert err < 1e-5, (name, err)
-
