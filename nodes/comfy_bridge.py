@@ -35,6 +35,10 @@ OVERRIDE_KEY = "optimized_attention_override"
 # Only ever append: saved workflows store the choice by value, and users expect the order they know.
 WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast")
 
+# The oldest ComfyUI release whose attention calls consult the per-model OVERRIDE_KEY (comfy.ldm.modules.attention
+# .wrap_attn, ComfyUI commit d7f40442 "Enable Runtime Selection of Attention Functions", first released in 0.3.60).
+MIN_COMFYUI = "0.3.60"
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # folder_paths
@@ -129,15 +133,31 @@ def _window_from_guider(settings: SLASettings):
 # ---------------------------------------------------------------------------------------------------------------
 # patching
 
-def apply_sla(model, settings: SLASettings):
+def require_attention_override():
+    """Raise RuntimeError naming the minimum version when this ComfyUI has no per-model attention override: there
+    the patch would be ignored and every call would silently run dense."""
+    import comfy.ldm.modules.attention as attention
+    if hasattr(attention, "wrap_attn"):
+        return
+    try:
+        from comfyui_version import __version__ as found
+    except ImportError:
+        found = "unknown version"
+    raise RuntimeError(f"ComfyUI-SLA needs ComfyUI {MIN_COMFYUI} or newer (found {found}): this ComfyUI has no "
+                       f"per-model attention override (transformer_options['{OVERRIDE_KEY}']), so SLA cannot "
+                       f"run. Update ComfyUI.")
+
+
+def apply_sla(model, settings: SLASettings, from_loader: bool = False):
     """A clone of ``model`` with SLA installed (or re-configured) at ``settings``; ``model`` is not modified.
 
     An SLA override already on the model is replaced (its chained previous override is kept); any other override
     is chained: it receives every call SLA does not take. Block-index patches are added only where ComfyUI does
-    not set ``block_index`` itself.
+    not set ``block_index`` itself. ``from_loader``: the log line says these are the checkpoint defaults.
     """
     import comfy.patcher_extension as pe
 
+    require_attention_override()
     dm = wan_model(model)
     m = model.clone()
     to = m.model_options.setdefault("transformer_options", {})
@@ -168,8 +188,10 @@ def apply_sla(model, settings: SLASettings):
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
                            make_run_wrapper(runtime, _window_from_guider(settings)))
 
-    log.info("SLA applied to %s (%d blocks, %s): %s", type(dm).__name__, len(dm.blocks),
-             _weights_text(settings.weights_id), settings.describe())
+    log.info("SLA applied to %s (%d blocks, %s): %s%s", type(dm).__name__, len(dm.blocks),
+             _weights_text(settings.weights_id), settings.describe(),
+             " -- the checkpoint defaults; an Apply Sparse-Linear Attention node after the loader replaces them"
+             if from_loader else "")
     return m
 
 
@@ -251,6 +273,7 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
     Returns (model, detection summary line)."""
     import comfy.sd
 
+    require_attention_override()  # before reading gigabytes
     ck_mod = _checkpoint_module()
     path = diffusion_model_path(ckpt_name)
     options = weight_dtype_options(weight_dtype)
@@ -277,7 +300,7 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
         wid = register_proj_l(proj_l, _source_id(path))
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
-    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid)), ck.info.summary()
+    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid), from_loader=True), ck.info.summary()
 
 
 def load_sla_weights(model, weights_name: str):

@@ -58,13 +58,18 @@ class Workflow:
 
     def node(self, type_, pos, size, widgets, title=None, color=None, bgcolor=None):
         inputs, outputs = NODE_IO[type_]
+        props = {} if type_ == "Note" else {"Node name for S&R": type_}
+        # Model loaders: the frontend offers to download each file named in a widget that the user lacks.
+        models = [download_entry(v) for v in widgets if isinstance(v, str) and v in MODEL_FILES]
+        if models:
+            props["models"] = models
         nid = len(self.nodes) + 1
         n = {"id": nid, "type": type_, "pos": list(pos), "size": list(size), "flags": {},
              "order": nid - 1, "mode": 0,
              "inputs": [{"name": name, "type": typ, "link": None} for name, typ in inputs],
              "outputs": [{"name": name, "type": typ, "links": [], "slot_index": i}
                          for i, (name, typ) in enumerate(outputs)],
-             "properties": {} if type_ == "Note" else {"Node name for S&R": type_},
+             "properties": props,
              "widgets_values": list(widgets)}
         if title:
             n["title"] = title
@@ -122,6 +127,34 @@ WAN_NEGATIVE = ("blurry, low quality, static, overexposed, worst quality, jpeg a
 
 UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 WAN21_VAE = "wan_2.1_vae.safetensors"
+
+# Where each model file of the workflows comes from: file name -> (download URL, models/ folder). Written into the
+# loader nodes' ``properties.models`` ({name, url, directory}), from which the ComfyUI frontend offers downloads of
+# missing files. TurboDiffusion's checkpoints: thu-ml/TurboDiffusion README ("Available Models", wget lines). The
+# umT5 text encoder and the Wan 2.1 VAE (and stock Wan2.1 1.3B): Comfy-Org/workflow_templates' Wan templates
+# (properties.models of their CLIPLoader / VAELoader / UNETLoader) and ComfyUI_examples' wan page.
+TURBO = "https://huggingface.co/TurboDiffusion/{repo}/resolve/main/{file}"
+COMFY_WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/{folder}/{file}"
+MODEL_FILES = {
+    "TurboWan2.1-T2V-1.3B-480P.pth": (TURBO.format(repo="TurboWan2.1-T2V-1.3B-480P",
+                                                   file="TurboWan2.1-T2V-1.3B-480P.pth"), "diffusion_models"),
+    "TurboWan2.2-I2V-A14B-high-720P.pth": (TURBO.format(repo="TurboWan2.2-I2V-A14B-720P",
+                                                        file="TurboWan2.2-I2V-A14B-high-720P.pth"), "diffusion_models"),
+    "TurboWan2.2-I2V-A14B-low-720P.pth": (TURBO.format(repo="TurboWan2.2-I2V-A14B-720P",
+                                                       file="TurboWan2.2-I2V-A14B-low-720P.pth"), "diffusion_models"),
+    "wan2.1_t2v_1.3B_fp16.safetensors": (COMFY_WAN21.format(folder="diffusion_models",
+                                                            file="wan2.1_t2v_1.3B_fp16.safetensors"),
+                                         "diffusion_models"),
+    UMT5: (COMFY_WAN21.format(folder="text_encoders", file=UMT5), "text_encoders"),
+    WAN21_VAE: (COMFY_WAN21.format(folder="vae", file=WAN21_VAE), "vae"),
+}
+
+
+def download_entry(name):
+    """One ``properties.models`` entry, the schema the ComfyUI frontend reads: name (= the widget value), url,
+    directory (a models/ folder name)."""
+    url, directory = MODEL_FILES[name]
+    return {"name": name, "url": url, "directory": directory}
 
 
 def _text_to_video(w, model, sla, shift, negative, neg_title, neg_height, latent_y, sampler, save_prefix):

@@ -123,9 +123,16 @@ def test_loader_builds_native_model_with_sla_at_defaults(comfy, caplog):
     assert P.weights_blocks(s.weights_id) == (0, 1, 2)
     w, b = P.get_proj_l(s.weights_id, 1, "cpu")
     torch.testing.assert_close(w, native["blocks.1.self_attn.attn_op.local_attn.proj_l.weight"].float())
-    assert any("SLA applied to WanModel" in r.message for r in caplog.records)
+    applied = [r.message for r in caplog.records if "SLA applied to WanModel" in r.message]
+    assert len(applied) == 1 and "keep 0.10" in applied[0]
+    # a newcomer must not read the loader's keep 0.10 as the ApplySLA slider being ignored
+    assert "checkpoint defaults" in applied[0] and "Apply Sparse-Linear Attention node after" in applied[0]
     # loader -> ApplySLA keeps the weights, changes the settings
-    m2 = apply_node(model, keep=0.5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="comfyui_sla"):
+        m2 = apply_node(model, keep=0.5)
+    applied = [r.message for r in caplog.records if "SLA applied to WanModel" in r.message]
+    assert len(applied) == 1 and "keep 0.50" in applied[0] and "checkpoint defaults" not in applied[0]
     assert runtime(m2).settings.weights_id == s.weights_id and runtime(m2).settings.keep_ratio == 0.5
     assert runtime(model).settings.keep_ratio == 0.10
     out = sample(comfy, m2)
@@ -210,3 +217,16 @@ def test_apply_sla_node_on_stock_model_is_training_free(comfy, caplog):
     torch.testing.assert_close(sample(comfy, off), sample(comfy, stock))
     with pytest.raises(ValueError, match="'x'"):
         apply_node(stock, dense="x")
+
+
+def test_comfyui_without_attention_override_is_refused(comfy, monkeypatch):
+    """ComfyUI < 0.3.60 has no per-model attention override: the nodes refuse with the minimum version instead of
+    silently running dense."""
+    import comfy.ldm.modules.attention as attention
+    name, _ = write_turbo(comfy)
+    stock = comfy.sd.load_diffusion_model_state_dict(wf.make_wan_state_dict(proj_l=False))
+    monkeypatch.delattr(attention, "wrap_attn")
+    for run in (lambda: N.SLADiffusionModelLoader().load(name, "default"), lambda: apply_node(stock),
+                lambda: N.SLAWeightsLoader().load(stock, name)):
+        with pytest.raises(RuntimeError, match=r"needs ComfyUI 0\.3\.60 or newer"):
+            run()

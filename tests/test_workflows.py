@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -246,6 +247,106 @@ def test_core_nodes_widget_counts(path):
             assert len(n["widgets_values"]) == len(slots), (n["id"], n["type"], n["widgets_values"], slots)
         elif n["type"] in FRONTEND_ONLY:
             assert len(n["widgets_values"]) == 1 and isinstance(n["widgets_values"][0], str)
+
+
+# ------------------------------------------------------------------------------------------------ downloads
+
+# Which models/ folder each loader's file widget reads from (ComfyUI's folder_paths names).
+LOADER_FOLDERS = {
+    ("SLADiffusionModelLoader", "ckpt_name"): "diffusion_models",
+    ("SLAWeightsLoader", "weights_name"): "diffusion_models",
+    ("UNETLoader", "unet_name"): "diffusion_models",
+    ("CLIPLoader", "clip_name"): "text_encoders",
+    ("VAELoader", "vae_name"): "vae",
+    ("LoraLoaderModelOnly", "lora_name"): "loras",
+}
+# Where the files come from. TurboDiffusion: one Hugging Face repository per model, the -quant file beside the
+# full one (thu-ml/TurboDiffusion README); the Wan2.2 I2V repository holds the high- and low-noise experts.
+TURBO_REPOS = ("TurboWan2.1-T2V-1.3B-480P", "TurboWan2.1-T2V-14B-480P", "TurboWan2.1-T2V-14B-720P",
+               "TurboWan2.2-I2V-A14B-720P")
+TURBO_URL = re.compile(r"https://huggingface\.co/TurboDiffusion/(?P<repo>[^/]+)/resolve/main/(?P<file>[^/?]+)")
+# ComfyUI's repackaged Wan 2.1 files (Comfy-Org's Wan templates): split_files/<models folder>/<file>.
+COMFY_URL = re.compile(r"https://huggingface\.co/Comfy-Org/Wan_2\.1_ComfyUI_repackaged/resolve/main/split_files/"
+                       r"(?P<folder>[a-z_]+)/(?P<file>[^/?]+)")
+
+
+def turbo_files(repo):
+    """The checkpoint file names a TurboDiffusion repository publishes."""
+    if "-A14B-" in repo:  # TurboWan2.2-I2V-A14B-720P -> TurboWan2.2-I2V-A14B-{high,low}-720P[-quant].pth
+        head, res = repo.rsplit("-", 1)
+        stems = [f"{head}-{expert}-{res}" for expert in ("high", "low")]
+    else:
+        stems = [repo]
+    return {f"{stem}{quant}.pth" for stem in stems for quant in ("", "-quant")}
+
+
+def download_problems(node):
+    """What is wrong with a model-loading node's ``properties.models`` (the frontend's download offer)."""
+    where = f"node {node['id']} ({node['type']})"
+    files = {slot: v for slot, v in widgets(node).items() if (node["type"], slot) in LOADER_FOLDERS}
+    models = node.get("properties", {}).get("models")
+    if not isinstance(models, list) or not models:
+        return [f"{where}: no properties.models (the frontend cannot offer {sorted(files.values())} for download)"]
+    problems = []
+    for slot, value in files.items():
+        entry = [m for m in models if m.get("name") == value]
+        if len(entry) != 1:
+            problems.append(f"{where}: properties.models has {len(entry)} entries named {value!r} (its {slot})")
+            continue
+        entry = entry[0]
+        if set(entry) != {"name", "url", "directory"}:
+            problems.append(f"{where}: entry {entry} must have exactly name, url, directory")
+        folder = LOADER_FOLDERS[(node["type"], slot)]
+        if entry.get("directory") != folder:
+            problems.append(f"{where}: {value} directory {entry.get('directory')!r}, the loader reads {folder!r}")
+        url = entry.get("url", "")
+        turbo, comfy = TURBO_URL.fullmatch(url), COMFY_URL.fullmatch(url)
+        if turbo:
+            if turbo["repo"] not in TURBO_REPOS or value not in turbo_files(turbo["repo"]) or turbo["file"] != value:
+                problems.append(f"{where}: {url} is not a TurboDiffusion file named {value}")
+        elif comfy:
+            if comfy["file"] != value or comfy["folder"] != folder:
+                problems.append(f"{where}: {url} does not serve {folder}/{value}")
+        else:
+            problems.append(f"{where}: {url!r} is neither a TurboDiffusion nor a ComfyUI Wan 2.1 download")
+    return problems
+
+
+def test_turbo_file_names():
+    assert turbo_files("TurboWan2.1-T2V-1.3B-480P") == {"TurboWan2.1-T2V-1.3B-480P.pth",
+                                                         "TurboWan2.1-T2V-1.3B-480P-quant.pth"}
+    assert "TurboWan2.2-I2V-A14B-low-720P-quant.pth" in turbo_files("TurboWan2.2-I2V-A14B-720P")
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=os.path.basename)
+def test_model_loaders_offer_downloads(path):
+    """Every node that loads a model file carries properties.models ({name, url, directory}, as ComfyUI's own
+    templates do): one entry named like its file widget, in the folder the loader reads, from a known source."""
+    loaders = [n for n in load(path)["nodes"] if any(t == n["type"] for t, _ in LOADER_FOLDERS)]
+    assert loaders
+    problems = [p for n in loaders for p in download_problems(n)]
+    assert problems == []
+
+
+def test_download_check_catches_mistakes():
+    node = {"id": 1, "type": "VAELoader", "widgets_values": ["wan_2.1_vae.safetensors"], "properties": {}}
+    assert "no properties.models" in download_problems(node)[0]
+    good = {"name": "wan_2.1_vae.safetensors", "directory": "vae",
+            "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
+                   "wan_2.1_vae.safetensors"}
+    node["properties"]["models"] = [good]
+    assert download_problems(node) == []
+    node["properties"]["models"] = [dict(good, directory="checkpoints")]
+    assert "directory" in download_problems(node)[0]
+    node["properties"]["models"] = [dict(good, name="other.safetensors")]
+    assert "0 entries" in download_problems(node)[0]
+    node["properties"]["models"] = [dict(good, url="https://example.com/wan_2.1_vae.safetensors")]
+    assert "neither" in download_problems(node)[0]
+    turbo = {"id": 2, "type": "SLADiffusionModelLoader", "widgets_values": ["TurboWan2.1-T2V-1.3B-480P.pth", "default"],
+             "properties": {"models": [{"name": "TurboWan2.1-T2V-1.3B-480P.pth", "directory": "diffusion_models",
+                                        "url": "https://huggingface.co/TurboDiffusion/TurboWan2.1-T2V-14B-480P/"
+                                               "resolve/main/TurboWan2.1-T2V-1.3B-480P.pth"}]}}
+    assert "not a TurboDiffusion file" in download_problems(turbo)[0]
 
 
 # ------------------------------------------------------------------------------------------------ content

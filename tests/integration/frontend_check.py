@@ -8,6 +8,12 @@ and the frontend's own ``app.graphToPrompt()`` output, and checks: no node type 
 widget value is what the file says (no shifted slots), and the API prompt equals the UI->API conversion that
 ``comfy_runner.py`` validates with ComfyUI's ``validate_prompt``. Screenshots go to ``--shots``. Needs Chromium
 (``apt-get install chromium``) and aiohttp. Manual tool, not part of the pytest suite.
+
+With ``--missing-models DIR`` (a server whose models/ folders lack the workflows' files, e.g. a fresh
+``serve_comfy.py`` base directory) it also checks the frontend's missing-models dialog that loading opens: every
+file in the nodes' ``properties.models`` must be listed, and it saves the dialog as ``DIR/<workflow>.png``; entries
+the frontend refuses to download (it takes only .safetensors/.sft names from huggingface.co, civitai.com, localhost)
+are printed with the frontend's reason.
 """
 from __future__ import annotations
 
@@ -53,6 +59,30 @@ class CDP:
         return r["result"].get("value")
 
 
+# The frontend's missing-models dialog: its "folder / file" lines and, under an entry, the reason when the frontend
+# will not download it.
+JS_MISSING_MODELS = """
+(() => {
+  const dialog = Array.from(document.querySelectorAll('.p-dialog')).find(d => d.innerText.includes('Missing Models'));
+  if (!dialog) return JSON.stringify(null);
+  const lines = dialog.innerText.split('\\n').map(l => l.trim()).filter(l => l);
+  const entries = [];
+  for (const line of lines) {
+    if (/^[a-z_]+ \\/ .+/.test(line)) entries.push({label: line, refused: null});
+    else if (entries.length && /allowed|Invalid directory/.test(line)) entries[entries.length - 1].refused = line;
+  }
+  return JSON.stringify(entries);
+})()
+"""
+
+JS_CLOSE_DIALOGS = """
+(() => {
+  const buttons = Array.from(document.querySelectorAll('.p-dialog .p-dialog-close-button, .p-dialog button[aria-label="Close"]'));
+  buttons.forEach(b => b.click());
+  return buttons.length;
+})()
+"""
+
 JS_LOAD = """
 (async () => {
   const wf = %s;
@@ -95,7 +125,29 @@ def object_info_schemas(url):
     return schemas
 
 
-async def check(url, shots, chromium, files, thumbs=None):
+async def missing_models_dialog(cdp, wf, name, folder):
+    """Problems of the missing-models dialog that loading ``wf`` opened; saves it as ``folder/<name>.png``."""
+    want = {f"{m['directory']} / {m['name']}" for n in wf["nodes"] for m in n.get("properties", {}).get("models", [])}
+    entries = None
+    for _ in range(20):  # the dialog opens after the graph is configured (the folder listing is awaited first)
+        entries = json.loads(await cdp.eval(JS_MISSING_MODELS))
+        if entries:
+            break
+        await asyncio.sleep(0.25)
+    if not entries:
+        return [f"no missing-models dialog (expected {sorted(want)})"]
+    os.makedirs(folder, exist_ok=True)
+    shot = await cdp.call("Page.captureScreenshot", format="png")
+    with open(os.path.join(folder, name.replace(".json", ".png")), "wb") as f:
+        f.write(base64.b64decode(shot["data"]))
+    listed = {e["label"] for e in entries}
+    for e in entries:
+        print(f"    download offered: {e['label']}" + (f" -- refused by the frontend: {e['refused']}"
+                                                       if e["refused"] else ""))
+    return [f"missing-models dialog lacks {label}" for label in sorted(want - listed)]
+
+
+async def check(url, shots, chromium, files, thumbs=None, models_dir=None):
     import comfy_runner
     schemas = object_info_schemas(url)
     profile = tempfile.mkdtemp(prefix="chromium-")
@@ -135,12 +187,17 @@ async def check(url, shots, chromium, files, thumbs=None):
                         await cdp.call("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape",
                                        windowsVirtualKeyCode=27)
                     await asyncio.sleep(0.5)
+                await cdp.eval(JS_CLOSE_DIALOGS)
+                await asyncio.sleep(0.5)
                 for path in files:
                     name = os.path.basename(path)
                     with open(path) as f:
                         wf = json.load(f)
                     res = json.loads(await cdp.eval(JS_LOAD % json.dumps(wf)))
                     problems = []
+                    if models_dir:
+                        problems += await missing_models_dialog(cdp, wf, name, models_dir)
+                    await cdp.eval(JS_CLOSE_DIALOGS)  # the canvas screenshots show the graph, not a dialog
                     if res["missing"]:
                         problems.append(f"unknown node types {res['missing']}")
                     if res["count"] != len(wf["nodes"]):
@@ -189,12 +246,14 @@ def main():
     ap.add_argument("--url", default="http://127.0.0.1:8188")
     ap.add_argument("--shots", default=None, help="folder for screenshots")
     ap.add_argument("--thumbs", default=None, help="folder for templates-browser thumbnails (<name>.jpg)")
+    ap.add_argument("--missing-models", default=None,
+                    help="folder for screenshots of the missing-models dialog (server without the models)")
     ap.add_argument("--files", nargs="*", default=None, help="workflow files (default: workflows/*.json)")
     ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
     args = ap.parse_args()
     files = args.files or sorted(glob.glob(os.path.join(REPO, "workflows", "*.json")))
     failures = asyncio.run(check(args.url.rstrip("/"), args.shots or args.thumbs, args.chromium, files,
-                                 args.thumbs))
+                                 args.thumbs, args.missing_models))
     sys.exit(1 if failures else 0)
 
 
