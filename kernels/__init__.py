@@ -53,3 +53,5 @@ def sla_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: f
     """
     return _sla_op(q, k, v, float(keep_ratio), proj_weight, proj_bias, feature_map, int(block_q), int(block_k),
                    variant, compute_dtype)
+
+from .w8a8 import w8a8_linear  # noqa: E402,F401  (registers comfyui_sla::w8a8_linear)
