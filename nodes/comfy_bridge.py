@@ -26,13 +26,14 @@ from ..sla.runtime.patch import (SLARuntime, is_sla_override, make_attention_ove
                                  make_run_wrapper)
 from ..sla.runtime.settings import SLASettings, format_blocks
 from ..sla.runtime.weights import register_proj_l, weights_blocks
+from .w8a8_comfy import INT8_CHOICE
 
 log = logging.getLogger("comfyui_sla")
 
 WRAPPER_KEY = "comfyui_sla"
 OVERRIDE_KEY = "optimized_attention_override"
 
-WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
+WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", INT8_CHOICE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -247,6 +248,10 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
 
     ck_mod = _checkpoint_module()
     path = diffusion_model_path(ckpt_name)
+    if weight_dtype == INT8_CHOICE:  # -quant files with their int8 tiles kept (nodes/w8a8_comfy.py)
+        from . import w8a8_comfy
+        model, ck, summary = w8a8_comfy.load_int8_checkpoint(path, _progress())
+        return _finish_sla_model(model, ck, path, ckpt_name), summary
     options = weight_dtype_options(weight_dtype)
     # Cast while reading (int8 tiles dequantised straight into it), so the weights never sit in memory at a wider
     # dtype than the model is built in: with fp8 only the Linear weight matrices become fp8 (checkpoint.target_dtype),
@@ -259,9 +264,14 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
         model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options)
     if model is not None:
         ck_mod.plain_tensors(model.model.diffusion_model)
+    return _finish_sla_model(model, ck, path, ckpt_name), ck.info.summary()
+
+
+def _finish_sla_model(model, ck, path: str, ckpt_name: str):
+    """The loaded ModelPatcher with the checkpoint's proj_l registered and SLA applied at its defaults."""
     if model is None:
-        raise ck_mod.CheckpointError(f"ComfyUI could not detect a diffusion model in {ckpt_name} after conversion "
-                                     f"to Wan-native keys")
+        raise _checkpoint_module().CheckpointError(f"ComfyUI could not detect a diffusion model in {ckpt_name} "
+                                                   "after conversion to Wan-native keys")
     dm = wan_model(model)
     wid = None
     if ck.proj_l:
@@ -271,7 +281,7 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
         wid = register_proj_l(proj_l, _source_id(path))
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
-    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid)), ck.info.summary()
+    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid))
 
 
 def _expand_shared(proj_l: dict, n_blocks: int) -> dict:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger("comfyui_sla")
 
-__all__ = ["TILE", "dequantize_tiles", "quantize_tiles", "requantize_on_grid", "quantize_activations",
+__all__ = ["TILE", "dequantize_tiles", "quantize_tiles", "requantize_on_grid", "grown_scales", "quantize_activations",
            "w8a8_emulated", "w8a8_dequant_linear", "w8a8_linear", "kernel_available", "is_w8a8_block_linear",
            "BACKEND_ENV"]
 
@@ -96,6 +96,18 @@ def requantize_on_grid(w: torch.Tensor, w_scale: torch.Tensor) -> tuple[torch.Te
     v = torch.where(s > 0, w.to(torch.float32) / torch.where(s > 0, s, 1.0), 0.0)
     clipped = int(((v.abs() > 127.5) | ((s == 0) & (w != 0))).sum())
     return _round_half_away(v).clamp_(-127, 127).to(torch.int8), clipped
+
+
+def grown_scales(w: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    """Tile scales for re-quantising a patched weight: ``w_scale`` where the tile still fits (<= 127.5 steps), its
+    amax / 127 where it does not. w [out, in] float; returns fp32 like ``w_scale`` on w's device."""
+    out_f, in_f = w.shape
+    nt, kt = w_scale.shape
+    pad = torch.zeros(nt * TILE, kt * TILE, dtype=torch.float32, device=w.device)
+    pad[:out_f, :in_f] = w.to(torch.float32)
+    amax = pad.abs().view(nt, TILE, kt, TILE).amax(dim=(1, 3))
+    base = w_scale.to(device=w.device, dtype=torch.float32)
+    return torch.where(amax > base * 127.5, amax / 127.0, base)
 
 
 def quantize_activations(x2: torch.Tensor, group: int = TILE) -> tuple[torch.Tensor, torch.Tensor]:
