@@ -8,10 +8,8 @@ import os
 import pytest
 import torch
 
-from sla import quant as Q
-
-kernels = pytest.importorskip("kernels")
-W8 = kernels.w8a8
+from comfyui_sla.kernels import w8a8 as W8
+from comfyui_sla.sla import quant as Q
 
 INTERP = os.environ.get("TRITON_INTERPRET") == "1"
 DEV = "cuda" if torch.cuda.is_available() and not INTERP else "cpu"
@@ -127,7 +125,7 @@ def test_quantize_tiles_round_trip_and_partial_tiles():
 
 
 def test_dequantize_matches_the_checkpoint_loader():
-    from sla.checkpoint import dequantize_int8_tiles
+    from comfyui_sla.sla.checkpoint import dequantize_int8_tiles
     q, s, _ = make_layer(256, 384)
     assert torch.equal(Q.dequantize_tiles(q, s, torch.float32), dequantize_int8_tiles(q, s, torch.float32))
 
@@ -178,3 +176,19 @@ def test_dispatch_env_kernel_runs_the_kernel(monkeypatch):
     x = torch.randn(8, 128).to(DEV)
     y = Q.w8a8_linear(x, q.to(DEV), s.to(DEV), b.to(DEV)).cpu()
     assert_matches_emulation(y, Q.w8a8_emulated(x.cpu(), q, s, b), 1e-4)
+
+
+def test_benchmark_script_smoke_run(tmp_path):
+    """bench/bench_w8a8.py end to end at tiny shapes (interpreter): table, JSON and its own correctness checks."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = tmp_path / "w8.json"
+    r = subprocess.run([sys.executable, str(root / "bench" / "bench_w8a8.py"), "--smoke", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, TRITON_INTERPRET="1"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "all correctness checks passed" in r.stdout and "err int8" in r.stdout
+    res = json.loads(out.read_text())["results"]
+    assert len(res) == 2 and all(x["err_int8_vs_emulation"] < 1e-3 for x in res)
