@@ -192,3 +192,36 @@ def test_benchmark_script_smoke_run(tmp_path):
     assert "all correctness checks passed" in r.stdout and "err int8" in r.stdout
     res = json.loads(out.read_text())["results"]
     assert len(res) == 2 and all(x["err_int8_vs_emulation"] < 1e-3 for x in res)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+def test_load_checkpoint_int8_keeps_block_tiles(tmp_path):
+    import wan_factory as wf
+    from comfyui_sla.sla.checkpoint import load_checkpoint
+    from comfyui_sla.sla.quant_load import SCALE_SUFFIX, load_checkpoint_int8, summary_int8
+    native = wf.make_wan_state_dict(num_layers=2, seed=3)
+    td = wf.to_turbodiffusion_quant(native, prefix="net.", wrapped=True)
+    p = wf.save_pth(td, tmp_path / "m-quant.pth")
+    L = load_checkpoint_int8(p)
+    sd = L.state_dict
+    w = sd["blocks.1.ffn.0.weight"]
+    assert w.dtype == torch.int8 and sd["blocks.1.ffn.0" + SCALE_SUFFIX].dtype == torch.float32
+    assert torch.equal(w, td["net.blocks.1._checkpoint_wrapped_module.ffn.0.int8_weight"])
+    assert sum(k.endswith(SCALE_SUFFIX) for k in sd) == 2 * 10
+    assert sd["head.head.weight"].dtype != torch.int8 and sd["text_embedding.0.weight"].dtype != torch.int8
+    assert sd["blocks.0.norm3.weight"].dtype == torch.float32  # norms as TurboDiffusion keeps them
+    assert len(L.proj_l) == 2
+    # Dequantising what was kept gives exactly the default loader's fp32 weights.
+    ref = load_checkpoint(p, weight_dtype=torch.float32).state_dict
+    assert torch.equal(Q.dequantize_tiles(w, sd["blocks.1.ffn.0" + SCALE_SUFFIX]), ref["blocks.1.ffn.0.weight"])
+    assert "int8 tiles kept (W8A8)" in summary_int8(L.info)
+
+
+def test_load_checkpoint_int8_refuses_files_without_tiles(tmp_path):
+    import wan_factory as wf
+    from comfyui_sla.sla.checkpoint import CheckpointError
+    from comfyui_sla.sla.quant_load import load_checkpoint_int8
+    p = wf.save_pth(wf.to_turbodiffusion(wf.make_wan_state_dict(num_layers=1)), tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match="has no int8 tiles.*-quant"):
+        load_checkpoint_int8(p)
