@@ -19,7 +19,8 @@ from .w8a8_triton import TILE, _act_quant_kernel, _w8a8_gemm_kernel
 
 log = logging.getLogger("comfyui_sla")
 
-__all__ = ["w8a8_linear", "w8a8_linear_impl", "quantize_activations", "supports", "check_inputs", "default_config",
+__all__ = ["w8a8_linear", "w8a8_linear_impl", "quantize_activations", "supports", "check_inputs",
+           "unsupported_reason", "default_config",
            "ALTERNATIVES", "MODES"]
 
 MODES = ("prequant", "fused")
@@ -50,7 +51,7 @@ def default_config(device: torch.device | None = None) -> dict:
     """The GEMM's launch config for ``device``: BLOCK_M/N/K, GROUP_M, num_warps, num_stages, mode."""
     cfg = dict(_BASE, mode="prequant")
     cap = torch.cuda.get_device_capability(device) if device is not None and device.type == "cuda" else (9, 0)
-    cfg["num_stages"] = 3 if cap in ((8, 0), (9, 0), (10, 0)) or cap[0] in (9, 10) else 2
+    cfg["num_stages"] = 3 if cap == (8, 0) or cap[0] in (9, 10) else 2
     return cfg
 
 
@@ -66,38 +67,60 @@ def _config(device: torch.device) -> dict:
     return cfg
 
 
-def check_inputs(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
-    """Raise ValueError naming what was found when the kernel cannot take these inputs."""
+@torch._dynamo.assume_constant_result
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+_capabilities: dict = {}
+
+
+@torch._dynamo.assume_constant_result
+def _capability(index: int) -> int:
+    """Compute capability as an int (90 = sm_90); a constant for torch.compile."""
+    if index not in _capabilities:
+        major, minor = torch.cuda.get_device_capability(index)
+        _capabilities[index] = major * 10 + minor
+    return _capabilities[index]
+
+
+def unsupported_reason(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None
+                       ) -> str | None:
+    """Why the kernel cannot take these inputs (None when it can). Traceable by torch.compile (no exceptions)."""
     if x.dtype not in X_DTYPES:
-        raise ValueError(f"x must be bf16, fp16 or fp32, got {x.dtype}")
+        return f"x must be bf16, fp16 or fp32, got {x.dtype}"
     if w_q.dtype != torch.int8 or w_q.dim() != 2:
-        raise ValueError(f"w_q must be a 2-D int8 tensor, got {w_q.dim()}-D {w_q.dtype}")
+        return f"w_q must be a 2-D int8 tensor, got {w_q.dim()}-D {w_q.dtype}"
     n, k = w_q.shape
     if x.dim() < 1 or x.shape[-1] != k:
-        raise ValueError(f"x's last dimension must be the weight's in_features {k}, got shape {tuple(x.shape)}")
+        return f"x's last dimension must be the weight's in_features {k}, got shape {tuple(x.shape)}"
     want = (triton.cdiv(n, TILE), triton.cdiv(k, TILE))
     if tuple(w_scale.shape) != want:
-        raise ValueError(f"w_scale must be {list(want)} (one per {TILE}x{TILE} tile of [{n}, {k}]), "
-                         f"got {list(w_scale.shape)}")
+        return (f"w_scale must be {list(want)} (one per {TILE}x{TILE} tile of [{n}, {k}]), "
+                f"got {list(w_scale.shape)}")
     if bias is not None and tuple(bias.shape) != (n,):
-        raise ValueError(f"bias must be [{n}], got {list(bias.shape)}")
-    devs = {t.device for t in (x, w_q, w_scale) if t is not None} | ({bias.device} if bias is not None else set())
-    if len(devs) != 1:
-        raise ValueError(f"x, w_q, w_scale and bias must be on one device, got {sorted(map(str, devs))}")
-    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"the Triton W8A8 kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}")
-    if x.is_cuda and torch.cuda.get_device_capability(x.device) < (8, 0):
-        raise ValueError("the Triton W8A8 kernel needs an Ampere or newer GPU (int8 tensor-core dots), got "
-                         f"sm_{''.join(map(str, torch.cuda.get_device_capability(x.device)))}")
+        return f"bias must be [{n}], got {list(bias.shape)}"
+    if w_q.device != x.device or w_scale.device != x.device or (bias is not None and bias.device != x.device):
+        return "x, w_q, w_scale and bias must be on one device"
+    if x.device.type == "cuda":
+        cap = _capability(x.device.index if x.device.index is not None else torch.cuda.current_device())
+        if cap < 80:
+            return f"the Triton W8A8 kernel needs an Ampere or newer GPU (int8 tensor-core dots), got sm_{cap}"
+    elif not _interpreting():
+        return f"the Triton W8A8 kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device}"
+    return None
+
+
+def check_inputs(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Raise ValueError naming what was found when the kernel cannot take these inputs."""
+    why = unsupported_reason(x, w_q, w_scale, bias)
+    if why is not None:
+        raise ValueError(why)
 
 
 def supports(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
     """True when :func:`w8a8_linear_impl` accepts these inputs."""
-    try:
-        check_inputs(x, w_q, w_scale, bias)
-    except ValueError:
-        return False
-    return True
+    return unsupported_reason(x, w_q, w_scale, bias) is None
 
 
 def quantize_activations(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

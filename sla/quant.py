@@ -156,15 +156,29 @@ def _kernels():
     return k()
 
 
+_KERNELS: dict = {}  # "w8a8": the kernels.w8a8 module, once imported
+
+
+@torch._dynamo.assume_constant_result
+def _mode() -> str:
+    return os.environ.get(BACKEND_ENV, "auto")
+
+
+@torch._dynamo.assume_constant_result
+def _kernels_importable() -> bool:
+    """Imports the kernels package (registering ``comfyui_sla::w8a8_linear``); a constant for torch.compile."""
+    try:
+        _KERNELS["w8a8"] = _kernels().w8a8
+    except Exception:  # ImportError, or Triton failing to initialise
+        return False
+    return True
+
+
 def kernel_available(x: torch.Tensor) -> bool:
     """Whether the Triton kernel can run for tensors on x's device (CUDA, or the CPU under TRITON_INTERPRET=1)."""
     if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return False
-    try:
-        _kernels()
-    except Exception:  # ImportError, or Triton failing to initialise
-        return False
-    return True
+    return _kernels_importable()
 
 
 def w8a8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None = None,
@@ -172,25 +186,19 @@ def w8a8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias:
     """W8A8 forward: x [..., K] bf16/fp16/fp32 -> [..., N] in x's dtype.
 
     The Triton kernel where it runs (see the module docstring for ``COMFYUI_SLA_W8A8``), else the dequantised path;
-    why is logged once per reason. ``name`` (the layer) only labels those log lines."""
-    mode = os.environ.get(BACKEND_ENV, "auto")
+    why is logged once per reason (outside torch.compile tracing). ``name`` (the layer) only labels those lines.
+    Traceable by torch.compile with fullgraph=True: the kernel is one opaque custom op."""
+    mode = _mode()
+    why = None
     if mode == "dequant":
-        _log_once(("env", mode), logging.INFO, "SLA W8A8: %s=dequant: int8 layers run on dequantised weights",
-                  BACKEND_ENV)
-        return w8a8_dequant_linear(x, w_q, w_scale, bias)
-    if mode == "kernel" or (x.device.type == "cuda" and kernel_available(x)):
-        kernels = _kernels()
-        from importlib import import_module
-        w8 = import_module(kernels.__name__ + ".w8a8")
-        if mode == "kernel":
-            return w8.w8a8_linear(x, w_q, w_scale, bias)
-        try:
-            w8.check_inputs(x, w_q, w_scale, bias)
-        except ValueError as e:
-            _log_once(("unsupported", str(e)), logging.WARNING, "SLA W8A8: %s runs on dequantised weights: %s",
-                      name or "a layer", e)
-            return w8a8_dequant_linear(x, w_q, w_scale, bias)
-        return w8.w8a8_linear(x, w_q, w_scale, bias)
-    _log_once(("device", x.device.type), logging.INFO,
-              "SLA W8A8: no Triton kernel for %s tensors; int8 layers run on dequantised weights", x.device.type)
+        why = f"{BACKEND_ENV}=dequant"
+    elif not (x.device.type == "cuda" or mode == "kernel") or not _kernels_importable():
+        why = f"no Triton kernel for {x.device.type} tensors"
+    else:
+        why = _KERNELS["w8a8"].unsupported_reason(x, w_q, w_scale, bias)
+        if why is None or mode == "kernel":
+            return torch.ops.comfyui_sla.w8a8_linear(x, w_q, w_scale, bias)
+    if not torch.compiler.is_compiling():
+        _log_once(why, logging.INFO if "tensors" in why or "=" in why else logging.WARNING,
+                  "SLA W8A8: %s runs on dequantised weights: %s", name or "a layer", why)
     return w8a8_dequant_linear(x, w_q, w_scale, bias)
