@@ -65,6 +65,19 @@ res["rel_dequant"] = rel(run(dq), y_ref)
 os.environ["COMFYUI_SLA_W8A8"] = "kernel"   # the Triton kernel (interpreter) inside ComfyUI's WanModel
 res["rel_kernel"] = rel(run(dq), y_ref)
 os.environ["COMFYUI_SLA_W8A8"] = "dequant"
+# torch.compile of a block's FFN (two int8 Linears) through the kernel op: one graph (fullgraph), same output.
+# (Not the whole WanModel: ComfyUI's CPU attention itself does not trace.)
+def compiled_rel(mod, inp):
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            return rel(torch.compile(mod, fullgraph=True, backend="eager")(inp), mod(inp))
+    except Exception as e:
+        return repr(e)[:2000]
+xf = torch.randn(2, 40, 256, generator=g)
+os.environ["COMFYUI_SLA_W8A8"] = "kernel"
+res["compile_rel"] = compiled_rel(dq.blocks[0].ffn, xf)
+os.environ["COMFYUI_SLA_W8A8"] = "dequant"
 
 # LoRA through ComfyUI's own patcher: dequantise (convert_weight), add, requantise (set_weight).
 key = "diffusion_model.blocks.0.self_attn.q.weight"
@@ -90,6 +103,7 @@ def lora_case(sd, name, inplace=False):
                  "err_steps": ((w8 - wr).abs() / step).max().item(),
                  "scale_grew": bool((scale > orig_scale).any()),
                  "saturation_logged": [r for r in records if "beyond its int8 tile range" in r]}
+    res[name]["compile_rel"] = compiled_rel(l8, xf)  # the patched weight and its scales under torch.compile
     m8.unpatch_model(); mr.unpatch_model()
     l8 = q8.model.diffusion_model.blocks[0].self_attn.q
     res[name]["unpatch_exact"] = torch.equal(l8.weight, orig) and torch.equal(l8.sla_scale(), orig_scale)
@@ -138,6 +152,12 @@ def test_int8_model_output_close_to_dequantised_model(results):
         # Kernel path: activations rounded to 8 bits per token and 128 columns (~0.4% per GEMM, 20 GEMMs plus
         # the modulation/residual stream): well under 5% on the model output.
         assert 1e-5 < r["rel_kernel"] < 5e-2, (path, r["rel_kernel"])
+
+
+def test_int8_model_compiles_as_one_graph(results):
+    for path, r in results.items():
+        for rel_ in (r["compile_rel"], r["lora_big"]["compile_rel"]):
+            assert isinstance(rel_, float) and rel_ < 1e-5, (path, rel_)
 
 
 def test_lora_is_requantised_and_unpatched_exactly(results):
