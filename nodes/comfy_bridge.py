@@ -221,6 +221,9 @@ def weight_dtype_options(weight_dtype: str) -> dict:
     """``model_options`` for comfy.sd.load_diffusion_model_state_dict, as UNETLoader maps its weight_dtype."""
     mapping = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16,
                "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+    if weight_dtype == INT8_CHOICE:  # what load_sla_model's int8 path builds the model with
+        from .w8a8_comfy import make_ops
+        return {"custom_operations": make_ops()}
     if weight_dtype not in mapping:
         raise ValueError(f"weight_dtype must be one of {WEIGHT_DTYPES}, got {weight_dtype!r}")
     dt = mapping[weight_dtype]

@@ -34,6 +34,7 @@ class H(logging.Handler):
     def emit(self, r): records.append(r.getMessage())
 logging.getLogger("comfyui_sla").addHandler(H()); logging.getLogger("comfyui_sla").setLevel(logging.INFO)
 
+from comfyui_sla.nodes import comfy_bridge as B
 q8, ck, summary = W.load_int8_checkpoint(ckpt)
 ref = comfy.sd.load_diffusion_model_state_dict(load_checkpoint(ckpt, torch.float32).state_dict,
                                                model_options={"dtype": torch.float32})
@@ -43,6 +44,8 @@ int8_names = W.int8_layers(dq)
 res = {"summary": summary, "n_int8": len(int8_names), "int8_names": int8_names,
        "weight_dtype": str(lin.weight.dtype), "head_dtype": str(dq.head.head.weight.dtype),
        "emb_dtype": str(dq.text_embedding[0].weight.dtype),
+       "options_ops": B.weight_dtype_options(W.INT8_CHOICE) == {"custom_operations": W.make_ops()},
+       "ops_used": type(lin).__name__ == "Linear" and type(lin).__module__.endswith("w8a8_comfy"),
        "bytes_int8": sum(t.numel() * t.element_size() for n in int8_names
                          for t in (dq.get_submodule(n).weight, dq.get_submodule(n).int8_scale)),
        "bytes_ref": sum(dr.get_submodule(n).weight.numel() * 4 for n in int8_names)}
@@ -140,6 +143,7 @@ def test_int8_tiles_stay_int8_only_in_block_linears(results):
         assert r["weight_dtype"] == "torch.int8" and r["head_dtype"] != "torch.int8" and r["emb_dtype"] != \
             "torch.int8"
         assert "int8 tiles kept (W8A8)" in r["summary"], r["summary"]
+        assert r["options_ops"] and r["ops_used"], path
         assert r["weights_equal"], path
         # 1 byte per weight + one fp32 scale per 16384 weights, against fp32 (CPU) weights
         assert r["bytes_int8"] < 0.26 * r["bytes_ref"], (r["bytes_int8"], r["bytes_ref"])
