@@ -26,7 +26,7 @@ import torch.nn.functional as F
 log = logging.getLogger("comfyui_sla")
 
 __all__ = ["TILE", "dequantize_tiles", "quantize_tiles", "requantize_on_grid", "grown_scales", "quantize_activations",
-           "w8a8_emulated", "w8a8_dequant_linear", "w8a8_linear", "kernel_available", "is_w8a8_block_linear",
+           "w8a8_emulated", "w8a8_dequant_linear", "w8a8_linear", "is_w8a8_block_linear",
            "BACKEND_ENV"]
 
 TILE = 128
@@ -174,13 +174,6 @@ def _kernels_importable() -> bool:
     return True
 
 
-def kernel_available(x: torch.Tensor) -> bool:
-    """Whether the Triton kernel can run for tensors on x's device (CUDA, or the CPU under TRITON_INTERPRET=1)."""
-    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        return False
-    return _kernels_importable()
-
-
 def w8a8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None = None,
                 name: str = "") -> torch.Tensor:
     """W8A8 forward: x [..., K] bf16/fp16/fp32 -> [..., N] in x's dtype.
@@ -189,16 +182,15 @@ def w8a8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias:
     why is logged once per reason (outside torch.compile tracing). ``name`` (the layer) only labels those lines.
     Traceable by torch.compile with fullgraph=True: the kernel is one opaque custom op."""
     mode = _mode()
-    why = None
     if mode == "dequant":
-        why = f"{BACKEND_ENV}=dequant"
+        who, why, level = "int8 layers", f"{BACKEND_ENV}=dequant", logging.INFO
     elif not (x.device.type == "cuda" or mode == "kernel") or not _kernels_importable():
-        why = f"no Triton kernel for {x.device.type} tensors"
+        who, why, level = "int8 layers", f"no Triton kernel for {x.device.type} tensors", logging.INFO
     else:
         why = _KERNELS["w8a8"].unsupported_reason(x, w_q, w_scale, bias)
-        if why is None or mode == "kernel":
+        if why is None or mode == "kernel":  # 'kernel' lets the op raise on what it cannot take
             return torch.ops.comfyui_sla.w8a8_linear(x, w_q, w_scale, bias)
+        who, level = name or "an int8 layer", logging.WARNING  # a GPU the kernel should serve: worth a warning
     if not torch.compiler.is_compiling():
-        _log_once(why, logging.INFO if "tensors" in why or "=" in why else logging.WARNING,
-                  "SLA W8A8: %s runs on dequantised weights: %s", name or "a layer", why)
+        _log_once(why, level, "SLA W8A8: %s run(s) on dequantised weights: %s", who, why)
     return w8a8_dequant_linear(x, w_q, w_scale, bias)
