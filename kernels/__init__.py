@@ -56,3 +56,6 @@ def sla_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int,
         raise ValueError(f"keep must be an int (key blocks kept per row, sla.spec.keep_count), got {keep!r}")
     return _sla_op(q, k, v, keep, proj_weight, proj_bias, feature_map, int(block_q), int(block_k),
                    compute_dtype)
+
+
+from .w8a8 import w8a8_linear  # noqa: E402,F401  (registers comfyui_sla::w8a8_linear)

@@ -26,6 +26,7 @@ from ..sla.runtime.patch import (SLARuntime, is_sla_override, make_attention_ove
                                  make_run_wrapper)
 from ..sla.runtime.settings import SLASettings, format_blocks
 from ..sla.runtime.weights import register_proj_l, weights_blocks
+from .w8a8_comfy import INT8_CHOICE
 
 log = logging.getLogger("comfyui_sla")
 
@@ -33,7 +34,8 @@ WRAPPER_KEY = "comfyui_sla"
 OVERRIDE_KEY = "optimized_attention_override"
 
 # Only ever append: saved workflows store the choice by value, and users expect the order they know.
-WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast")
+WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast",
+                 INT8_CHOICE)
 
 # The oldest ComfyUI release whose attention calls consult the per-model OVERRIDE_KEY (comfy.ldm.modules.attention
 # .wrap_attn, ComfyUI commit d7f40442 "Enable Runtime Selection of Attention Functions", first released in 0.3.60).
@@ -245,6 +247,9 @@ def weight_dtype_options(weight_dtype: str) -> dict:
     mapping = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16,
                "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2,
                "fp8_e4m3fn_fast": torch.float8_e4m3fn}
+    if weight_dtype == INT8_CHOICE:  # what load_sla_model's int8 path builds the model with
+        from .w8a8_comfy import make_ops
+        return {"custom_operations": make_ops()}
     if weight_dtype not in mapping:
         raise ValueError(f"weight_dtype must be one of {WEIGHT_DTYPES}, got {weight_dtype!r}")
     dt = mapping[weight_dtype]
@@ -276,6 +281,10 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
     require_attention_override()  # before reading gigabytes
     ck_mod = _checkpoint_module()
     path = diffusion_model_path(ckpt_name)
+    if weight_dtype == INT8_CHOICE:  # -quant files with their int8 tiles kept (nodes/w8a8_comfy.py)
+        from . import w8a8_comfy
+        model, ck, summary = w8a8_comfy.load_int8_checkpoint(path, _progress())
+        return _finish_sla_model(model, ck, path, ckpt_name), summary
     options = weight_dtype_options(weight_dtype)
     # Cast while reading (int8 tiles dequantised straight into it), so the weights never sit in memory at a wider
     # dtype than the model is built in: with fp8 only the Linear weight matrices become fp8 (checkpoint.target_dtype),
@@ -288,9 +297,14 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
         model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options)
     if model is not None:
         ck_mod.plain_tensors(model.model.diffusion_model)
+    return _finish_sla_model(model, ck, path, ckpt_name), ck.info.summary()
+
+
+def _finish_sla_model(model, ck, path: str, ckpt_name: str):
+    """The loaded ModelPatcher with the checkpoint's proj_l registered and SLA applied at its defaults."""
     if model is None:
-        raise ck_mod.CheckpointError(f"ComfyUI could not detect a diffusion model in {ckpt_name} after conversion "
-                                     f"to Wan-native keys")
+        raise _checkpoint_module().CheckpointError(f"ComfyUI could not detect a diffusion model in {ckpt_name} "
+                                                   "after conversion to Wan-native keys")
     dm = wan_model(model)
     wid = None
     if ck.proj_l:
@@ -300,7 +314,7 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
         wid = register_proj_l(proj_l, _source_id(path))
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
-    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid), from_loader=True), ck.info.summary()
+    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid), from_loader=True)
 
 
 def load_sla_weights(model, weights_name: str):

@@ -56,7 +56,8 @@ def test_apply_sla_widgets():
     assert req["enabled"][0] == "BOOLEAN" and req["enabled"][1]["default"] is True
     assert req["min_tokens"][0] == "INT" and req["dense_blocks"][0] == "STRING"
     assert N.SLADiffusionModelLoader.INPUT_TYPES()["required"]["weight_dtype"][0] == [
-        "default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast"]
+        "default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast",
+        "int8 (W8A8, -quant files)"]  # new choices: appended
 
 
 def test_dense_blocks_validation_names_the_token():

@@ -49,6 +49,7 @@ CKPT_ZERO = "tiny_turbowan_zero_projl.pth"
 CKPT_NATIVE = "tiny_wan_native.safetensors"
 CKPT_QUANT = "tiny_turbowan_projl-quant.pth"
 LORA = "tiny_wan_lora.safetensors"
+INT8 = "int8 (W8A8, -quant files)"  # the loader's weight_dtype choice that keeps int8 tiles
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
@@ -333,6 +334,18 @@ def scenarios():
     @scen
     def quant_checkpoint(g):  # TurboDiffusion -quant.pth with net./_checkpoint_wrapped_module. prefixes
         sample(g, apply_sla(g, sla_loader(g, CKPT_QUANT), keep=0.3), "quant_checkpoint")
+
+    @scen
+    def quant_int8(g):  # the same file with its int8 tiles kept (W8A8 layers; dequantised matmul on the CPU)
+        sample(g, apply_sla(g, sla_loader(g, CKPT_QUANT, weight_dtype=INT8), keep=0.3), "quant_int8")
+
+    @scen
+    def quant_lora(g):  # LoRA on the dequantised -quant model
+        sample(g, apply_sla(g, lora(g, sla_loader(g, CKPT_QUANT)), keep=0.3), "quant_lora")
+
+    @scen
+    def quant_int8_lora(g):  # LoRA on the int8 model: dequantise, add, requantise at patch time
+        sample(g, apply_sla(g, lora(g, sla_loader(g, CKPT_QUANT, weight_dtype=INT8)), keep=0.3), "quant_int8_lora")
 
     # Wan2.2-style split sampling. Wan's flow schedule (shift 8), 4 'simple' steps: sigmas 1.0, 0.96, 0.889, 0.727;
     # start_percent 0.4 is sigma 0.923, so SLA runs in steps 3-4 only, i.e. exactly in the second half.
