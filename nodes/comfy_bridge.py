@@ -7,7 +7,10 @@ Where things live on a patched model (a ``ModelPatcher`` clone):
   its :class:`SLARuntime`: settings, the chained previous override, counters). Functions survive the deep copy
   of ``clone()`` unchanged, so clones share it; each ``apply_sla`` makes a new one.
 * ``model_options["transformer_options"]["sla"]``: a plain dict of the settings (introspection only).
-* ``wrappers[OUTER_SAMPLE]["comfyui_sla"]``: the run wrapper (one summary log line per sampling run).
+* ``wrappers[OUTER_SAMPLE]["comfyui_sla"]``: the run wrapper (one summary log line per sampling run, and the run
+  report sent to the node that applied SLA: ``PromptServer.send_progress_text``, where ComfyUI has it).
+* ``wrappers[APPLY_MODEL]["comfyui_sla"]``: the model-call wrapper (step of each model call for keep_schedule and
+  the attention map capture; model-call time for the report's step estimate).
 * ComfyUI without ``transformer_options["block_index"]`` (0.3.6x): ``patches_replace["dit"][("double_block", i)]``
   patches that set it, chaining any patch that was there.
 * proj_l tensors: :mod:`sla.runtime.weights`' registry, referenced by ``settings.weights_id``.
@@ -23,7 +26,7 @@ import torch
 
 from ..sla.ckpt_keys import PROJ_L_KEY
 from ..sla.runtime.patch import (SLARuntime, is_sla_override, make_attention_override, make_block_index_patch,
-                                 make_run_wrapper)
+                                 make_model_call_wrapper, make_run_wrapper)
 from ..sla.runtime.settings import SLASettings, format_blocks
 from ..sla.runtime.weights import register_proj_l, weights_blocks
 
@@ -126,15 +129,42 @@ def _window_from_guider(settings: SLASettings):
     return resolve
 
 
+def _sampling_from_guider(executor):
+    guider = getattr(executor, "class_obj", None)
+    patcher = getattr(guider, "model_patcher", None)
+    if patcher is None:
+        return None
+    return patcher.get_model_object("model_sampling").percent_to_sigma
+
+
+def node_reporter(node_id):
+    """``report(text)`` showing ``text`` on node ``node_id`` in the UI (PromptServer.send_progress_text, ComfyUI
+    >= 0.3.4x); silent where the server or that call does not exist (headless, older ComfyUI, tests)."""
+    if node_id is None:
+        return None
+
+    def report(text: str) -> None:
+        try:
+            import server
+        except ImportError:
+            return
+        instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+        send = getattr(instance, "send_progress_text", None)
+        if send is not None:
+            send(text, str(node_id))
+    return report
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # patching
 
-def apply_sla(model, settings: SLASettings):
+def apply_sla(model, settings: SLASettings, node_id=None):
     """A clone of ``model`` with SLA installed (or re-configured) at ``settings``; ``model`` is not modified.
 
     An SLA override already on the model is replaced (its chained previous override is kept); any other override
     is chained: it receives every call SLA does not take. Block-index patches are added only where ComfyUI does
-    not set ``block_index`` itself.
+    not set ``block_index`` itself. ``node_id``: ComfyUI id of the node applying it (UNIQUE_ID): the run report
+    goes to that node, and SLA Attention Map nodes downstream arm their capture under it.
     """
     import comfy.patcher_extension as pe
 
@@ -145,6 +175,8 @@ def apply_sla(model, settings: SLASettings):
     previous = existing.sla_previous if is_sla_override(existing) else existing
 
     runtime = SLARuntime(settings, previous)
+    runtime.node_id = None if node_id is None else str(node_id)
+    runtime.report = node_reporter(node_id)
     if not runtime.full_window():
         try:
             runtime.set_sigma_window(*_sigma_window(m, settings))
@@ -166,7 +198,9 @@ def apply_sla(model, settings: SLASettings):
 
     m.remove_wrappers_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
-                           make_run_wrapper(runtime, _window_from_guider(settings)))
+                           make_run_wrapper(runtime, _window_from_guider(settings), _sampling_from_guider))
+    m.remove_wrappers_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY)
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY, make_model_call_wrapper(runtime))
 
     log.info("SLA applied to %s (%d blocks, %s): %s", type(dm).__name__, len(dm.blocks),
              _weights_text(settings.weights_id), settings.describe())
@@ -245,7 +279,7 @@ def settings_from_checkpoint(info, **overrides) -> SLASettings:
         return SLASettings(**overrides)
 
 
-def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
+def load_sla_model(ckpt_name: str, weight_dtype: str = "default", node_id=None):
     """Load an SLA checkpoint as a native ComfyUI MODEL with SLA applied at the checkpoint defaults.
 
     Returns (model, detection summary line)."""
@@ -277,7 +311,7 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
         wid = register_proj_l(proj_l, _source_id(path))
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
-    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid)), ck.info.summary()
+    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid), node_id), ck.info.summary()
 
 
 def _expand_shared(proj_l: dict, n_blocks: int) -> dict:
@@ -288,7 +322,7 @@ def _expand_shared(proj_l: dict, n_blocks: int) -> dict:
     return proj_l
 
 
-def load_sla_weights(model, weights_name: str):
+def load_sla_weights(model, weights_name: str, node_id=None):
     """Attach the proj_l of ``weights_name`` (read alone, lazily for safetensors) to ``model``.
 
     Returns (model, detection summary line)."""
@@ -305,4 +339,4 @@ def load_sla_weights(model, weights_name: str):
     settings = current_settings(model)
     settings = settings.replace(weights_id=wid) if settings is not None else settings_from_checkpoint(
         info, weights_id=wid)
-    return apply_sla(model, settings), info.summary()
+    return apply_sla(model, settings, node_id), info.summary()
