@@ -24,7 +24,9 @@ from typing import Optional
 
 import torch
 
+from ..sla import attention_map as amap
 from ..sla.ckpt_keys import PROJ_L_KEY
+from ..sla.runtime import capture
 from ..sla.runtime.patch import (SLARuntime, is_sla_override, make_attention_override, make_block_index_patch,
                                  make_model_call_wrapper, make_run_wrapper)
 from ..sla.runtime.settings import SLASettings, format_blocks
@@ -340,3 +342,44 @@ def load_sla_weights(model, weights_name: str, node_id=None):
     settings = settings.replace(weights_id=wid) if settings is not None else settings_from_checkpoint(
         info, weights_id=wid)
     return apply_sla(model, settings, node_id), info.summary()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attention map
+
+def arm_attention_map(map_node, block: int, head: int, step: int) -> None:
+    """Capture (block, head, step) in the sampling runs that begin until node ``map_node`` draws."""
+    capture.arm(str(map_node), block, head, step)
+
+
+def attention_map(model, map_node, block: int, head: int, step: int):
+    """(attention_map, sparsity) IMAGEs ([1, H, W, 3] float32 in [0, 1]) from the capture of the last sampling run
+    of ``model``'s SLA runtime for node ``map_node``; ValueError saying what is missing otherwise."""
+    fn = current_override(model)
+    if not is_sla_override(fn):
+        raise ValueError("SLA Attention Map: this MODEL has no SLA (connect the model the sampler used, after "
+                         "Apply Sparse-Linear Attention or Load SLA Diffusion Model)")
+    rt = fn.sla_runtime
+    cap = capture.result(str(map_node), rt.uid)
+    capture.disarm(str(map_node))
+    if cap is None or (cap.block, cap.head, cap.step) != (block, head, step):
+        raise ValueError("SLA Attention Map: nothing was captured for this model in this queue: its sampler did "
+                         "not run again (ComfyUI reused its cached result). Change the sampler's seed or any input "
+                         "before it and queue again.")
+    if cap.q is None:
+        seen_steps = sorted({s for s, _b in cap.grid})
+        seen_blocks = sorted({b for _s, b in cap.grid})
+        raise ValueError(f"SLA Attention Map: the last run had no self-attention call at block {block}, step "
+                         f"{step} (steps seen {format_blocks(seen_steps) or 'none'}, blocks "
+                         f"{format_blocks(seen_blocks) or 'none'})")
+    q, k = cap.q, cap.k
+    if cap.sparse:
+        mask = amap.block_mask(q, k, cap.keep, cap.block_q, cap.block_k)[0, 0]
+    else:  # this call ran dense: every block was used
+        nq, nk = -(-q.shape[1] // cap.block_q), -(-k.shape[1] // cap.block_k)
+        mask = torch.ones(nq, nk, dtype=torch.bool)
+    background = amap.attention_background(amap.dense_block_mass(q, k, cap.block_q, cap.block_k))
+    log.info("SLA Attention Map: block %d, head %d, step %d: %s at keep %.3f, %dx%d blocks", block,
+             min(head, cap.heads - 1), step, "sparse" if cap.sparse else "dense", cap.keep, mask.shape[0],
+             mask.shape[1])
+    return amap.draw_block_map(mask, background), amap.draw_sparsity_grid(cap.grid)

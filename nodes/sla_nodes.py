@@ -5,6 +5,7 @@ position): keep them, and only ever append new inputs at the end.
 """
 from __future__ import annotations
 
+from ..sla.runtime.schedule import parse_keep_schedule
 from ..sla.runtime.settings import SLASettings, parse_dense_blocks
 from ..sla.spec import (BACKENDS, BLOCK_K_CHOICES, BLOCK_Q_CHOICES, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS,
                         FEATURE_MAPS)
@@ -19,6 +20,14 @@ DENSE_CALL = ("Outside this window self-attention runs dense: exact full softmax
               "branch (proj_l). On an SLA fine-tuned checkpoint that is the original Wan attention it was "
               "fine-tuned from: full cost, and close to but not the same as what it was trained with.")
 
+
+SCHEDULE_TOOLTIP = ("Keep ratio per sampling step, overriding keep_ratio: '0.3, 0.15, 0.1' (one value per step, "
+                    "the last holds for later steps; a second KSamplerAdvanced that continues the first's sigmas "
+                    "continues its step count) or '0.3 -> 0.1' (linear over sampling progress, by sigma like "
+                    "start/end_percent). Empty: keep_ratio on every step. The run report on the node shows the "
+                    "realised keep per step.")
+# Hidden: the node's id, so the run report reaches this node in the UI; no widget, so saved widget order stays.
+HIDDEN_ID = {"unique_id": "UNIQUE_ID"}
 
 INFO_TOOLTIP = ("What was detected in the file: model family, how many blocks carry SLA weights, source layout, "
                 "quantized or not (the same line is logged).")
@@ -44,7 +53,7 @@ class SLADiffusionModelLoader:
             "weight_dtype": (list(bridge.WEIGHT_DTYPES),
                              _tip("Weight dtype of the loaded model. default: ComfyUI picks (like Load Diffusion "
                                   "Model); fp8 halves memory at some quality cost.")),
-        }}
+        }, "hidden": HIDDEN_ID}
 
     # Outputs, like inputs, are only ever appended (saved links address them by position).
     RETURN_TYPES = ("MODEL", "STRING")
@@ -54,8 +63,8 @@ class SLADiffusionModelLoader:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, ckpt_name, weight_dtype):
-        return bridge.load_sla_model(ckpt_name, weight_dtype)
+    def load(self, ckpt_name, weight_dtype, unique_id=None):
+        return bridge.load_sla_model(ckpt_name, weight_dtype, unique_id)
 
 
 class ApplySLA:
@@ -97,7 +106,9 @@ class ApplySLA:
                              "torch force one (triton falls back to torch off CUDA).")),
             "enabled": ("BOOLEAN", {"default": True,
                                     "tooltip": "Off: every attention call runs dense (for A/B comparisons)."}),
-        }}
+        }, "optional": {
+            "keep_schedule": ("STRING", {"default": "", "multiline": False, "tooltip": SCHEDULE_TOOLTIP}),
+        }, "hidden": HIDDEN_ID}
 
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The model with SLA configured (a patched clone).",)
@@ -105,24 +116,27 @@ class ApplySLA:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, dense_blocks=None):
-        if dense_blocks is None:  # linked input: checked when the node runs
-            return True
+    def VALIDATE_INPUTS(cls, dense_blocks=None, keep_schedule=None):
+        # None: a linked input, checked when the node runs
         try:
-            parse_dense_blocks(dense_blocks)
+            if dense_blocks is not None:
+                parse_dense_blocks(dense_blocks)
+            if keep_schedule is not None:
+                parse_keep_schedule(keep_schedule)
         except ValueError as e:
             return str(e)
         return True
 
     def apply(self, model, keep_ratio, start_percent, end_percent, dense_blocks, block_q, block_k, feature_map,
-              min_tokens, backend, enabled):
+              min_tokens, backend, enabled, keep_schedule="", unique_id=None):
         old = bridge.current_settings(model)
         settings = SLASettings(keep_ratio=keep_ratio, start_percent=start_percent, end_percent=end_percent,
                                dense_blocks=parse_dense_blocks(dense_blocks), block_q=int(block_q),
                                block_k=int(block_k), feature_map=feature_map, min_tokens=min_tokens,
                                backend=backend, enabled=enabled,
-                               weights_id=old.weights_id if old is not None else None)
-        return (bridge.apply_sla(model, settings),)
+                               weights_id=old.weights_id if old is not None else None,
+                               keep_schedule=keep_schedule or "")
+        return (bridge.apply_sla(model, settings, unique_id),)
 
 
 class SLAWeightsLoader:
@@ -139,7 +153,7 @@ class SLAWeightsLoader:
             "weights_name": (bridge.diffusion_model_names(),
                              _tip("SLA checkpoint (or proj_l-only file) in models/diffusion_models; only its "
                                   "proj_l tensors are read.")),
-        }}
+        }, "hidden": HIDDEN_ID}
 
     RETURN_TYPES = ("MODEL", "STRING")
     RETURN_NAMES = ("MODEL", "info")
@@ -147,18 +161,71 @@ class SLAWeightsLoader:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, model, weights_name):
-        return bridge.load_sla_weights(model, weights_name)
+    def load(self, model, weights_name, unique_id=None):
+        return bridge.load_sla_weights(model, weights_name, unique_id)
+
+
+class SLAAttentionMap:
+    """Capture one self-attention call of the next sampling run and draw the block mask SLA used for it."""
+
+    DESCRIPTION = ("Shows where SLA looks: for the chosen block, head and sampling step of the sampler run that "
+                   "produced 'samples', the query-block x key-block mask SLA used (kept blocks lit amber) over the "
+                   "dense attention's share per block (blue-green), and the realised sparsity of every block over "
+                   "the steps (bright: sparse, black: dense). Queue again after changing block/head/step: the "
+                   "sampler must run again to capture (change its seed if its result is cached).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", _tip("The SLA model the sampler used (the same connection as the sampler's model).")),
+            "samples": ("LATENT", _tip("The sampler's output: makes this node run after the sampling run it "
+                                       "captures.")),
+            "block": ("INT", {"default": 0, "min": 0, "max": 255,
+                              "tooltip": "Transformer block (0 = first; Wan 1.3B has 30, 14B 40)."}),
+            "head": ("INT", {"default": 0, "min": 0, "max": 255,
+                             "tooltip": "Attention head in that block (Wan 1.3B has 12, 14B 40)."}),
+            "step": ("INT", {"default": 0, "min": 0, "max": 10000,
+                             "tooltip": "Sampling step (0 = first; counted over the whole schedule, so the second "
+                                        "half of a split sampler continues the first's count)."}),
+        }, "hidden": HIDDEN_ID}
+
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("attention_map", "sparsity")
+    OUTPUT_TOOLTIPS = ("Query blocks (rows) x key blocks (columns): kept blocks amber, dropped ones show the dense "
+                       "attention's share in blue-green.",
+                       "Blocks (rows) x steps (columns): brightness = realised sparsity, black = ran dense.")
+    FUNCTION = "draw"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, block=None, head=None, step=None, unique_id=None):
+        # Validation runs before anything executes: the one moment to arm the capture for the coming run.
+        values = {"block": block, "head": head, "step": step}
+        for name, v in values.items():
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                return f"{name} must be an integer >= 0, got {v!r}"
+        if unique_id is not None and None not in values.values():
+            bridge.arm_attention_map(unique_id, block, head, step)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # draw again on every queue: each run captures anew
+
+    def draw(self, model, samples, block, head, step, unique_id=None):
+        return bridge.attention_map(model, unique_id, block, head, step)
 
 
 NODE_CLASS_MAPPINGS = {
     "SLADiffusionModelLoader": SLADiffusionModelLoader,
     "ApplySLA": ApplySLA,
     "SLAWeightsLoader": SLAWeightsLoader,
+    "SLAAttentionMap": SLAAttentionMap,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SLADiffusionModelLoader": "Load SLA Diffusion Model",
     "ApplySLA": "Apply Sparse-Linear Attention",
     "SLAWeightsLoader": "Load SLA Weights",
+    "SLAAttentionMap": "SLA Attention Map",
 }

@@ -1,10 +1,12 @@
 """Capture of one self-attention call's q/k for the SLA Attention Map node, armed before the sampling run.
 
-The map node arms a :class:`CaptureRequest` under the id of the node that applied SLA to its model (ApplySLA or
-a loader) before anything executes; the runtime of that node takes it when its next run begins
-(:meth:`SLARuntime.begin_run`) and, at run time inside the custom op, copies q/k of the requested (block, head,
-step) call and notes every call's realised keep per (step, block). Nothing is armed when the node is not in the
-graph: the op then only checks one attribute for None.
+The map node arms a request (block, head, step) under its own node id while the prompt is validated, i.e. before
+anything executes (ComfyUI does not tell a node at that point which model will reach it). Every SLA run that
+begins while a request is armed (:meth:`SLARuntime.begin_run`) gets its own :class:`CaptureRequest` copy and, at
+run time inside the custom op, copies q/k of the requested call and notes every call's realised keep per (step,
+block); the result is kept per (map node, runtime). The map node then reads the one of the runtime of the model
+it receives, and disarms. Nothing is armed when the node is not in the graph: the op then only checks one
+attribute for None.
 
 The tables are one per process (the pack may be imported under several module names), like ops' runtime table.
 """
@@ -14,14 +16,14 @@ import dataclasses
 import sys
 import threading
 import types
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 _SHARED = sys.modules.setdefault("_comfyui_sla_capture", types.ModuleType("_comfyui_sla_capture"))
 if not hasattr(_SHARED, "armed"):
-    _SHARED.armed = {}      # id of the node that applied SLA -> CaptureRequest
-    _SHARED.results = {}    # id of the map node -> CaptureRequest (filled)
+    _SHARED.armed = {}      # id of the map node -> (block, head, step)
+    _SHARED.results = {}    # (id of the map node, runtime uid) -> CaptureRequest (filled)
     _SHARED.lock = threading.Lock()
 
 
@@ -58,28 +60,33 @@ class CaptureRequest:
         self.k = k[:1].unflatten(-1, (heads, d))[:, :, h:h + 1].detach().clone()
 
 
-def arm(source_node: str, request: CaptureRequest) -> None:
-    """Ask the runtime applied by node ``source_node`` to capture during its next run."""
+def arm(map_node: str, block: int, head: int, step: int) -> None:
+    """Capture (block, head, step) in the SLA runs that begin from now until :func:`disarm`."""
     with _SHARED.lock:
-        _SHARED.armed[str(source_node)] = request
-        _SHARED.results.pop(str(request.map_node), None)
+        _SHARED.armed[str(map_node)] = (int(block), int(head), int(step))
 
 
-def take_armed(source_node: Optional[str]) -> Optional[CaptureRequest]:
-    """The request armed for ``source_node`` (removed from the table), or None."""
-    if source_node is None or not _SHARED.armed:
+def disarm(map_node: str) -> None:
+    with _SHARED.lock:
+        _SHARED.armed.pop(str(map_node), None)
+
+
+def requests_for_run() -> Optional[List[CaptureRequest]]:
+    """Fresh requests for a run that begins now (None when nothing is armed: the common case)."""
+    if not _SHARED.armed:
         return None
     with _SHARED.lock:
-        return _SHARED.armed.pop(str(source_node), None)
+        return [CaptureRequest(node, *spec) for node, spec in _SHARED.armed.items()] or None
 
 
-def finish(request: CaptureRequest) -> None:
+def finish(request: CaptureRequest, runtime_uid: int) -> None:
     """Publish a request after its run (for the map node to read)."""
     request.done = True
     with _SHARED.lock:
-        _SHARED.results[str(request.map_node)] = request
+        _SHARED.results[(str(request.map_node), runtime_uid)] = request
 
 
-def result(map_node: str) -> Optional[CaptureRequest]:
+def result(map_node: str, runtime_uid: int) -> Optional[CaptureRequest]:
+    """The latest capture of ``map_node``'s request in a run of runtime ``runtime_uid``, or None."""
     with _SHARED.lock:
-        return _SHARED.results.get(str(map_node))
+        return _SHARED.results.get((str(map_node), runtime_uid))

@@ -114,7 +114,7 @@ class SLARuntime:
         self._step_sigma: Optional[float] = None
         self._schedule = None
         self.percent_to_sigma: Optional[Callable[[float], float]] = None
-        self.capture: Optional[capture.CaptureRequest] = None
+        self.capture: Optional[list] = None  # CaptureRequests of armed SLA Attention Map nodes, this run
 
     # -- window ----------------------------------------------------------------------------------------------
     def set_sigma_window(self, sigma_start: float, sigma_end: float) -> None:
@@ -220,15 +220,14 @@ class SLARuntime:
                 self.dense(q, k, v, heads, block)
                 self.timing.add(key, "dense", extra.stop())
                 self.timing.extra_dense.append(extra)
-        cap = self.capture
-        if cap is not None:  # only while an SLA Attention Map node waits for this run
-            self._note_capture(cap, q, k, heads, block, reason)
+        if self.capture is not None:  # only while an SLA Attention Map node waits for a run
+            for cap in self.capture:
+                self._note_capture(cap, q, k, heads, block, reason)
         return out
 
     def _note_capture(self, cap, q, k, heads, block, reason) -> None:
         b = -1 if block is None else block
-        used = self.stats.last_keep if reason is None else 1.0
-        cap.grid[(self.step, b)] = used
+        cap.grid[(self.step, b)] = self.stats.last_keep if reason is None else 1.0
         if cap.q is None and b == cap.block and self.step == cap.step:
             cap.take(q, k, heads)
             cap.keep = self.keep if reason is None else 1.0
@@ -289,7 +288,7 @@ class SLARuntime:
             STEPS.begin([float(x) for x in torch.as_tensor(sigmas).detach().reshape(-1).cpu()])
         self._schedule = self.settings.schedule
         self.percent_to_sigma = percent_to_sigma
-        self.capture = capture.take_armed(self.node_id)
+        self.capture = capture.requests_for_run()
         self.track_steps = self._schedule is not None or self.capture is not None
         self.step, self._step_sigma, self.keep = -1, None, self.settings.keep_ratio
 
@@ -330,7 +329,8 @@ class SLARuntime:
         st = self.stats
         cap, self.capture, self.track_steps = self.capture, None, False
         if cap is not None and not interrupted:
-            capture.finish(cap)
+            for c in cap:
+                capture.finish(c, self.uid)
         if st.calls == 0 and interrupted:
             return  # stopped before its first model call: nothing to report, and nothing is wrong with the patch
         if st.calls == 0:
