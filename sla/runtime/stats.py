@@ -106,8 +106,11 @@ def report_text(stats: RunStats, settings, timing: Optional[dict]) -> str:
         lines.append(line)
     if timing is not None:
         attn, dense = timing["attn_ms"], timing["dense_ms"]
-        line = (f"attention {dense / attn:.1f}x faster ({_ms(attn)} vs ~{_ms(dense)} dense)" if stats.sparse and attn
-                else f"attention {_ms(attn)} (all dense)")
+        if stats.sparse and attn and dense:
+            speed = (f"{dense / attn:.1f}x faster" if dense >= attn else f"{attn / dense:.1f}x slower")
+            line = f"attention {speed} ({_ms(attn)} vs ~{_ms(dense)} dense)"
+        else:
+            line = f"attention {_ms(attn)} (all dense)"
         model = timing.get("model_ms")
         if stats.sparse and attn and model is not None and model > 0:
             other = max(0.0, model - attn)
