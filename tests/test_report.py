@@ -1,5 +1,6 @@
 """Issue 12 on the ComfyUI stand-in: keep_schedule parsing and per-step keep, the run report sent to the node,
 and the attention-map capture (its mask pixels equal sla.mask's mask for the captured q/k)."""
+import re
 import sys
 import types
 
@@ -114,7 +115,23 @@ def test_per_step_schedule_and_report_reach_the_node(comfy):
     assert len(comfy.sent) == 1 and comfy.sent[0][0] == "7"
     text = comfy.sent[0][1]
     assert "8 sparse / 0 dense" in text and "per step 0.40 0.20 0.20 0.20" in text
-    assert "x faster" in text and "step ~" in text and "(est.)" in text and "(CPU timing)" in text
+    assert re.search(r"attention \d+\.\dx (faster|slower) \(.* vs ~.* dense\), step ~\d+\.\dx \(est\.\) "
+                     r"\(CPU timing\)$", text), text
+
+
+def test_report_arithmetic():
+    from comfyui_sla.sla.runtime.stats import RunStats, report_text
+    st = RunStats()
+    st.sparse, st.keep_sum = 96, 9.6
+    st.dense["outside start/end"] = 24
+    st.dense["cross-attention"] = 120   # not self-attention: not in the counts
+    text = report_text(st, SLASettings(), {"attn_ms": 400.0, "dense_ms": 2440.0, "model_ms": 4000.0,
+                                           "cpu": False})
+    # other = 4000 - 400 = 3600 ms; step = (3600 + 2440) / (3600 + 400) = 1.51
+    assert text.split("\n") == ["96 sparse / 24 dense self-attention calls (dense: outside start/end 24)",
+                                 "realised keep 0.100 (sparsity 90%)",
+                                 "attention 6.1x faster (400 ms vs ~2.4 s dense), step ~1.5x (est.)"]
+    assert report_text(st, SLASettings(), None).count("\n") == 1   # no timing: no timing line
 
 
 def test_linear_schedule_follows_sigma_across_a_split(comfy):

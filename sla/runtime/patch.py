@@ -107,6 +107,7 @@ class SLARuntime:
         self.node_id: Optional[str] = None
         self.report: Optional[Callable[[str], None]] = None
         self.timing = RunTiming()
+        self.timing_on = False  # only runs with a node to report to are timed (see begin_run)
         # Per model call (set by the model-call wrapper, read in the op): global step, keep ratio to run at.
         self.track_steps = False
         self.step = -1
@@ -187,7 +188,7 @@ class SLARuntime:
         st = self.stats
         st.calls += 1
         key = _shape_key(q)
-        timed = self.timing.should_time(key)
+        timed = self.timing_on and self.timing.should_time(key)
         interval = Interval(q.device) if timed else None
         out = None
         try:
@@ -289,6 +290,8 @@ class SLARuntime:
         self._schedule = self.settings.schedule
         self.percent_to_sigma = percent_to_sigma
         self.capture = capture.requests_for_run()
+        # Timing costs one extra dense call per shape and process: only where a node shows the report.
+        self.timing_on = self.report is not None
         self.track_steps = self._schedule is not None or self.capture is not None
         self.step, self._step_sigma, self.keep = -1, None, self.settings.keep_ratio
 
@@ -301,7 +304,7 @@ class SLARuntime:
                 self._step_sigma = sigma
                 self.step = STEPS.step(sigma)
                 self.keep = self._keep_at(sigma)
-        return Interval(t.device) if torch.is_tensor(t) else None
+        return Interval(t.device) if self.timing_on and torch.is_tensor(t) else None
 
     def _keep_at(self, sigma: float) -> float:
         sched = self._schedule
