@@ -14,7 +14,14 @@ Pieces, all installed on a ``ModelPatcher`` clone by ``nodes/comfy_bridge.py``:
   ``transformer_options["block_index"] = i`` for ComfyUI versions whose Wan block loop does not (0.3.6x).
 * :func:`make_run_wrapper` -> an ``OUTER_SAMPLE`` wrapper bracketing one sampling run (outside any compiled
   region): it resets the counters and the failures, refreshes the sigma window from the model's schedule, and logs
-  one summary line at the end (a WARNING when the override was never called).
+  one summary line at the end (a WARNING when the override was never called), plus the short run report it also
+  hands to ``SLARuntime.report`` (the node in the UI).
+* :func:`make_model_call_wrapper` -> an ``APPLY_MODEL`` wrapper (outside any compiled region): per model call it
+  locates the global step from the call's sigma (keep_schedule, attention-map capture) and times the call.
+
+Per-call behaviour added since (keep per step, timing samples, capture) lives in those wrappers or in
+:meth:`SLARuntime.attend`, the custom op's run-time half: traced code still reads nothing that changes between
+calls, so a compiled model is not recompiled for them (tests/test_compile.py).
 
 The proj_l tensors live in :mod:`.weights` (settings carry only their ``weights_id``).
 """
