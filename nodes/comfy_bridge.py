@@ -139,6 +139,16 @@ def _sampling_from_guider(executor):
     return patcher.get_model_object("model_sampling").percent_to_sigma
 
 
+def executing_node_id() -> Optional[str]:
+    """Id of the node ComfyUI is executing now (comfy_execution.utils, 0.3.4x and later), or None."""
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:
+        return None
+    ctx = get_executing_context()
+    return None if ctx is None else str(ctx.node_id)
+
+
 def node_reporter(node_id):
     """``report(text)`` showing ``text`` on node ``node_id`` in the UI (PromptServer.send_progress_text, ComfyUI
     >= 0.3.4x); silent where the server or that call does not exist (headless, older ComfyUI, tests)."""

@@ -26,7 +26,8 @@ SCHEDULE_TOOLTIP = ("Keep ratio per sampling step, overriding keep_ratio: '0.3, 
                     "continues its step count) or '0.3 -> 0.1' (linear over sampling progress, by sigma like "
                     "start/end_percent). Empty: keep_ratio on every step. The run report on the node shows the "
                     "realised keep per step.")
-# Hidden: the node's id, so the run report reaches this node in the UI; no widget, so saved widget order stays.
+# Hidden node id of the map node (arms its capture); not on ApplySLA / the loaders: ComfyUI puts UNIQUE_ID into the
+# cache key, which would stop identical nodes sharing one output (they find their id through the bridge instead).
 HIDDEN_ID = {"unique_id": "UNIQUE_ID"}
 
 INFO_TOOLTIP = ("What was detected in the file: model family, how many blocks carry SLA weights, source layout, "
@@ -53,7 +54,7 @@ class SLADiffusionModelLoader:
             "weight_dtype": (list(bridge.WEIGHT_DTYPES),
                              _tip("Weight dtype of the loaded model. default: ComfyUI picks (like Load Diffusion "
                                   "Model); fp8 halves memory at some quality cost.")),
-        }, "hidden": HIDDEN_ID}
+        }}
 
     # Outputs, like inputs, are only ever appended (saved links address them by position).
     RETURN_TYPES = ("MODEL", "STRING")
@@ -63,8 +64,8 @@ class SLADiffusionModelLoader:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, ckpt_name, weight_dtype, unique_id=None):
-        return bridge.load_sla_model(ckpt_name, weight_dtype, unique_id)
+    def load(self, ckpt_name, weight_dtype):
+        return bridge.load_sla_model(ckpt_name, weight_dtype, bridge.executing_node_id())
 
 
 class ApplySLA:
@@ -108,7 +109,7 @@ class ApplySLA:
                                     "tooltip": "Off: every attention call runs dense (for A/B comparisons)."}),
         }, "optional": {
             "keep_schedule": ("STRING", {"default": "", "multiline": False, "tooltip": SCHEDULE_TOOLTIP}),
-        }, "hidden": HIDDEN_ID}
+        }}
 
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The model with SLA configured (a patched clone).",)
@@ -128,7 +129,7 @@ class ApplySLA:
         return True
 
     def apply(self, model, keep_ratio, start_percent, end_percent, dense_blocks, block_q, block_k, feature_map,
-              min_tokens, backend, enabled, keep_schedule="", unique_id=None):
+              min_tokens, backend, enabled, keep_schedule=""):
         old = bridge.current_settings(model)
         settings = SLASettings(keep_ratio=keep_ratio, start_percent=start_percent, end_percent=end_percent,
                                dense_blocks=parse_dense_blocks(dense_blocks), block_q=int(block_q),
@@ -136,7 +137,7 @@ class ApplySLA:
                                backend=backend, enabled=enabled,
                                weights_id=old.weights_id if old is not None else None,
                                keep_schedule=keep_schedule or "")
-        return (bridge.apply_sla(model, settings, unique_id),)
+        return (bridge.apply_sla(model, settings, bridge.executing_node_id()),)
 
 
 class SLAWeightsLoader:
@@ -153,7 +154,7 @@ class SLAWeightsLoader:
             "weights_name": (bridge.diffusion_model_names(),
                              _tip("SLA checkpoint (or proj_l-only file) in models/diffusion_models; only its "
                                   "proj_l tensors are read.")),
-        }, "hidden": HIDDEN_ID}
+        }}
 
     RETURN_TYPES = ("MODEL", "STRING")
     RETURN_NAMES = ("MODEL", "info")
@@ -161,8 +162,8 @@ class SLAWeightsLoader:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, model, weights_name, unique_id=None):
-        return bridge.load_sla_weights(model, weights_name, unique_id)
+    def load(self, model, weights_name):
+        return bridge.load_sla_weights(model, weights_name, bridge.executing_node_id())
 
 
 class SLAAttentionMap:

@@ -195,12 +195,11 @@ class SLARuntime:
         st = self.stats
         st.calls += 1
         key = _shape_key(q)
-        timed = self.timing_on and self.timing.should_time(key)
-        interval = Interval(q.device) if timed else None
-        out = None
+        out = interval = None
         try:
             reason = self._route(q, heads, block, sigmas)
             if reason is None:
+                interval = self._maybe_time(key, "sla", q)
                 try:
                     out, reason = _sla_call(self, q, k, v, heads, block)
                 except Exception:
@@ -217,10 +216,11 @@ class SLARuntime:
             out = out.contiguous()
         else:
             st.dense[reason] += 1
+            interval = self._maybe_time(key, "dense", q)  # a failed SLA attempt is not timed
             out = self.dense(q, k, v, heads, block).contiguous()
         kind = "sla" if reason is None else "dense"
         self.timing.count(key, kind)
-        if timed:
+        if interval is not None:
             self.timing.add(key, kind, interval.stop())
             if reason is None and self.timing.needs_dense(key):
                 # once per shape and process: what this call would have cost dense
@@ -232,6 +232,12 @@ class SLARuntime:
             for cap in self.capture:
                 self._note_capture(cap, q, k, heads, block, reason)
         return out
+
+    def _maybe_time(self, key, kind: str, q: torch.Tensor) -> Optional[Interval]:
+        """A started interval when this call of (shape, kind) is one of the timed sample, else None."""
+        if self.timing_on and self.timing.should_time(key, kind):
+            return Interval(q.device)
+        return None
 
     def _note_capture(self, cap, q, k, heads, block, reason) -> None:
         b = -1 if block is None else block

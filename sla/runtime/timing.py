@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-# Time every TIME_EVERY-th call of a shape, starting with its second (the first may carry Triton autotuning).
+# Time every TIME_EVERY-th call of a shape and kind (SLA / dense), starting with its second (the first may carry
+# Triton autotuning or a backend's lazy set-up).
 TIME_EVERY = 8
 
 # (device, dtype, shape, heads) -> measured dense ms per call; one table per process (the pack may be imported
@@ -70,17 +71,17 @@ class RunTiming:
         self.reset()
 
     def reset(self):
-        self.calls: Dict[tuple, int] = {}                      # shape key -> calls seen (for sampling)
+        self.calls: Dict[Tuple[tuple, str], int] = {}          # (shape key, kind) -> calls seen (for sampling)
         self.counts: Dict[Tuple[tuple, str], int] = {}         # (shape key, kind) -> calls
         self.samples: Dict[Tuple[tuple, str], List[Interval]] = {}
         self.extra_dense: List[Interval] = []                  # one-off dense measurements inside model calls
         self.model: List[Interval] = []
         self.cpu = False
 
-    def should_time(self, key: tuple) -> bool:
-        """Count a call of ``key`` and say whether to time it."""
-        n = self.calls.get(key, 0)
-        self.calls[key] = n + 1
+    def should_time(self, key: tuple, kind: str) -> bool:
+        """Count a call of (``key``, ``kind``) and say whether to time it."""
+        n = self.calls.get((key, kind), 0)
+        self.calls[(key, kind)] = n + 1
         return n % TIME_EVERY == 1
 
     def count(self, key: tuple, kind: str) -> None:
