@@ -7,7 +7,10 @@ Where things live on a patched model (a ``ModelPatcher`` clone):
   its :class:`SLARuntime`: settings, the chained previous override, counters). Functions survive the deep copy
   of ``clone()`` unchanged, so clones share it; each ``apply_sla`` makes a new one.
 * ``model_options["transformer_options"]["sla"]``: a plain dict of the settings (introspection only).
-* ``wrappers[OUTER_SAMPLE]["comfyui_sla"]``: the run wrapper (one summary log line per sampling run).
+* ``wrappers[OUTER_SAMPLE]["comfyui_sla"]``: the run wrapper (one summary log line per sampling run, and the run
+  report sent to the node that applied SLA: ``PromptServer.send_progress_text``, where ComfyUI has it).
+* ``wrappers[APPLY_MODEL]["comfyui_sla"]``: the model-call wrapper (step of each model call for keep_schedule and
+  the attention map capture; model-call time for the report's step estimate).
 * ComfyUI without ``transformer_options["block_index"]`` (0.3.6x): ``patches_replace["dit"][("double_block", i)]``
   patches that set it, chaining any patch that was there.
 * proj_l tensors: :mod:`sla.runtime.weights`' registry, referenced by ``settings.weights_id``.
@@ -21,9 +24,11 @@ from typing import Optional
 
 import torch
 
+from ..sla import attention_map as amap
 from ..sla.checkpoint.keys import PROJ_L_KEY
+from ..sla.runtime import capture
 from ..sla.runtime.patch import (SLARuntime, is_sla_override, make_attention_override, make_block_index_patch,
-                                 make_run_wrapper)
+                                 make_model_call_wrapper, make_run_wrapper)
 from ..sla.runtime.settings import SLASettings, format_blocks
 from ..sla.runtime.weights import register_proj_l, weights_blocks
 from .w8a8_comfy import INT8_CHOICE
@@ -132,6 +137,42 @@ def _window_from_guider(settings: SLASettings):
     return resolve
 
 
+def _sampling_from_guider(executor):
+    guider = getattr(executor, "class_obj", None)
+    patcher = getattr(guider, "model_patcher", None)
+    if patcher is None:
+        return None
+    return patcher.get_model_object("model_sampling").percent_to_sigma
+
+
+def executing_node_id() -> Optional[str]:
+    """Id of the node ComfyUI is executing now (comfy_execution.utils, 0.3.4x and later), or None."""
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:
+        return None
+    ctx = get_executing_context()
+    return None if ctx is None else str(ctx.node_id)
+
+
+def node_reporter(node_id):
+    """``report(text)`` showing ``text`` on node ``node_id`` in the UI (PromptServer.send_progress_text, ComfyUI
+    >= 0.3.4x); silent where the server or that call does not exist (headless, older ComfyUI, tests)."""
+    if node_id is None:
+        return None
+
+    def report(text: str) -> None:
+        try:
+            import server
+        except ImportError:
+            return
+        instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+        send = getattr(instance, "send_progress_text", None)
+        if send is not None:
+            send(text, str(node_id))
+    return report
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # patching
 
@@ -150,12 +191,14 @@ def require_attention_override():
                        f"run. Update ComfyUI.")
 
 
-def apply_sla(model, settings: SLASettings, from_loader: bool = False):
+def apply_sla(model, settings: SLASettings, node_id=None, from_loader: bool = False):
     """A clone of ``model`` with SLA installed (or re-configured) at ``settings``; ``model`` is not modified.
 
     An SLA override already on the model is replaced (its chained previous override is kept); any other override
     is chained: it receives every call SLA does not take. Block-index patches are added only where ComfyUI does
-    not set ``block_index`` itself. ``from_loader``: the log line says these are the checkpoint defaults.
+    not set ``block_index`` itself. ``node_id``: ComfyUI id of the node applying it: the run report goes to that
+    node, and SLA Attention Map nodes downstream arm their capture under it. ``from_loader``: the log line says
+    these are the checkpoint defaults.
     """
     import comfy.patcher_extension as pe
 
@@ -167,6 +210,8 @@ def apply_sla(model, settings: SLASettings, from_loader: bool = False):
     previous = existing.sla_previous if is_sla_override(existing) else existing
 
     runtime = SLARuntime(settings, previous)
+    runtime.node_id = None if node_id is None else str(node_id)
+    runtime.report = node_reporter(node_id)
     if not runtime.full_window():
         try:
             runtime.set_sigma_window(*_sigma_window(m, settings))
@@ -188,7 +233,9 @@ def apply_sla(model, settings: SLASettings, from_loader: bool = False):
 
     m.remove_wrappers_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
-                           make_run_wrapper(runtime, _window_from_guider(settings)))
+                           make_run_wrapper(runtime, _window_from_guider(settings), _sampling_from_guider))
+    m.remove_wrappers_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY)
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY, make_model_call_wrapper(runtime))
 
     log.info("SLA applied to %s (%d blocks, %s): %s%s", type(dm).__name__, len(dm.blocks),
              _weights_text(settings.weights_id), settings.describe(),
@@ -272,7 +319,7 @@ def settings_from_checkpoint(info, **overrides) -> SLASettings:
         return SLASettings(**overrides)
 
 
-def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
+def load_sla_model(ckpt_name: str, weight_dtype: str = "default", node_id=None):
     """Load an SLA checkpoint as a native ComfyUI MODEL with SLA applied at the checkpoint defaults.
 
     Returns (model, detection summary line)."""
@@ -284,7 +331,7 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
     if weight_dtype == INT8_CHOICE:  # -quant files with their int8 tiles kept (nodes/w8a8_comfy.py)
         from . import w8a8_comfy
         model, ck, summary = w8a8_comfy.load_int8_checkpoint(path, _progress())
-        return _finish_sla_model(model, ck, path, ckpt_name), summary
+        return _finish_sla_model(model, ck, path, ckpt_name, node_id), summary
     options = weight_dtype_options(weight_dtype)
     # Cast while reading (int8 tiles dequantised straight into it), so the weights never sit in memory at a wider
     # dtype than the model is built in: with fp8 only the Linear weight matrices become fp8 (checkpoint.target_dtype),
@@ -297,10 +344,10 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default"):
         model = comfy.sd.load_diffusion_model_state_dict(sd, model_options=options)
     if model is not None:
         ck_mod.plain_tensors(model.model.diffusion_model)
-    return _finish_sla_model(model, ck, path, ckpt_name), ck.info.summary()
+    return _finish_sla_model(model, ck, path, ckpt_name, node_id), ck.info.summary()
 
 
-def _finish_sla_model(model, ck, path: str, ckpt_name: str):
+def _finish_sla_model(model, ck, path: str, ckpt_name: str, node_id=None):
     """The loaded ModelPatcher with the checkpoint's proj_l registered and SLA applied at its defaults."""
     if model is None:
         raise _checkpoint_module().CheckpointError(f"ComfyUI could not detect a diffusion model in {ckpt_name} "
@@ -314,10 +361,10 @@ def _finish_sla_model(model, ck, path: str, ckpt_name: str):
         wid = register_proj_l(proj_l, _source_id(path))
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
-    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid), from_loader=True)
+    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid), node_id, from_loader=True)
 
 
-def load_sla_weights(model, weights_name: str):
+def load_sla_weights(model, weights_name: str, node_id=None):
     """Attach the proj_l of ``weights_name`` (read alone, lazily for safetensors) to ``model``.
 
     Returns (model, detection summary line)."""
@@ -333,4 +380,45 @@ def load_sla_weights(model, weights_name: str):
     settings = current_settings(model)
     settings = settings.replace(weights_id=wid) if settings is not None else settings_from_checkpoint(
         info, weights_id=wid)
-    return apply_sla(model, settings), info.summary()
+    return apply_sla(model, settings, node_id), info.summary()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attention map
+
+def arm_attention_map(map_node, block: int, head: int, step: int) -> None:
+    """Capture (block, head, step) in the sampling runs that begin until node ``map_node`` draws."""
+    capture.arm(str(map_node), block, head, step)
+
+
+def attention_map(model, map_node, block: int, head: int, step: int):
+    """(attention_map, sparsity) IMAGEs ([1, H, W, 3] float32 in [0, 1]) from the capture of the last sampling run
+    of ``model``'s SLA runtime for node ``map_node``; ValueError saying what is missing otherwise."""
+    fn = current_override(model)
+    if not is_sla_override(fn):
+        raise ValueError("SLA Attention Map: this MODEL has no SLA (connect the model the sampler used, after "
+                         "Apply Sparse-Linear Attention or Load SLA Diffusion Model)")
+    rt = fn.sla_runtime
+    cap = capture.result(str(map_node), rt.uid)
+    capture.disarm(str(map_node))
+    if cap is None or (cap.block, cap.head, cap.step) != (block, head, step):
+        raise ValueError("SLA Attention Map: nothing was captured for this model in this queue: its sampler did "
+                         "not run again (ComfyUI reused its cached result). Change the sampler's seed or any input "
+                         "before it and queue again.")
+    if cap.q is None:
+        seen_steps = sorted({s for s, _b in cap.grid})
+        seen_blocks = sorted({b for _s, b in cap.grid})
+        raise ValueError(f"SLA Attention Map: the last run had no self-attention call at block {block}, step "
+                         f"{step} (steps seen {format_blocks(seen_steps) or 'none'}, blocks "
+                         f"{format_blocks(seen_blocks) or 'none'})")
+    q, k = cap.q, cap.k
+    if cap.sparse:
+        mask = amap.block_mask(q, k, cap.keep, cap.block_q, cap.block_k)[0, 0]
+    else:  # this call ran dense: every block was used
+        nq, nk = -(-q.shape[1] // cap.block_q), -(-k.shape[1] // cap.block_k)
+        mask = torch.ones(nq, nk, dtype=torch.bool)
+    background = amap.attention_background(amap.dense_block_mass(q, k, cap.block_q, cap.block_k))
+    log.info("SLA Attention Map: block %d, head %d, step %d: %s at keep %.3f, %dx%d blocks", block,
+             min(head, cap.heads - 1), step, "sparse" if cap.sparse else "dense", cap.keep, mask.shape[0],
+             mask.shape[1])
+    return amap.draw_block_map(mask, background), amap.draw_sparsity_grid(cap.grid)

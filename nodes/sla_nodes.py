@@ -5,6 +5,7 @@ position): keep them, and only ever append new inputs at the end.
 """
 from __future__ import annotations
 
+from ..sla.runtime.schedule import parse_keep_schedule
 from ..sla.runtime.settings import SLASettings, parse_dense_blocks
 from ..sla.spec import (BACKENDS, BLOCK_K_CHOICES, BLOCK_Q_CHOICES, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS,
                         FEATURE_MAPS)
@@ -19,6 +20,15 @@ DENSE_CALL = ("Outside this window self-attention runs dense: exact full softmax
               "branch (proj_l). On an SLA fine-tuned checkpoint that is the original Wan attention it was "
               "fine-tuned from: full cost, and close to but not the same as what it was trained with.")
 
+
+SCHEDULE_TOOLTIP = ("Keep ratio per sampling step, overriding keep_ratio: '0.3, 0.15, 0.1' (one value per step, "
+                    "the last holds for later steps; a second KSamplerAdvanced that continues the first's sigmas "
+                    "continues its step count) or '0.3 -> 0.1' (linear over sampling progress, by sigma like "
+                    "start/end_percent). Empty: keep_ratio on every step. The run report on the node shows the "
+                    "realised keep per step.")
+# Hidden node id of the map node (arms its capture); not on ApplySLA / the loaders: ComfyUI puts UNIQUE_ID into the
+# cache key, which would stop identical nodes sharing one output (they find their id through the bridge instead).
+HIDDEN_ID = {"unique_id": "UNIQUE_ID"}
 
 INFO_TOOLTIP = ("What was detected in the file: model family, how many blocks carry SLA weights, source layout, "
                 "quantized or not (the same line is logged).")
@@ -55,7 +65,7 @@ class SLADiffusionModelLoader:
     CATEGORY = CATEGORY
 
     def load(self, ckpt_name, weight_dtype):
-        return bridge.load_sla_model(ckpt_name, weight_dtype)
+        return bridge.load_sla_model(ckpt_name, weight_dtype, bridge.executing_node_id())
 
 
 class ApplySLA:
@@ -97,6 +107,8 @@ class ApplySLA:
                              "torch force one (triton falls back to torch off CUDA).")),
             "enabled": ("BOOLEAN", {"default": True,
                                     "tooltip": "Off: every attention call runs dense (for A/B comparisons)."}),
+        }, "optional": {
+            "keep_schedule": ("STRING", {"default": "", "multiline": False, "tooltip": SCHEDULE_TOOLTIP}),
         }}
 
     RETURN_TYPES = ("MODEL",)
@@ -105,24 +117,27 @@ class ApplySLA:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, dense_blocks=None):
-        if dense_blocks is None:  # linked input: checked when the node runs
-            return True
+    def VALIDATE_INPUTS(cls, dense_blocks=None, keep_schedule=None):
+        # None: a linked input, checked when the node runs
         try:
-            parse_dense_blocks(dense_blocks)
+            if dense_blocks is not None:
+                parse_dense_blocks(dense_blocks)
+            if keep_schedule is not None:
+                parse_keep_schedule(keep_schedule)
         except ValueError as e:
             return str(e)
         return True
 
     def apply(self, model, keep_ratio, start_percent, end_percent, dense_blocks, block_q, block_k, feature_map,
-              min_tokens, backend, enabled):
+              min_tokens, backend, enabled, keep_schedule=""):
         old = bridge.current_settings(model)
         settings = SLASettings(keep_ratio=keep_ratio, start_percent=start_percent, end_percent=end_percent,
                                dense_blocks=parse_dense_blocks(dense_blocks), block_q=int(block_q),
                                block_k=int(block_k), feature_map=feature_map, min_tokens=min_tokens,
                                backend=backend, enabled=enabled,
-                               weights_id=old.weights_id if old is not None else None)
-        return (bridge.apply_sla(model, settings),)
+                               weights_id=old.weights_id if old is not None else None,
+                               keep_schedule=keep_schedule or "")
+        return (bridge.apply_sla(model, settings, bridge.executing_node_id()),)
 
 
 class SLAWeightsLoader:
@@ -148,17 +163,70 @@ class SLAWeightsLoader:
     CATEGORY = CATEGORY
 
     def load(self, model, weights_name):
-        return bridge.load_sla_weights(model, weights_name)
+        return bridge.load_sla_weights(model, weights_name, bridge.executing_node_id())
+
+
+class SLAAttentionMap:
+    """Capture one self-attention call of the next sampling run and draw the block mask SLA used for it."""
+
+    DESCRIPTION = ("Shows where SLA looks: for the chosen block, head and sampling step of the sampler run that "
+                   "produced 'samples', the query-block x key-block mask SLA used (kept blocks lit amber) over the "
+                   "dense attention's share per block (blue-green), and the realised sparsity of every block over "
+                   "the steps (bright: sparse, black: dense). Queue again after changing block/head/step: the "
+                   "sampler must run again to capture (change its seed if its result is cached).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", _tip("The SLA model the sampler used (the same connection as the sampler's model).")),
+            "samples": ("LATENT", _tip("The sampler's output: makes this node run after the sampling run it "
+                                       "captures.")),
+            "block": ("INT", {"default": 0, "min": 0, "max": 255,
+                              "tooltip": "Transformer block (0 = first; Wan 1.3B has 30, 14B 40)."}),
+            "head": ("INT", {"default": 0, "min": 0, "max": 255,
+                             "tooltip": "Attention head in that block (Wan 1.3B has 12, 14B 40)."}),
+            "step": ("INT", {"default": 0, "min": 0, "max": 10000,
+                             "tooltip": "Sampling step (0 = first; counted over the whole schedule, so the second "
+                                        "half of a split sampler continues the first's count)."}),
+        }, "hidden": HIDDEN_ID}
+
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("attention_map", "sparsity")
+    OUTPUT_TOOLTIPS = ("Query blocks (rows) x key blocks (columns): kept blocks amber, dropped ones show the dense "
+                       "attention's share in blue-green.",
+                       "Blocks (rows) x steps (columns): brightness = realised sparsity, black = ran dense.")
+    FUNCTION = "draw"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, block=None, head=None, step=None, unique_id=None):
+        # Validation runs before anything executes: the one moment to arm the capture for the coming run.
+        values = {"block": block, "head": head, "step": step}
+        for name, v in values.items():
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                return f"{name} must be an integer >= 0, got {v!r}"
+        if unique_id is not None and None not in values.values():
+            bridge.arm_attention_map(unique_id, block, head, step)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        return float("nan")  # draw again on every queue: each run captures anew
+
+    def draw(self, model, samples, block, head, step, unique_id=None):
+        return bridge.attention_map(model, unique_id, block, head, step)
 
 
 NODE_CLASS_MAPPINGS = {
     "SLADiffusionModelLoader": SLADiffusionModelLoader,
     "ApplySLA": ApplySLA,
     "SLAWeightsLoader": SLAWeightsLoader,
+    "SLAAttentionMap": SLAAttentionMap,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "SLADiffusionModelLoader": "Load SLA Diffusion Model",
     "ApplySLA": "Apply Sparse-Linear Attention",
     "SLAWeightsLoader": "Load SLA Weights",
+    "SLAAttentionMap": "SLA Attention Map",
 }

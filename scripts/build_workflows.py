@@ -45,6 +45,7 @@ NODE_IO = {
     "WanImageToVideo": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
                          ("clip_vision_output", "CLIP_VISION_OUTPUT"), ("start_image", "IMAGE")],
                         [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT")]),
+    "ImageStitch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")]),
     "Note": ([], []),
 }
 
@@ -111,9 +112,10 @@ class Workflow:
 
 
 def apply_sla_widgets(keep=0.10, start=0.0, end=1.0, dense_blocks="", block_q="128", block_k="64",
-                      feature_map="softmax", min_tokens=2048, backend="auto", enabled=True):
+                      feature_map="softmax", min_tokens=2048, backend="auto", enabled=True, keep_schedule=""):
     """ApplySLA widgets_values, in the node's input order."""
-    return [keep, start, end, dense_blocks, block_q, block_k, feature_map, min_tokens, backend, enabled]
+    return [keep, start, end, dense_blocks, block_q, block_k, feature_map, min_tokens, backend, enabled,
+            keep_schedule]
 
 
 NEGATIVE = ""  # cfg 1: the negative prompt is never evaluated by the distilled TurboWan models
@@ -311,10 +313,73 @@ def training_free_wan21():
     return w.to_json()
 
 
+# The comparison's branches, left to right and top to bottom in the stitched video: (label, keep, SLA on).
+COMPARE_BRANCHES = (("dense (SLA off)", 0.10, False), ("keep 0.20", 0.20, True), ("keep 0.10", 0.10, True),
+                    ("keep 0.05", 0.05, True))
+
+
+def turbowan_keep_comparison():
+    w = Workflow()
+    w.node("Note", (-440, 0), (400, 700), [
+        "TurboWan2.1 T2V 1.3B: keep 0.05 / 0.10 / 0.20 and dense, side by side\n\n"
+        "Files: as in the TurboWan2.1 T2V example (TurboWan2.1-T2V-1.3B-480P.pth, " + UMT5 + ", " + WAN21_VAE + ").\n\n"
+        "One model, one prompt, one seed; four Apply Sparse-Linear Attention nodes, each feeding its own KSampler. "
+        "The stitched video shows them in a 2x2 grid: top left dense (enabled off), top right keep 0.20, bottom "
+        "left keep 0.10 (what TurboWan was trained with), bottom right keep 0.05.\n\n"
+        "After a run each Apply SLA node shows its run report: sparse / dense self-attention calls, the realised "
+        "keep, and 'attention Nx faster, step ~Mx (est.)' - the attention time measured on a sample of calls "
+        "against the dense time it replaced (one dense call per shape is timed once), and the whole step's "
+        "speed-up estimated from attention's share of the measured model-call time. The dense branch shows its "
+        "attention time.\n\n"
+        "Where does quality go? Lower keep is faster; compare the tiles, then try a keep_schedule such as "
+        "'0.2 -> 0.05' (more exact attention early, where the layout forms)."], color=NOTE_COLOR, bgcolor=NOTE_BG)
+    loader = w.node("SLADiffusionModelLoader", (0, 0), (380, 82), ["TurboWan2.1-T2V-1.3B-480P.pth", "default"],
+                    color=SLA_COLOR, bgcolor=SLA_BG)
+    shift = w.node("ModelSamplingSD3", (0, 130), (380, 58), [5.0])
+    clip = w.node("CLIPLoader", (0, 240), (380, 106), [UMT5, "wan", "default"])
+    pos = w.node("CLIPTextEncode", (0, 390), (380, 200), [T2V_PROMPT], title="Positive Prompt")
+    neg = w.node("CLIPTextEncode", (0, 640), (380, 100), [NEGATIVE], title="Negative Prompt (unused at cfg 1)")
+    latent = w.node("EmptyHunyuanLatentVideo", (0, 790), (380, 130), [832, 480, 81, 1])
+    vae = w.node("VAELoader", (0, 970), (380, 58), [WAN21_VAE])
+    w.link(loader, 0, shift, "model")
+    w.link(clip, 0, pos, "clip")
+    w.link(clip, 0, neg, "clip")
+    decoded = []
+    for i, (label, keep, on) in enumerate(COMPARE_BRANCHES):
+        x = 460 + 400 * i
+        sla = w.node("ApplySLA", (x, 0), (360, 420), apply_sla_widgets(keep=keep, enabled=on),
+                     title=f"Apply SLA ({label})", color=SLA_COLOR, bgcolor=SLA_BG)
+        ks = w.node("KSampler", (x, 480), (360, 262), [42, "fixed", 4, 1.0, "lcm", "simple", 1.0],
+                    title=f"KSampler ({label})")
+        dec = w.node("VAEDecode", (x, 800), (220, 46), [], title=f"VAE Decode ({label})")
+        for src, dst, name in ((shift, sla, "model"), (sla, ks, "model"), (pos, ks, "positive"),
+                               (neg, ks, "negative"), (latent, ks, "latent_image"), (ks, dec, "samples"),
+                               (vae, dec, "vae")):
+            w.link(src, 0, dst, name)
+        w.group(label, (x - 10, -40, 380, 900), "#335" if on else "#444")
+        decoded.append(dec)
+    top = w.node("ImageStitch", (2080, 0), (300, 150), ["right", True, 8, "white"], title="Stitch top: dense | 0.20")
+    bottom = w.node("ImageStitch", (2080, 200), (300, 150), ["right", True, 8, "white"],
+                    title="Stitch bottom: 0.10 | 0.05")
+    grid = w.node("ImageStitch", (2080, 400), (300, 150), ["down", True, 8, "white"], title="Stitch 2x2 grid")
+    vid = w.node("CreateVideo", (2080, 600), (300, 78), [16])
+    save = w.node("SaveVideo", (2420, 0), (520, 420), ["video/TurboWan_SLA_keep_comparison", "auto", "auto"])
+    w.link(decoded[0], 0, top, "image1")
+    w.link(decoded[1], 0, top, "image2")
+    w.link(decoded[2], 0, bottom, "image1")
+    w.link(decoded[3], 0, bottom, "image2")
+    w.link(top, 0, grid, "image1")
+    w.link(bottom, 0, grid, "image2")
+    w.link(grid, 0, vid, "images")
+    w.link(vid, 0, save, "video")
+    return w.to_json()
+
+
 WORKFLOWS = {
     "TurboWan2.1_T2V_1.3B_480p_SLA.json": turbowan_t2v,
     "TurboWan2.2_I2V_A14B_720p_SLA.json": wan22_i2v,
     "Wan2.1_T2V_training_free_SLA.json": training_free_wan21,
+    "TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json": turbowan_keep_comparison,
 }
 
 

@@ -142,6 +142,33 @@ def test_error_sends_the_rest_of_the_run_dense_and_the_next_run_retries(comfy, m
     assert "the next run tries again" in caplog.text
 
 
+@pytest.mark.parametrize("schedule", ["0.6, 0.4, 0.2", "1.0 -> 0.2"])
+def test_keep_schedule_and_capture_under_compile_compile_once(comfy, schedule):
+    # The keep changes every step and a capture is armed in the second run: both are read at run time (model-call
+    # wrapper, inside the op), so the compiled model is traced once and its per-step keeps equal eager.
+    from comfyui_sla.sla.runtime import capture
+    settings = SLASettings(min_tokens=0, keep_schedule=schedule)
+    m = comfy.bridge.apply_sla(make_model(comfy), settings, node_id="4")
+    eager_out = sample(comfy, m)
+    eager_keeps = runtime(m).stats.step_keeps()
+    assert len({k for _s, k in eager_keeps}) >= 3
+    counter, restore = compiled(m, "aot_eager")
+    try:
+        out1 = sample(comfy, m)
+        capture.arm("map", 1, 0, 2)
+        out2 = sample(comfy, m)
+    finally:
+        restore()
+        capture.disarm("map")
+    assert counter.frame_count == 1, f"{counter.frame_count} compiles (graph breaks or recompiles)"
+    for out in (out1, out2):
+        torch.testing.assert_close(out, eager_out, atol=1e-5, rtol=1e-5)
+    assert runtime(m).stats.step_keeps() == eager_keeps
+    cap = capture.result("map", runtime(m).uid)
+    assert cap is not None and cap.q is not None and cap.keep == pytest.approx(
+        dict(eager_keeps)[2], abs=0.2)  # the keep asked at step 2 (realised keep is its floor on 5 blocks)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="inductor on a GPU")
 def test_inductor_on_the_gpu_compiles_once_and_matches_eager(comfy):
     settings = SLASettings(min_tokens=0, keep_ratio=0.4, start_percent=0.3, end_percent=0.8, dense_blocks="1")

@@ -1,4 +1,4 @@
-"""The three nodes: ids, display names, input order, tooltips, validation, and running them on the ComfyUI
+"""The four nodes: ids, display names, input order, tooltips, validation, and running them on the ComfyUI
 stand-in (tests/stubs) with real checkpoint files from tests/wan_factory.py."""
 import logging
 
@@ -17,7 +17,10 @@ EXPECTED = {
                  ["model", "keep_ratio", "start_percent", "end_percent", "dense_blocks", "block_q", "block_k",
                   "feature_map", "min_tokens", "backend", "enabled"]),
     "SLAWeightsLoader": ("Load SLA Weights", ["model", "weights_name"]),
+    "SLAAttentionMap": ("SLA Attention Map", ["model", "samples", "block", "head", "step"]),
 }
+# Appended after the required ones (saved workflows keep their positions); hidden inputs make no widget.
+OPTIONAL = {"ApplySLA": ["keep_schedule"]}
 
 
 # --------------------------------------------------------------------------------------------- schemas
@@ -29,16 +32,21 @@ def test_mappings_ids_names_and_input_order():
         cls = N.NODE_CLASS_MAPPINGS[node_id]
         assert comfyui_sla.NODE_DISPLAY_NAME_MAPPINGS[node_id] == name
         spec = cls.INPUT_TYPES()
-        assert list(spec) == ["required"]
+        # UNIQUE_ID only on the map node: ComfyUI adds it to the cache key (identical ApplySLA nodes share output)
+        hidden = ["hidden"] if node_id == "SLAAttentionMap" else []
+        assert list(spec) == ["required"] + (["optional"] if node_id in OPTIONAL else []) + hidden
         assert list(spec["required"]) == inputs   # widget values are saved by position
-        assert cls.RETURN_TYPES[0] == "MODEL" and callable(getattr(cls, cls.FUNCTION))
+        assert list(spec.get("optional", {})) == OPTIONAL.get(node_id, [])
+        expected_out = "IMAGE" if node_id == "SLAAttentionMap" else "MODEL"
+        assert cls.RETURN_TYPES[0] == expected_out and callable(getattr(cls, cls.FUNCTION))
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
         assert cls.CATEGORY.endswith("SLA") and cls.DESCRIPTION
 
 
 def test_every_input_has_a_tooltip():
     for cls in N.NODE_CLASS_MAPPINGS.values():
-        for name, spec in cls.INPUT_TYPES()["required"].items():
+        types = cls.INPUT_TYPES()
+        for name, spec in {**types["required"], **types.get("optional", {})}.items():
             assert len(spec) == 2 and spec[1].get("tooltip"), f"{cls.__name__}.{name} has no tooltip"
 
 

@@ -18,6 +18,7 @@ import sys
 import pytest
 
 from comfyui_sla import NODE_CLASS_MAPPINGS as PACK_NODES
+from comfyui_sla.sla.runtime.schedule import parse_keep_schedule
 from comfyui_sla.sla.runtime.settings import parse_dense_blocks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +46,7 @@ CORE_WIDGETS = {
     "LoadImage": ("image",),
     "WanImageToVideo": ("width", "height", "length", "batch_size"),
     "LoraLoaderModelOnly": ("lora_name", "strength_model"),
+    "ImageStitch": ("direction", "match_image_size", "spacing_width", "spacing_color"),
 }
 # Seeds get a hidden 'control_after_generate' value after them; LoadImage an 'upload' value after the file name.
 CONTROL_AFTER = {("KSampler", "seed"), ("KSamplerAdvanced", "noise_seed")}
@@ -138,10 +140,12 @@ def check_widget_values(node: dict, spec: list) -> list:
 
 # ------------------------------------------------------------------------------------------------ structure
 
-def test_there_are_three_workflows():
+def test_there_are_four_workflows():
     names = {os.path.basename(p) for p in WORKFLOW_FILES}
     assert names == {"TurboWan2.1_T2V_1.3B_480p_SLA.json", "TurboWan2.2_I2V_A14B_720p_SLA.json",
-                     "Wan2.1_T2V_training_free_SLA.json"}, names
+                     "Wan2.1_T2V_training_free_SLA.json", "TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json"}, names
+    for p in WORKFLOW_FILES:  # the templates browser shows <name>.jpg beside each
+        assert os.path.exists(p[:-len(".json")] + ".jpg"), p
 
 
 def structure_problems(wf: dict) -> list:
@@ -235,6 +239,7 @@ def test_pack_nodes_match_input_types(path):
         assert [o["type"] for o in n["outputs"]] == list(cls.RETURN_TYPES)
         if n["type"] == "ApplySLA":
             parse_dense_blocks(n["widgets_values"][3])  # raises on a malformed list
+            parse_keep_schedule(n["widgets_values"][10])
     assert problems == []
 
 
@@ -422,6 +427,26 @@ def test_training_free_is_conservative():
     assert s["start_percent"] > 0.0  # the first steps run dense
     dense = parse_dense_blocks(s["dense_blocks"])
     assert 0 in dense and 29 in dense  # first and last of Wan2.1 1.3B's 30 blocks
+
+
+def test_keep_comparison_side_by_side():
+    wf = by_name("TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json")
+    samplers = of_type(wf, "KSampler")
+    assert len(samplers) == 4
+    seen = []
+    for ks in samplers:
+        k = widgets(ks)
+        assert (k["seed"], k["steps"], k["cfg"], k["sampler_name"]) == (42, 4, 1.0, "lcm")  # one seed for all
+        assert model_chain(wf, ks) == ["ApplySLA", "ModelSamplingSD3", "SLADiffusionModelLoader"]
+        sla = widgets(upstream(wf, ks["id"], "model"))
+        seen.append(sla["keep_ratio"] if sla["enabled"] else "dense")
+        assert ks["title"].endswith(f"({'dense (SLA off)' if not sla['enabled'] else 'keep %.2f' % sla['keep_ratio']})")
+    assert sorted(map(str, seen)) == ["0.05", "0.1", "0.2", "dense"]
+    assert len({upstream(wf, ks["id"], "latent_image")["id"] for ks in samplers}) == 1   # one latent, one size
+    assert len({upstream(wf, ks["id"], "positive")["id"] for ks in samplers}) == 1       # one prompt
+    stitches = of_type(wf, "ImageStitch")
+    assert len(stitches) == 3 and sorted(widgets(n)["direction"] for n in stitches) == ["down", "right", "right"]
+    assert of_type(wf, "SaveVideo")
 
 
 # ------------------------------------------------------------------------------------------------ real ComfyUI

@@ -14,7 +14,14 @@ Pieces, all installed on a ``ModelPatcher`` clone by ``nodes/comfy_bridge.py``:
   ``transformer_options["block_index"] = i`` for ComfyUI versions whose Wan block loop does not (0.3.6x).
 * :func:`make_run_wrapper` -> an ``OUTER_SAMPLE`` wrapper bracketing one sampling run (outside any compiled
   region): it resets the counters and the failures, refreshes the sigma window from the model's schedule, and logs
-  one summary line at the end (a WARNING when the override was never called).
+  one summary line at the end (a WARNING when the override was never called), plus the short run report it also
+  hands to ``SLARuntime.report`` (the node in the UI).
+* :func:`make_model_call_wrapper` -> an ``APPLY_MODEL`` wrapper (outside any compiled region): per model call it
+  locates the global step from the call's sigma (keep_schedule, attention-map capture) and times the call.
+
+Per-call behaviour added since (keep per step, timing samples, capture) lives in those wrappers or in
+:meth:`SLARuntime.attend`, the custom op's run-time half: traced code still reads nothing that changes between
+calls, so a compiled model is not recompiled for them (tests/test_compile.py).
 
 The proj_l tensors live in :mod:`.weights` (settings carry only their ``weights_id``).
 """
@@ -29,10 +36,12 @@ import torch
 
 from ..functional import sparse_linear_attention, triton_available
 from ..spec import KERNEL_HEAD_DIMS, head_dim_supported, keep_count, num_blocks
-from . import ops
+from . import capture, ops
+from .schedule import StepCounter, sigma_to_percent
 from .settings import SLASettings
 from .stats import (NOTED, PASS_THROUGH, R_CROSS, R_DENSE_BLOCK, R_DEVICE, R_DISABLED, R_ERROR, R_HEAD,  # noqa: F401
-                    R_LAYOUT, R_MASK, R_NO_INDEX, R_PROJ, R_SHORT, R_WINDOW, RunStats)
+                    R_LAYOUT, R_MASK, R_NO_INDEX, R_PROJ, R_SHORT, R_WINDOW, RunStats, report_text)
+from .timing import Interval, RunTiming
 from .weights import (ProjL, get_proj_l, has_weights, proj_l_is_zero, register_proj_l, unregister_proj_l,  # noqa: F401
                       weights_blocks, weights_head_dim)
 
@@ -56,6 +65,13 @@ def log_once(key, level: int, msg: str, *args) -> bool:
         _logged_once.add(key)
     log.log(level, msg, *args)
     return True
+
+
+# Global step index of model calls, shared by every runtime of the process: the second half of a split sampler
+# (another model, another runtime) continues the first half's step count.
+if not hasattr(ops._SHARED, "steps"):
+    ops._SHARED.steps = StepCounter()
+STEPS = ops._SHARED.steps
 
 
 def sdpa_attention(q, k, v, heads, **kwargs):
@@ -93,6 +109,20 @@ class SLARuntime:
         # (device, dtype, shape) of calls whose SLA path raised in this run: the rest of the run sends them dense;
         # the next run tries again.
         self.failed: set = set()
+        # ComfyUI id of the node that applied this patch (report target, capture key) and report(text), called
+        # at the end of each run; both set by nodes/comfy_bridge.py.
+        self.node_id: Optional[str] = None
+        self.report: Optional[Callable[[str], None]] = None
+        self.timing = RunTiming()
+        self.timing_on = False  # only runs with a node to report to are timed (see begin_run)
+        # Per model call (set by the model-call wrapper, read in the op): global step, keep ratio to run at.
+        self.track_steps = False
+        self.step = -1
+        self.keep = settings.keep_ratio
+        self._step_sigma: Optional[float] = None
+        self._schedule = None
+        self.percent_to_sigma: Optional[Callable[[float], float]] = None
+        self.capture: Optional[list] = None  # CaptureRequests of armed SLA Attention Map nodes, this run
 
     # -- window ----------------------------------------------------------------------------------------------
     def set_sigma_window(self, sigma_start: float, sigma_end: float) -> None:
@@ -164,10 +194,12 @@ class SLARuntime:
         """
         st = self.stats
         st.calls += 1
-        out = None
+        key = _shape_key(q)
+        out = interval = None
         try:
             reason = self._route(q, heads, block, sigmas)
             if reason is None:
+                interval = self._maybe_time(key, "sla", q)
                 try:
                     out, reason = _sla_call(self, q, k, v, heads, block)
                 except Exception:
@@ -181,9 +213,40 @@ class SLARuntime:
             out, reason = None, R_ERROR
         if reason is None:
             st.sparse += 1
-            return out.contiguous()
-        st.dense[reason] += 1
-        return self.dense(q, k, v, heads, block).contiguous()
+            out = out.contiguous()
+        else:
+            st.dense[reason] += 1
+            interval = self._maybe_time(key, "dense", q)  # a failed SLA attempt is not timed
+            out = self.dense(q, k, v, heads, block).contiguous()
+        kind = "sla" if reason is None else "dense"
+        self.timing.count(key, kind)
+        if interval is not None:
+            self.timing.add(key, kind, interval.stop())
+            if reason is None and self.timing.needs_dense(key):
+                # once per shape and process: what this call would have cost dense
+                extra = Interval(q.device)
+                self.dense(q, k, v, heads, block)
+                self.timing.add(key, "dense", extra.stop())
+                self.timing.extra_dense.append(extra)
+        if self.capture is not None:  # only while an SLA Attention Map node waits for a run
+            for cap in self.capture:
+                self._note_capture(cap, q, k, heads, block, reason)
+        return out
+
+    def _maybe_time(self, key, kind: str, q: torch.Tensor) -> Optional[Interval]:
+        """A started interval when this call of (shape, kind) is one of the timed sample, else None."""
+        if self.timing_on and self.timing.should_time(key, kind):
+            return Interval(q.device)
+        return None
+
+    def _note_capture(self, cap, q, k, heads, block, reason) -> None:
+        b = -1 if block is None else block
+        cap.grid[(self.step, b)] = self.stats.last_keep if reason is None else 1.0
+        if cap.q is None and b == cap.block and self.step == cap.step:
+            cap.take(q, k, heads)
+            cap.keep = self.keep if reason is None else 1.0
+            cap.sparse = reason is None
+            cap.block_q, cap.block_k = self.settings.block_q, self.settings.block_k
 
     def dense(self, q, k, v, heads: int, block: Optional[int]) -> torch.Tensor:
         """The attention SLA replaces: the previous override, else ComfyUI's dense function."""
@@ -222,15 +285,57 @@ class SLARuntime:
         return None
 
     # -- run bracketing ----------------------------------------------------------------------------------------
-    def begin_run(self, window: Optional[Tuple[float, float]] = None) -> None:
+    def begin_run(self, window: Optional[Tuple[float, float]] = None, sigmas=None,
+                  percent_to_sigma: Optional[Callable[[float], float]] = None) -> None:
+        """Open a run. ``sigmas``: the run's sigma schedule (tensor or list, last entry its end);
+        ``percent_to_sigma``: the model's, for a linear keep_schedule."""
         self.run_depth += 1
         if self.run_depth > 1:
             return
         self.stats.reset()
+        self.timing.reset()
         self.failed.clear()
         if window is not None:
             self.set_sigma_window(*window)
         self._last_sigmas = None
+        if sigmas is not None:
+            STEPS.begin([float(x) for x in torch.as_tensor(sigmas).detach().reshape(-1).cpu()])
+        self._schedule = self.settings.schedule
+        self.percent_to_sigma = percent_to_sigma
+        self.capture = capture.requests_for_run()
+        # Timing costs one extra dense call per shape and process: only where a node shows the report.
+        self.timing_on = self.report is not None
+        self.track_steps = self._schedule is not None or self.capture is not None
+        self.step, self._step_sigma, self.keep = -1, None, self.settings.keep_ratio
+
+    def enter_model_call(self, t) -> Optional[Interval]:
+        """Called by the model-call wrapper before each model call (``t``: its sigmas, a tensor): locate the
+        step when a schedule or a capture needs it (one host read per model call), start the call's timer."""
+        if self.track_steps and torch.is_tensor(t):
+            sigma = float(t.detach().reshape(-1).max())
+            if sigma != self._step_sigma:
+                self._step_sigma = sigma
+                self.step = STEPS.step(sigma)
+                self.keep = self._keep_at(sigma)
+        return Interval(t.device) if self.timing_on and torch.is_tensor(t) else None
+
+    def _keep_at(self, sigma: float) -> float:
+        sched = self._schedule
+        if sched is None:
+            return self.settings.keep_ratio
+        progress = 0.0
+        if sched.linear:
+            if self.percent_to_sigma is not None:
+                progress = sigma_to_percent(sigma, self.percent_to_sigma)
+            else:
+                log_once(("no-p2s", self.uid), logging.WARNING,
+                         "SLA: keep_schedule needs the model's sigma schedule (model_sampling), which was not "
+                         "found: its first value is used")
+        return sched.keep_at(self.step, progress)
+
+    def leave_model_call(self, interval: Optional[Interval]) -> None:
+        if interval is not None:
+            self.timing.model.append(interval.stop())
 
     def end_run(self, interrupted: bool = False) -> None:
         """Close a run and log its summary; ``interrupted``: the run raised (cancelled, OOM, ...)."""
@@ -238,6 +343,10 @@ class SLARuntime:
         if self.run_depth:
             return
         st = self.stats
+        cap, self.capture, self.track_steps = self.capture, None, False
+        if cap is not None and not interrupted:
+            for c in cap:
+                capture.finish(c, self.uid)
         if st.calls == 0 and interrupted:
             return  # stopped before its first model call: nothing to report, and nothing is wrong with the patch
         if st.calls == 0:
@@ -247,6 +356,7 @@ class SLARuntime:
                         self.settings.describe())
             return
         line = st.summary(self.settings)
+        self._finish_report()
         # A sampler half that lies wholly outside start/end (the Wan2.2 high-noise expert, say) is dense by
         # design: only warn when something other than the window turned every call away.
         by_design = {R_WINDOW, R_DENSE_BLOCK}
@@ -255,6 +365,23 @@ class SLARuntime:
             log.warning("%s -- SLA was on but no self-attention call ran sparse", line)
         else:
             log.info(line)
+
+
+    def _finish_report(self) -> None:
+        """Log the short run report and send it to the node (where ComfyUI can show text on a node)."""
+        try:
+            text = report_text(self.stats, self.settings, self.timing.summary())
+        except Exception as e:  # a report must never fail a finished run
+            log.debug("SLA: no run report (%s)", e, exc_info=True)
+            return
+        log.info("SLA report%s: %s", f" (node {self.node_id})" if self.node_id is not None else "",
+                 text.replace("\n", "; "))
+        if self.report is not None:
+            try:
+                self.report(text)
+            except Exception as e:
+                log_once(("report", self.uid), logging.WARNING, "SLA: could not show the run report on the node "
+                         "(%s)", e)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,7 +406,7 @@ def _sla_call(rt: SLARuntime, q, k, v, heads, block):
         log_once(("training-free", rt.uid), logging.INFO,
                  "SLA: this model has no SLA (proj_l) weights, it was not fine-tuned for SLA: running "
                  "training-free block-sparse attention (keep %.2f); raise keep_ratio if quality drops",
-                 s.keep_ratio)
+                 rt.keep)
     backend = rt.resolve_backend(q)
     if backend == "triton":
         if d not in KERNEL_HEAD_DIMS:
@@ -288,13 +415,17 @@ def _sla_call(rt: SLARuntime, q, k, v, heads, block):
                      KERNEL_HEAD_DIMS, d)
             backend = "torch"
     q4, k4, v4 = (t.unflatten(-1, (heads, d)) for t in (q, k, v))
-    out = sparse_linear_attention(q4, k4, v4, s.keep_ratio,
+    keep_ratio = rt.keep  # keep_ratio, or the keep_schedule's value at this step (set per model call)
+    out = sparse_linear_attention(q4, k4, v4, keep_ratio,
                                   None if proj is None else proj[0], None if proj is None else proj[1],
                                   feature_map=s.feature_map, block_q=s.block_q, block_k=s.block_k,
                                   backend=backend)
     st = rt.stats
     nk = num_blocks(length, s.block_k)
-    st.keep_sum += keep_count(nk, s.keep_ratio) / nk
+    st.last_keep = keep_count(nk, keep_ratio) / nk
+    st.keep_sum += st.last_keep
+    if rt.track_steps:
+        st.note_step_keep(rt.step, st.last_keep)
     st.backends[backend] += 1
     if block is not None:
         (st.linear_blocks if proj is not None else st.sparse_only_blocks).add(int(block))
@@ -383,11 +514,14 @@ def is_sla_override(fn) -> bool:
 
 
 def make_run_wrapper(runtime: SLARuntime,
-                     window_resolver: Optional[Callable[[object], Optional[Tuple[float, float]]]] = None):
+                     window_resolver: Optional[Callable[[object], Optional[Tuple[float, float]]]] = None,
+                     sampling_resolver: Optional[Callable[[object], Optional[Callable[[float], float]]]] = None):
     """``wrapper(executor, *args, **kwargs)`` for ComfyUI's ``WrappersMP.OUTER_SAMPLE``: brackets a sampling run.
 
     ``window_resolver(executor)`` returns (sigma_start, sigma_end) from the model being sampled (so a
     ModelSamplingSD3 shift applied after ApplySLA is honoured), or None to keep the thresholds set at apply time.
+    ``sampling_resolver(executor)`` returns that model's ``percent_to_sigma`` (for a linear keep_schedule).
+    The run's sigmas are ``outer_sample``'s fourth argument.
     """
     def sla_outer_sample_wrapper(executor, *args, **kwargs):
         window = None
@@ -397,7 +531,16 @@ def make_run_wrapper(runtime: SLARuntime,
             except Exception as e:  # a missing attribute must not break sampling
                 log_once(("resolver", runtime.uid), logging.WARNING,
                          "SLA: could not read the sigma schedule (%s); keeping the window set at apply time", e)
-        runtime.begin_run(window)
+        sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
+        p2s = None
+        if sampling_resolver is not None:
+            try:
+                p2s = sampling_resolver(executor)
+            except Exception as e:
+                log_once(("sampling", runtime.uid), logging.WARNING,
+                         "SLA: could not read the model's sigma schedule (%s): keep_schedule '->' runs at its "
+                         "first value", e)
+        runtime.begin_run(window, sigmas, p2s)
         try:
             result = executor(*args, **kwargs)
         except BaseException:
@@ -408,6 +551,21 @@ def make_run_wrapper(runtime: SLARuntime,
 
     sla_outer_sample_wrapper.sla_runtime = runtime
     return sla_outer_sample_wrapper
+
+
+def make_model_call_wrapper(runtime: SLARuntime):
+    """``wrapper(executor, x, t, ...)`` for ComfyUI's ``WrappersMP.APPLY_MODEL`` (outside any compiled region):
+    tells the runtime the step of each model call (for keep_schedule and the map capture) and times the call
+    (for the run report's step estimate)."""
+    def sla_model_call_wrapper(executor, *args, **kwargs):
+        t = args[1] if len(args) > 1 else kwargs.get("t")
+        interval = runtime.enter_model_call(t)
+        out = executor(*args, **kwargs)
+        runtime.leave_model_call(interval)
+        return out
+
+    sla_model_call_wrapper.sla_runtime = runtime
+    return sla_model_call_wrapper
 
 
 def make_block_index_patch(index: int, previous: Optional[Callable] = None) -> Callable:

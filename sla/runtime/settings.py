@@ -12,6 +12,7 @@ import dataclasses
 import re
 from typing import FrozenSet, Optional
 
+from .schedule import KeepSchedule, parse_keep_schedule
 from ..spec import (BACKENDS, BLOCK_K_CHOICES, BLOCK_Q_CHOICES, DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q,
                     DEFAULT_FEATURE_MAP, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS, FEATURE_MAPS, check_choice,
                     check_keep_ratio, format_blocks)
@@ -68,6 +69,8 @@ class SLASettings:
     backend: 'auto' (Triton on CUDA when available, else PyTorch), 'triton', 'torch'.
     enabled: False routes every call to the previous/dense path (A/B comparisons).
     weights_id: key of this model's proj_l tensors in :mod:`.weights` (None: training-free).
+    keep_schedule: keep ratio per sampling step ('0.3, 0.15, 0.1' or '0.3 -> 0.1', :mod:`.schedule`); empty:
+        keep_ratio on every step.
     """
 
     keep_ratio: float = DEFAULT_KEEP_RATIO
@@ -81,6 +84,7 @@ class SLASettings:
     backend: str = "auto"
     enabled: bool = True
     weights_id: Optional[int] = None
+    keep_schedule: str = ""
 
     def __post_init__(self):
         # Normalise types first (widgets deliver strings for combos, lists for sets).
@@ -110,6 +114,13 @@ class SLASettings:
         check_choice("backend", self.backend, BACKENDS)
         if self.min_tokens < 0:
             raise ValueError(f"min_tokens must be >= 0, got {self.min_tokens}")
+        sched = parse_keep_schedule(self.keep_schedule)  # raises naming the bad token
+        object.__setattr__(self, "keep_schedule", sched.describe() if sched is not None else "")
+
+    @property
+    def schedule(self) -> Optional[KeepSchedule]:
+        """The parsed keep_schedule, or None (keep_ratio on every step)."""
+        return parse_keep_schedule(self.keep_schedule)
 
     def replace(self, **changes) -> "SLASettings":
         """A copy with some fields changed (validated again)."""
@@ -124,7 +135,9 @@ class SLASettings:
     def describe(self) -> str:
         """One-line human summary for logs."""
         dense = format_blocks(self.dense_blocks) or "none"
-        return (f"keep {self.keep_ratio:.2f} (sparsity {1 - self.keep_ratio:.0%}), window "
+        keep = (f"keep schedule {self.keep_schedule}" if self.keep_schedule else
+                f"keep {self.keep_ratio:.2f} (sparsity {1 - self.keep_ratio:.0%})")
+        return (f"{keep}, window "
                 f"{self.start_percent:.2f}-{self.end_percent:.2f}, blocks {self.block_q}x{self.block_k}, "
                 f"phi {self.feature_map}, dense blocks {dense}, min_tokens {self.min_tokens}, "
                 f"backend {self.backend}, {'enabled' if self.enabled else 'DISABLED'}")

@@ -42,6 +42,17 @@ class RunStats:
         self.backends = collections.Counter()
         self.linear_blocks: set = set()      # blocks that ran with proj_l
         self.sparse_only_blocks: set = set()  # blocks that ran block-sparse without proj_l
+        self.last_keep = 0.0                 # realised keep fraction of the latest sparse call
+        self.step_keep: dict = {}            # global step -> [keep sum, sparse calls] (with a keep_schedule)
+
+    def note_step_keep(self, step: int, keep: float) -> None:
+        acc = self.step_keep.setdefault(step, [0.0, 0])
+        acc[0] += keep
+        acc[1] += 1
+
+    def step_keeps(self) -> list:
+        """[(global step, mean realised keep of its sparse calls)], by step."""
+        return [(s, k / n) for s, (k, n) in sorted(self.step_keep.items())]
 
     @property
     def realised_keep(self) -> Optional[float]:
@@ -71,3 +82,40 @@ class RunStats:
         if passed:
             parts.append("left to dense/previous attention: " + passed)
         return "; ".join(parts)
+
+
+def _ms(ms: float) -> str:
+    return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+
+
+def report_text(stats: RunStats, settings, timing: Optional[dict]) -> str:
+    """The run report shown on the node: a few short lines (calls and why, realised keep, timing).
+
+    ``timing``: :meth:`RunTiming.summary`'s dict (attn_ms, dense_ms, model_ms or None, cpu) or None.
+    """
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(stats.dense.items(), key=lambda x: -x[1])
+                        if r not in PASS_THROUGH)
+    lines = [f"{stats.sparse} sparse / {stats.self_dense} dense self-attention calls"
+             + (f" (dense: {reasons})" if reasons else "")]
+    keep = stats.realised_keep
+    if keep is not None:
+        line = f"realised keep {keep:.3f} (sparsity {1 - keep:.0%})"
+        per_step = stats.step_keeps()
+        if per_step and settings.keep_schedule:
+            line += "; per step " + " ".join(f"{k:.2f}" for _s, k in per_step)
+        lines.append(line)
+    if timing is not None:
+        attn, dense = timing["attn_ms"], timing["dense_ms"]
+        if stats.sparse and attn and dense:
+            speed = (f"{dense / attn:.1f}x faster" if dense >= attn else f"{attn / dense:.1f}x slower")
+            line = f"attention {speed} ({_ms(attn)} vs ~{_ms(dense)} dense)"
+        else:
+            line = f"attention {_ms(attn)} (all dense)"
+        model = timing.get("model_ms")
+        if stats.sparse and attn and model is not None and model > 0:
+            other = max(0.0, model - attn)
+            line += f", step ~{(other + dense) / (other + attn):.1f}x (est.)"
+        if timing.get("cpu"):
+            line += " (CPU timing)"
+        lines.append(line)
+    return "\n".join(lines)

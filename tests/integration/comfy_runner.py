@@ -177,8 +177,41 @@ class SLATestCompile:
         return (m,)
 
 
+class SLATestSaveImage:
+    """Output node: saves an IMAGE to ``<work>/latents/<name>.pt``."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "name": ("STRING", {"default": "image"})}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = "testing"
+
+    def save(self, images, name):
+        torch.save(images.detach().cpu().clone(), os.path.join(LATENT_DIR, f"{name}.pt"))
+        return {}
+
+
+class SLATestDecode:
+    """Stands in for VAEDecode without VAE weights: latent (1, 16, T, h, w) -> IMAGE (T, h, w, 3) in [0, 1]."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+    CATEGORY = "testing"
+
+    def decode(self, samples):
+        x = samples["samples"][0, :3].float()
+        return (torch.sigmoid(x).permute(1, 2, 3, 0).contiguous(),)
+
+
 TEST_NODES = {"SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,
-              "SLATestCompile": SLATestCompile}
+              "SLATestCompile": SLATestCompile, "SLATestSaveImage": SLATestSaveImage, "SLATestDecode": SLATestDecode}
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -196,10 +229,11 @@ class Graph:
 
 
 def apply_sla(g, model, keep=0.3, start=0.0, end=1.0, dense_blocks="", block_q="64", block_k="64",
-              feature_map="softmax", min_tokens=0, backend="torch", enabled=True):
+              feature_map="softmax", min_tokens=0, backend="torch", enabled=True, keep_schedule=None):
+    extra = {} if keep_schedule is None else {"keep_schedule": keep_schedule}
     return g.add("ApplySLA", model=model, keep_ratio=keep, start_percent=start, end_percent=end,
                  dense_blocks=dense_blocks, block_q=block_q, block_k=block_k, feature_map=feature_map,
-                 min_tokens=min_tokens, backend=backend, enabled=enabled)
+                 min_tokens=min_tokens, backend=backend, enabled=enabled, **extra)
 
 
 def sample(g, model, name, seed=SEED):
@@ -209,6 +243,7 @@ def sample(g, model, name, seed=SEED):
     out = g.add("KSampler", model=model, seed=seed, steps=STEPS, cfg=CFG, sampler_name="euler",
                 scheduler="simple", positive=pos, negative=neg, latent_image=latent, denoise=1.0)
     g.add("SLATestSaveLatent", samples=out, name=name)
+    return out
 
 
 def sample_split(g, high, low, name, split=2, steps=4):
@@ -393,6 +428,27 @@ def scenarios():
     def compiled_aot_eager(g):
         compile_graph(g, "aot_eager")
 
+    # Issue 12: the run report on the node, keep_schedule, the attention map.
+    @scen
+    def report_schedule(g):  # 6 key blocks: 0.6 keeps 3 (0.5), 0.3 keeps 1 (0.167), the last value holds
+        sample(g, apply_sla(g, sla_loader(g), keep=0.3, keep_schedule="0.6, 0.3"), "report_schedule")
+
+    @scen
+    def report_loader(g):  # the loader's own SLA reports to the loader node
+        sample(g, sla_loader(g), "report_loader")
+
+    @scen
+    def invalid_schedule(g):  # must be rejected by validate_prompt, naming the bad token
+        sample(g, apply_sla(g, sla_loader(g), keep_schedule="0.3, 0.1x"), "invalid_schedule")
+
+    @scen
+    def attention_map(g):
+        m = apply_sla(g, sla_loader(g), keep=0.3, keep_schedule="0.6, 0.3")
+        out = sample(g, m, "attention_map")
+        amap = g.add("SLAAttentionMap", model=m, samples=out, block=1, head=1, step=1)
+        g.add("SLATestSaveImage", images=amap, name="attention_map_image")
+        g.add("SLATestSaveImage", images=[amap[0], 1], name="attention_map_sparsity")
+
     return out
 
 
@@ -513,6 +569,64 @@ def validate_workflows(env, workflow_paths, schemas) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- the client's view
+
+class TextRecorder(comfy_env.ServerStub):
+    """``server.PromptServer.instance`` for the headless run: the real ``send_progress_text`` (it packs the node id
+    and the text into the binary websocket frame) into a ``send_sync`` that records the frames."""
+
+    def __init__(self, server_module):
+        super().__init__()
+        self._send_progress_text = server_module.PromptServer.send_progress_text
+        self.text_event = server_module.BinaryEventTypes.TEXT
+
+    def send_progress_text(self, text, node_id, sid=None):
+        return self._send_progress_text(self, text, node_id, sid)
+
+    def node_texts(self, start=0):
+        """[(node id, text)] decoded from the recorded TEXT frames, as the frontend decodes them."""
+        import struct
+        out = []
+        for event, data in self.messages[start:]:
+            if event == self.text_event:
+                (n,) = struct.unpack(">I", data[:4])
+                out.append((data[4:4 + n].decode(), data[4 + n:].decode()))
+        return out
+
+
+def install_text_recorder():
+    import server
+    rec = TextRecorder(server)
+    server.PromptServer.instance = rec
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------- workflows, headless
+
+def headless_workflow_prompt(path, schemas) -> dict:
+    """A UI workflow as the API prompt the frontend would queue, made runnable without text encoder / VAE weights
+    and at test size: the SLA loader reads the tiny checkpoint, CLIPTextEncode -> SLATestConditioning, VAEDecode
+    -> SLATestDecode, the latent 240x128x9, min_tokens 0 (the tiny latent has 360 tokens). Everything else (ApplySLA
+    widgets, samplers, ImageStitch, CreateVideo, SaveVideo) is the workflow's own."""
+    with open(path) as f:
+        prompt = ui_to_api(json.load(f), schemas)
+    for nid, node in list(prompt.items()):
+        t, inputs = node["class_type"], node["inputs"]
+        if t == "SLADiffusionModelLoader":
+            inputs["ckpt_name"] = CKPT_PROJL
+        elif t == "CLIPTextEncode":
+            prompt[nid] = {"class_type": "SLATestConditioning", "inputs": {"seed": int(nid), "tokens": 12}}
+        elif t == "VAEDecode":
+            prompt[nid] = {"class_type": "SLATestDecode", "inputs": {"samples": inputs["samples"]}}
+        elif t in ("CLIPLoader", "VAELoader"):
+            del prompt[nid]
+        elif t == "EmptyHunyuanLatentVideo":
+            inputs.update(width=WIDTH, height=HEIGHT, length=LENGTH)
+        elif t == "ApplySLA":
+            inputs["min_tokens"] = 0
+    return prompt
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 def comfy_version() -> str:
@@ -535,6 +649,15 @@ class _Capture(logging.Handler):
             pass
 
 
+def save_capture(path):
+    """The q/k the pack captured for the SLA Attention Map node (its process-wide table), for the test to redraw."""
+    table = sys.modules["_comfyui_sla_capture"].results
+    (req,) = table.values()
+    torch.save({"q": req.q.cpu(), "k": req.k.cpu(), "keep": req.keep, "block_q": req.block_q,
+                "block_k": req.block_k, "sparse": req.sparse, "step": req.step, "block": req.block,
+                "head": req.head}, path)
+
+
 def main(argv=None):
     global LATENT_DIR
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -545,6 +668,8 @@ def main(argv=None):
     ap.add_argument("--schemas-only", action="store_true", help="boot, dump node schemas, run nothing")
     ap.add_argument("--validate-workflows", nargs="*", default=[],
                     help="UI workflow files to convert to API prompts and run through validate_prompt")
+    ap.add_argument("--run-workflows", nargs="*", default=[],
+                    help="UI workflow files to run headless with the tiny model (headless_workflow_prompt)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
@@ -562,7 +687,7 @@ def main(argv=None):
     os.makedirs(os.path.join(work, "models", "loras"), exist_ok=True)
     results["models"] = write_models(os.path.join(work, "models"))
     os.makedirs(os.path.join(work, "input"), exist_ok=True)
-    placeholder_files(args.validate_workflows, work)
+    placeholder_files(args.validate_workflows + args.run_workflows, work)
 
     env = comfy_env.ComfyEnv(args.comfy, work, extra_nodes=TEST_NODES)
     results["boot_s"] = time.perf_counter() - t0
@@ -572,30 +697,37 @@ def main(argv=None):
     results["pack_module_loaded"] = pack is not None
     results["pack_nodes"] = sorted(getattr(pack, "NODE_CLASS_MAPPINGS", {}) or {}) if pack else []
     results["registered"] = {n: env.node_module(n) for n in ("SLADiffusionModelLoader", "ApplySLA",
-                                                               "SLAWeightsLoader")
+                                                               "SLAWeightsLoader", "SLAAttentionMap")
                              if n in env.nodes.NODE_CLASS_MAPPINGS}
     results["display_names"] = {n: env.nodes.NODE_DISPLAY_NAME_MAPPINGS.get(n) for n in results["registered"]}
-    if not args.no_schemas or args.validate_workflows:
+    recorder = install_text_recorder()
+    if not args.no_schemas or args.validate_workflows or args.run_workflows:
         results["schemas"] = node_schemas(env.nodes)
     if args.validate_workflows:
         results["workflow_validation"] = validate_workflows(env, args.validate_workflows, results["schemas"])
 
-    for name, graph in scenarios().items():
+    runs = [(name, graph.prompt) for name, graph in scenarios().items()]
+    runs += [(f"workflow:{os.path.basename(p)}", headless_workflow_prompt(p, results["schemas"]))
+             for p in args.run_workflows]
+    for name, prompt in runs:
         if args.schemas_only:
             break
-        if args.only and name not in args.only:
+        if args.only and name not in args.only and not name.startswith("workflow:"):
             continue
-        start = len(capture.records)
+        start, sent = len(capture.records), len(recorder.messages)
         t = time.perf_counter()
         try:
-            env.run_prompt(graph.prompt)
+            env.run_prompt(prompt)
             status, err = "ok", None
         except Exception as e:
             status, err = "error", f"{e}\n{traceback.format_exc()}"
         results["scenarios"][name] = {
-            "status": status, "error": err, "seconds": round(time.perf_counter() - t, 3),
+            "status": status, "error": err, "seconds": round(time.perf_counter() - t, 3), "prompt": prompt,
+            "node_texts": recorder.node_texts(sent),
             "logs": [r for r in capture.records[start:] if "comfyui-sla" in r["logger"] or "sla" in r["msg"].lower()
                      or r["level"] in ("WARNING", "ERROR")]}
+        if name == "attention_map":
+            save_capture(os.path.join(LATENT_DIR, "attention_map_capture.pt"))
         print(f"[runner] {name}: {status} ({results['scenarios'][name]['seconds']} s)", flush=True)
 
     results["compiles"] = COMPILES

@@ -24,7 +24,9 @@ import comfy_env  # noqa: E402
 CHECKOUTS = comfy_env.checkouts_from_env()
 pytestmark = pytest.mark.skipif(not CHECKOUTS, reason="COMFYUI_PATH is not set (no ComfyUI checkout to test in)")
 
-SLA_NODES = ("SLADiffusionModelLoader", "ApplySLA", "SLAWeightsLoader")
+SLA_NODES = ("SLADiffusionModelLoader", "ApplySLA", "SLAWeightsLoader", "SLAAttentionMap")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMPARISON = os.path.join(REPO, "workflows", "TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json")
 LATENT_SHAPE = (1, 16, 3, 16, 30)  # 240x128, 9 frames -> 360 tokens
 
 
@@ -50,7 +52,7 @@ class Run:
 @pytest.fixture(scope="module", params=CHECKOUTS, ids=lambda p: os.path.basename(p.rstrip("/")))
 def run(request, tmp_path_factory):
     work = str(tmp_path_factory.mktemp("comfy"))
-    results = comfy_env.run_runner(request.param, work, "--no-schemas")
+    results = comfy_env.run_runner(request.param, work, "--no-schemas", "--run-workflows", COMPARISON)
     return Run(results, work)
 
 
@@ -84,6 +86,7 @@ def test_pack_loads_through_custom_node_loader(run):
     assert r["display_names"]["ApplySLA"] == "Apply Sparse-Linear Attention"
     assert r["display_names"]["SLADiffusionModelLoader"] == "Load SLA Diffusion Model"
     assert r["display_names"]["SLAWeightsLoader"] == "Load SLA Weights"
+    assert r["display_names"]["SLAAttentionMap"] == "SLA Attention Map"
 
 
 def test_turbodiffusion_checkpoint_samples_finite_latents(run):
@@ -248,3 +251,81 @@ def test_lora_on_int8_model_matches_lora_on_dequantised_model(run):
     assert torch.isfinite(x).all()
     assert max_diff(x, ref) < 1e-2 * ref.abs().max().item(), max_diff(x, ref)
     assert max_diff(x, run.latent("quant_int8")) > DIFFERENT, "LoRA had no effect on the int8 model"
+
+
+# ---------------------------------------------------------------------------------------------- issue 12
+
+def node_texts(run, scenario) -> dict:
+    """node id -> texts sent to it (decoded from the binary TEXT frames of the real send_progress_text)."""
+    out = {}
+    for nid, text in run.scenario(scenario)["node_texts"]:
+        out.setdefault(nid, []).append(text)
+    return out
+
+
+def node_id(run, scenario, class_type) -> str:
+    (nid,) = [k for k, v in run.scenario(scenario)["prompt"].items() if v["class_type"] == class_type]
+    return nid
+
+
+def test_run_report_reaches_the_apply_sla_node(run):
+    texts = node_texts(run, "report_schedule")
+    (text,) = texts[node_id(run, "report_schedule", "ApplySLA")]
+    assert len(texts) == 1   # only the node that applied SLA to the sampled model
+    assert text.startswith("9 sparse / 0 dense self-attention calls")
+    assert re.search(r"attention \d+\.\dx (faster|slower) \(.* vs ~.* dense\), step ~\d+\.\dx \(est\.\) "
+                     r"\(CPU timing\)", text), text
+    # the console still has its line, and the report's short form beside it
+    assert sparse_calls(run.run_lines("report_schedule")) == 9
+
+
+def test_loader_reports_when_it_applied_sla_itself(run):
+    texts = node_texts(run, "report_loader")
+    (text,) = texts[node_id(run, "report_loader", "SLADiffusionModelLoader")]
+    assert "0 sparse / 9 dense" in text and "below min_tokens 9" in text and "(all dense)" in text
+
+
+def test_keep_schedule_changes_the_keep_per_step(run):
+    # 6 key blocks of 64: step 0 at 0.6 keeps 3 (0.5), then 0.3 keeps 1 (0.167), the last value holding
+    (text,) = node_texts(run, "report_schedule")[node_id(run, "report_schedule", "ApplySLA")]
+    assert "per step 0.50 0.17 0.17" in text, text
+    assert max_diff(run.latent("report_schedule"), run.latent("keep03_projl")) > DIFFERENT
+
+
+def test_invalid_keep_schedule_is_rejected_naming_the_token(run):
+    s = run.results["scenarios"]["invalid_schedule"]
+    assert s["status"] == "error" and "did not validate" in s["error"]
+    assert "keep_schedule: bad token '0.1x'" in s["error"], s["error"][:2000]
+
+
+def test_attention_map_mask_pixels_equal_the_sla_mask(run):
+    from comfyui_sla.sla.mask import block_lut, lut_to_mask
+    image = run.latent("attention_map", "attention_map_image")
+    cap = torch.load(os.path.join(run.work, "latents", "attention_map_capture.pt"))
+    assert (cap["block"], cap["head"], cap["step"]) == (1, 1, 1) and cap["sparse"] and cap["keep"] == 0.3
+    assert tuple(cap["q"].shape) == (1, 360, 1, 128)
+    mask = lut_to_mask(block_lut(cap["q"], cap["k"], cap["keep"], cap["block_q"], cap["block_k"]), 6)[0, 0]
+    assert mask.shape == (6, 6) and mask.sum(-1).tolist() == [1] * 6
+    cell = image.shape[1] // 6
+    assert tuple(image.shape) == (1, 6 * cell, 6 * cell, 3)
+    assert torch.equal(image[0, ..., 0], mask.float().repeat_interleave(cell, 0).repeat_interleave(cell, 1))
+    sparsity = run.latent("attention_map", "attention_map_sparsity")
+    c = sparsity.shape[1] // 3
+    assert tuple(sparsity.shape) == (1, 3 * c, 3 * c, 3)       # 3 blocks x 3 steps
+    assert sparsity[0, 0, 0, 0].item() == pytest.approx(0.5) and sparsity[0, 0, -1, 0].item() == pytest.approx(5 / 6)
+
+
+def test_keep_comparison_workflow_runs_headless_and_reports_per_branch(run):
+    name = "workflow:" + os.path.basename(COMPARISON)
+    s = run.scenario(name)
+    prompt = s["prompt"]
+    texts = node_texts(run, name)
+    branches = {nid: v["inputs"] for nid, v in prompt.items() if v["class_type"] == "ApplySLA"}
+    assert len(branches) == 4 and set(texts) == set(branches), (texts, branches)
+    for nid, inputs in branches.items():
+        (text,) = texts[nid]
+        if inputs["enabled"]:
+            assert text.startswith("12 sparse / 0 dense"), text
+            assert re.search(r"attention \d+\.\dx (faster|slower) .*\(CPU timing\)", text), text
+        else:
+            assert "0 sparse / 12 dense" in text and "disabled 12" in text and "(all dense)" in text, text

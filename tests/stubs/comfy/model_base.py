@@ -1,6 +1,7 @@
 """Stand-in of comfy/model_base.py: a BaseModel holding the diffusion model and its sampling schedule."""
 import torch
 
+import comfy.patcher_extension as pe
 from comfy.model_sampling import ModelSamplingDiscreteFlow
 
 
@@ -11,6 +12,12 @@ class BaseModel(torch.nn.Module):
         self.model_sampling = ModelSamplingDiscreteFlow(shift=shift)
 
     def apply_model(self, x, t, c_crossattn=None, transformer_options={}, **kwargs):
+        # APPLY_MODEL wrappers around the call, as ComfyUI's BaseModel.apply_model runs them
+        return pe.WrapperExecutor.new_class_executor(
+            self._apply_model, self, pe.get_all_wrappers(pe.WrappersMP.APPLY_MODEL, transformer_options)
+        ).execute(x, t, c_crossattn, transformer_options, **kwargs)
+
+    def _apply_model(self, x, t, c_crossattn=None, transformer_options={}, **kwargs):
         return self.diffusion_model(x, t, c_crossattn, transformer_options=transformer_options, **kwargs)
 
 
