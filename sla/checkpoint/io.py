@@ -1,15 +1,15 @@
 """Tensor-by-tensor reading and writing of checkpoint files, without ever holding a file twice in memory.
 
-- ``open_source(path)`` returns a reader over a ``.safetensors`` file (parsed here, memory-mapped copy-on-write, so
-  the file is never modified) or a torch ``.pth``/``.pt`` file (``torch.load(weights_only=True, mmap=True)``; never
+- ``open_source(path)`` returns a reader over a ``.safetensors`` file (opened by the safetensors library's
+  ``safe_open``, which validates the header and memory-maps the file copy-on-write, so it is never modified) or a torch ``.pth``/``.pt`` file (``torch.load(weights_only=True, mmap=True)``; never
   unsafe pickle). The container is recognised from the file's first bytes, not its name.
 - ``reader.get(key)`` returns a tensor that may be a view of the mapping; ``reader.release(tensor)`` hands its pages
   back to the OS (``madvise(MADV_DONTNEED)`` on Linux) once the caller has made its own converted copy, so the
   resident size never grows to the file's size.
 - ``SafetensorsWriter`` writes a safetensors file tensor by tensor (header first, from known shapes/dtypes).
 
-``Reader`` is the whole interface the planner, loader and converter use: another reader (e.g. one built on the
-safetensors library) only has to provide it and be returned by ``open_source``.
+``Reader`` is the whole interface the planner, loader and converter use: another reader only has to provide it and
+be returned by ``open_source``. Every failure to read is a ``CheckpointError`` naming the file (and the tensor).
 """
 from __future__ import annotations
 
