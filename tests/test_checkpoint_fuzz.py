@@ -280,7 +280,8 @@ def crafted_pickles(rng: random.Random):
     """Opcode streams the weights_only unpickler must refuse or read, each a complete data.pkl."""
     P = pickle
     g = rng.choice([b"posix\nsystem\n", b"builtins\neval\n", b"os\nremove\n", b"subprocess\nPopen\n",
-                    b"torch._utils\n_rebuild_tensor_v2\n", b"collections\nOrderedDict\n", b"\n\n", b"a" * 300 + b"\nb\n"])
+                    b"torch._utils\n_rebuild_tensor_v2\n", b"collections\nOrderedDict\n", b"\n\n",
+                    b"a" * 300 + b"\nb\n"])
     streams = [
         P.PROTO + b"\x02" + P.GLOBAL + g + P.MARK + P.BINUNICODE + struct.pack("<I", 4) + b"true" + P.TUPLE
         + P.REDUCE + P.STOP,
@@ -288,8 +289,7 @@ def crafted_pickles(rng: random.Random):
         P.PROTO + b"\x02" + P.EMPTY_LIST + P.STOP,
         P.PROTO + b"\x02" + P.EMPTY_DICT + P.MARK + P.BININT1 + b"\x01" + P.NONE + P.SETITEMS + P.STOP,
         P.PROTO + b"\x02" + P.EMPTY_DICT * 3000 + P.STOP,
-        P.PROTO + b"\x02" + (P.EMPTY_DICT + P.BINUNICODE + struct.pack("<I", 1) + b"k") * 2000
-        + (P.SETITEM if False else b"") + P.STOP,
+        P.PROTO + b"\x02" + (P.EMPTY_DICT + P.BINUNICODE + struct.pack("<I", 1) + b"k") * 2000 + P.STOP,
         P.PROTO + b"\x02" + P.BINPERSID + P.STOP,
         P.PROTO + b"\x02" + P.MARK * 100 + P.STOP,
         P.PROTO + b"\x02" + P.BINUNICODE + struct.pack("<I", 1 << 30) + b"x" + P.STOP,

@@ -1,8 +1,9 @@
 """Tensor-by-tensor reading and writing of checkpoint files, without ever holding a file twice in memory.
 
 - ``open_source(path)`` returns a reader over a ``.safetensors`` file (opened by the safetensors library's
-  ``safe_open``, which validates the header and memory-maps the file copy-on-write, so it is never modified) or a torch ``.pth``/``.pt`` file (``torch.load(weights_only=True, mmap=True)``; never
-  unsafe pickle). The container is recognised from the file's first bytes, not its name.
+  ``safe_open``, which validates the header and memory-maps the file copy-on-write, so it is never modified) or a
+  torch ``.pth``/``.pt`` file (``torch.load(weights_only=True, mmap=True)``; never unsafe pickle). The container
+  is recognised from the file's first bytes, not its name.
 - ``reader.get(key)`` returns a tensor that may be a view of the mapping; ``reader.release(tensor)`` hands its pages
   back to the OS (``madvise(MADV_DONTNEED)`` on Linux) once the caller has made its own converted copy, so the
   resident size never grows to the file's size.
