@@ -3,7 +3,6 @@ the converter leaves nothing behind, the proj_l registry forgets, dense_blocks b
 from __future__ import annotations
 
 import gc
-import io
 import json
 import logging
 import os

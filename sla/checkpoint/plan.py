@@ -329,7 +329,7 @@ def _fits(shape: Tuple[int, ...], want: Tuple) -> bool:
     return len(shape) == len(want) and all(w == -1 or s == w for s, w in zip(shape, want))
 
 
-def check_base_shapes(reader: Reader, wan: Dict[str, str], info: CheckpointInfo, pshape: Tuple[int, ...]) -> None:
+def check_base_shapes(reader: Reader, wan: Dict[str, str], info: CheckpointInfo) -> None:
     """Every base tensor against the detected Wan configuration: a wrong shape or an unknown tensor is an error
     naming the key, the shape found and the shape expected."""
     path = reader.path
@@ -498,7 +498,7 @@ def plan_checkpoint(reader: Reader, require_base: bool = True) -> Plan:
     pshape: Tuple[int, ...] = ()
     if has_base:
         pshape = _describe_base(reader, wan, info)
-        check_base_shapes(reader, wan, info, pshape)
+        check_base_shapes(reader, wan, info)
         outputs = plan_outputs(_Ctx(reader, wan, int8, info, kept_layers, keep_all))
     _check_proj_l(reader, proj, info, has_base)
     if not has_base:
