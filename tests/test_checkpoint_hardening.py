@@ -350,3 +350,17 @@ def test_dense_blocks_beyond_the_model_warn_with_its_block_count(comfy, caplog):
     with caplog.at_level(logging.WARNING, logger="comfyui_sla"):
         N.ApplySLA().apply(stock, 0.3, 0.0, 1.0, "0, 2", "128", "64", "softmax", 0, "torch", True)
     assert not [r for r in caplog.records if "dense_blocks" in r.getMessage()]
+
+
+def test_comfyui_quantised_layers_pass_through_with_their_packed_shapes(tmp_path):
+    """ComfyUI's own quantised layers (comfy_quant, packed e.g. NVFP4 [out, in/2] uint8) are left to ComfyUI; the
+    same packed shape on a plain layer is an error."""
+    sd = tiny()
+    sd["blocks.0.self_attn.q.weight"] = torch.randint(0, 255, (128, 64), dtype=torch.uint8)
+    sd["blocks.0.self_attn.q.weight_scale"] = torch.ones((), dtype=torch.float32)
+    sd["blocks.0.self_attn.q.comfy_quant"] = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    loaded = load_checkpoint(wf.save_safetensors(sd, tmp_path / "q.safetensors"))
+    assert torch.equal(loaded.state_dict["blocks.0.self_attn.q.weight"], sd["blocks.0.self_attn.q.weight"])
+    del sd["blocks.0.self_attn.q.comfy_quant"], sd["blocks.0.self_attn.q.weight_scale"]
+    msg = error_of(load_checkpoint, wf.save_safetensors(sd, tmp_path / "plain.safetensors"))
+    assert "'blocks.0.self_attn.q.weight' has shape [128, 64]; expected [128, 128]" in msg

@@ -329,9 +329,11 @@ def _fits(shape: Tuple[int, ...], want: Tuple) -> bool:
     return len(shape) == len(want) and all(w == -1 or s == w for s, w in zip(shape, want))
 
 
-def check_base_shapes(reader: Reader, wan: Dict[str, str], info: CheckpointInfo) -> None:
+def check_base_shapes(reader: Reader, wan: Dict[str, str], info: CheckpointInfo,
+                      kept_layers: Set[str] = frozenset()) -> None:
     """Every base tensor against the detected Wan configuration: a wrong shape or an unknown tensor is an error
-    naming the key, the shape found and the shape expected."""
+    naming the key, the shape found and the shape expected. Layers in ComfyUI's own quantised formats
+    (``kept_layers``: packed shapes such as NVFP4's) are left to ComfyUI, which checks them when it loads them."""
     path = reader.path
 
     def second(key: str) -> int:
@@ -348,6 +350,8 @@ def check_base_shapes(reader: Reader, wan: Dict[str, str], info: CheckpointInfo)
     for w, raw in wan.items():
         if w == "patch_embedding.weight" or w.endswith(SCALE_SUFFIXES):
             continue  # checked by _describe_base / passed to ComfyUI, which applies the scales
+        if "." in w and w[: w.rindex(".")] in kept_layers:
+            continue
         if w.endswith(".scale") and w[: -len(".scale")] + ".int8_weight" in wan:
             continue  # _check_scale_shape
         i = K.block_index(w)
@@ -498,7 +502,7 @@ def plan_checkpoint(reader: Reader, require_base: bool = True) -> Plan:
     pshape: Tuple[int, ...] = ()
     if has_base:
         pshape = _describe_base(reader, wan, info)
-        check_base_shapes(reader, wan, info)
+        check_base_shapes(reader, wan, info, kept_layers)
         outputs = plan_outputs(_Ctx(reader, wan, int8, info, kept_layers, keep_all))
     _check_proj_l(reader, proj, info, has_base)
     if not has_base:
