@@ -241,7 +241,17 @@ def apply_sla(model, settings: SLASettings, node_id=None, from_loader: bool = Fa
              _weights_text(settings.weights_id), settings.describe(),
              " -- the checkpoint defaults; an Apply Sparse-Linear Attention node after the loader replaces them"
              if from_loader else "")
+    _warn_foreign_dense_blocks(settings, len(dm.blocks))
     return m
+
+
+def _warn_foreign_dense_blocks(settings: SLASettings, n_blocks: int) -> None:
+    """dense_blocks naming blocks this model does not have: a warning naming the model's block count."""
+    extra = sorted(i for i in (settings.dense_blocks or ()) if i >= n_blocks)
+    if extra:
+        log.warning("SLA: dense_blocks names block%s %s but this model has %d blocks (0..%d); %s ignored",
+                    "s" if len(extra) > 1 else "", format_blocks(extra), n_blocks, n_blocks - 1,
+                    "they are" if len(extra) > 1 else "it is")
 
 
 def _weights_text(weights_id) -> str:

@@ -17,6 +17,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DIMS = dict(dim=256, num_heads=2, num_layers=3, ffn_dim=320, text_dim=128)
 
 
+@pytest.fixture(autouse=True)
+def written_files_validate(tmp_path):
+    """Every .safetensors file a test leaves (the converter's outputs) is read back by the safetensors library:
+    header, offsets tiling the data, dtype/length agreement, every tensor readable."""
+    yield
+    for p in tmp_path.rglob("*.safetensors"):
+        if p.is_file():
+            with safe_open(str(p), framework="pt") as f:
+                for k in f.keys():
+                    assert tuple(f.get_tensor(k).shape) == tuple(f.get_slice(k).get_shape()), (p, k)
+
+
 @pytest.fixture(scope="module")
 def native():
     return make_wan_state_dict(**DIMS, seed=3)
@@ -96,7 +108,7 @@ def test_atomic_on_failure(native, tmp_path, monkeypatch):
         return orig(self, key, parts)
 
     monkeypatch.setattr(CV.SafetensorsWriter, "write_parts", failing)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full"):  # OSError while writing: one error type out
         CV.convert(src, out, torch.bfloat16)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["q.pth"]  # no partial file left behind

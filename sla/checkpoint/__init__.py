@@ -7,9 +7,9 @@ Modules (each imports only those above it, plus torch, the standard library and 
 runtime (settings, patch, kernels) nor ComfyUI):
 
 ==============  =====================================================================================================
-``io``          readers (safetensors parsed here, ``.pth`` through ``torch.load(weights_only=True, mmap=True)``) behind
-                the ``Reader`` interface, ``open_source`` / ``sniff`` (container from the first bytes),
-                ``SafetensorsWriter``, ``CheckpointError``.
+``io``          readers (safetensors through the library's ``safe_open``, ``.pth`` through ``torch.load(
+                weights_only=True, mmap=True)``) behind the ``Reader`` interface, ``open_source`` / ``sniff``
+                (container from the first bytes), ``SafetensorsWriter``, ``CheckpointError``.
 ``keys``        key names: trainer prefixes, base-weight namings (``NAMINGS``), proj_l aliases, Wan families.
 ``layouts``     the ``LAYOUTS`` table: one ``Layout`` row per recognised layout, chosen from a file's ``Facts``.
 ``plan``        ``plan_checkpoint``: key names and shapes -> output tensors (``TRANSFORMS``) + ``CheckpointInfo``.

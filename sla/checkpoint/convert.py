@@ -12,7 +12,8 @@ proj_l keys with an 'unet unexpected' log line) plus the per-block proj_l tensor
 fine-tuned for (keep 0.10, blocks 128x64, softmax feature map).
 
 The input is read tensor by tensor from a memory map and never modified; the output is written tensor by tensor
-into a temporary file beside OUT and moved into place only when complete (no half-written file on failure).
+into a temporary file beside OUT (``.OUT.<pid>.partial``) and moved into place only when complete: a failure or
+SIGTERM removes it, and the partial file of a killed run (SIGKILL) is removed by the next run on that output.
 ``sla/convert.py`` keeps the documented ``python3 -m sla.convert`` command; this module is the converter.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Callable, Optional
@@ -29,7 +31,7 @@ import torch
 from ..spec import CHECKPOINT_DEFAULTS, format_blocks
 from .io import CheckpointError, SafetensorsWriter, open_source
 from .keys import PROJ_L_KEY
-from .load import iter_bands, load_proj_l, read_proj_l, simpletuner_payload
+from .load import file_error, iter_bands, load_proj_l, read_proj_l, simpletuner_payload
 from .plan import METADATA_PREFIX, CheckpointInfo, output_dtype, plan_checkpoint
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,62 @@ class _Progress:
             self.bar.close()
 
 
+PARTIAL = ".{name}.{pid}.partial"  # beside OUT while it is written; renamed to OUT only when complete
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or unknown: leave its file alone
+    return pid != os.getpid()
+
+
+def remove_stale_partials(dst: str) -> list:
+    """Remove the partial files a killed run (SIGKILL, power loss) left for ``dst``; returns their paths. A partial
+    whose writer process is still running is left alone."""
+    d, name = os.path.split(os.path.abspath(dst))
+    head, tail = f".{name}.", ".partial"
+    removed = []
+    try:
+        entries = os.listdir(d)
+    except OSError:
+        return removed
+    for e in entries:
+        if not (e.startswith(head) and e.endswith(tail)):
+            continue
+        pid = e[len(head): -len(tail)]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            os.remove(os.path.join(d, e))
+            removed.append(os.path.join(d, e))
+            log.warning("removed %s, left by an interrupted conversion to %s", os.path.join(d, e), dst)
+        except OSError as err:
+            log.warning("could not remove %s (left by an interrupted conversion): %s", os.path.join(d, e), err)
+    return removed
+
+
+def check_output(src: str, dst: str, overwrite: bool) -> None:
+    """Everything about the output path that can be known before any work: CheckpointError when unusable."""
+    if not dst.endswith(".safetensors"):
+        raise CheckpointError(f"output {dst!r} must end in .safetensors")
+    d = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(d):
+        raise CheckpointError(f"output folder {d!r} does not exist; create it first or choose another output path")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise CheckpointError(f"output folder {d!r} is not writable")
+    if os.path.isdir(dst):
+        raise CheckpointError(f"output {dst!r} is a directory; expected a file path ending in .safetensors "
+                              "(--force replaces files only)")
+    if _same_file(src, dst):
+        raise CheckpointError(f"refusing to overwrite the input {src!r}: choose another output path")
+    if os.path.lexists(dst) and not overwrite:
+        raise CheckpointError(f"output {dst!r} exists; pass --force to replace it")
+
+
 def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, overwrite: bool = False,
             progress: Optional[Callable[[int, int], None]] = None, sla_weights: Optional[str] = None
             ) -> CheckpointInfo:
@@ -88,17 +146,15 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
         The source's CheckpointInfo.
     """
     src, dst = os.fspath(src), os.fspath(dst)
-    if not dst.endswith(".safetensors"):
-        raise CheckpointError(f"output {dst!r} must end in .safetensors")
-    if _same_file(src, dst):
-        raise CheckpointError(f"refusing to overwrite the input {src!r}: choose another output path")
-    if os.path.exists(dst) and not overwrite:
-        raise CheckpointError(f"output {dst!r} exists; pass --force to replace it")
+    check_output(src, dst, overwrite)
     if sla_weights is not None and _same_file(sla_weights, dst):
         raise CheckpointError(f"refusing to overwrite the input {sla_weights!r}: choose another output path")
-    reader = open_source(src)
+    remove_stale_partials(dst)
     tmp = None
+    reader = None
+    current = None
     try:
+        reader = open_source(src)
         if simpletuner_payload(reader) is not None:
             raise CheckpointError(
                 f"{src!r} is SimpleTuner's sla_attention.pt (SLA weights only, no base model): pass the base model "
@@ -146,11 +202,12 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
             meta[METADATA_PREFIX + k] = str(settings.get(k, CHECKPOINT_DEFAULTS[k]))
         total = len(entries)
         d = os.path.dirname(os.path.abspath(dst))
-        tmp = os.path.join(d, f".{os.path.basename(dst)}.{os.getpid()}.partial")
+        tmp = os.path.join(d, PARTIAL.format(name=os.path.basename(dst), pid=os.getpid()))
         with open(tmp, "wb") as f:
             w = SafetensorsWriter(f, entries, meta)
             done = 0
             for o, dt in jobs:
+                current = o.src
                 w.write_parts(o.key, iter_bands(reader, o, dt))
                 reader.drop(o.src)
                 done += 1
@@ -168,8 +225,16 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
         os.replace(tmp, dst)
         tmp = None
         return info
+    except CheckpointError:
+        raise
+    except OSError as e:
+        where = tmp if tmp is not None else src
+        raise CheckpointError(f"converting {src!r} to {dst!r} failed writing/reading {where!r}: {e}") from e
+    except Exception as e:
+        raise file_error(src, e, current) from e
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
@@ -200,13 +265,25 @@ def main(argv=None) -> int:
             bar = _Progress(total, "convert")
         bar(done, total)
 
+    def on_term(signum, frame):  # SIGTERM / SIGHUP: unwind, so the partial output is removed
+        raise SystemExit(128 + signum)
+
+    old = {}
+    for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            try:
+                old[sig] = signal.signal(sig, on_term)
+            except (ValueError, OSError):  # not the main thread
+                pass
     try:
         info = convert(args.input, args.output, dtype, overwrite=args.force, progress=prog,
                        sla_weights=args.sla_weights)
     except CheckpointError as e:
-        log.error("%s", e)
+        log.error("%s", " ".join(str(e).split()))  # one line
         return 2
     finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
         if bar is not None:
             bar.close()
     size = os.path.getsize(args.output)

@@ -1,15 +1,16 @@
 """Tensor-by-tensor reading and writing of checkpoint files, without ever holding a file twice in memory.
 
-- ``open_source(path)`` returns a reader over a ``.safetensors`` file (parsed here, memory-mapped copy-on-write, so
-  the file is never modified) or a torch ``.pth``/``.pt`` file (``torch.load(weights_only=True, mmap=True)``; never
-  unsafe pickle). The container is recognised from the file's first bytes, not its name.
+- ``open_source(path)`` returns a reader over a ``.safetensors`` file (opened by the safetensors library's
+  ``safe_open``, which validates the header and memory-maps the file copy-on-write, so it is never modified) or a
+  torch ``.pth``/``.pt`` file (``torch.load(weights_only=True, mmap=True)``; never unsafe pickle). The container
+  is recognised from the file's first bytes, not its name.
 - ``reader.get(key)`` returns a tensor that may be a view of the mapping; ``reader.release(tensor)`` hands its pages
   back to the OS (``madvise(MADV_DONTNEED)`` on Linux) once the caller has made its own converted copy, so the
   resident size never grows to the file's size.
 - ``SafetensorsWriter`` writes a safetensors file tensor by tensor (header first, from known shapes/dtypes).
 
-``Reader`` is the whole interface the planner, loader and converter use: another reader (e.g. one built on the
-safetensors library) only has to provide it and be returned by ``open_source``.
+``Reader`` is the whole interface the planner, loader and converter use: another reader only has to provide it and
+be returned by ``open_source``. Every failure to read is a ``CheckpointError`` naming the file (and the tensor).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import logging
 import mmap
 import os
 import pickle
+import re
 import struct
 import sys
 import zipfile
@@ -121,60 +123,99 @@ def sniff(path: str) -> str:
         f"(zip) file, found first bytes {head[:8]!r}")
 
 
+# Readers refuse files beyond these sizes: a Wan 14B int8 file has about 1 700 tensors and a 200 kB header.
+MAX_TENSORS = 100_000
+MAX_NESTING = 32  # dict levels inside a torch checkpoint (real ones use 1-3)
+
+# What the safetensors library checks when it opens a file (verified on crafted files by
+# tests/test_checkpoint_fuzz.py): header length within the file and at most 100 MB; the header is a JSON object of
+# entries {dtype, shape, data_offsets} with known dtype names, shapes and offsets of non-negative integers and a
+# ``__metadata__`` of string values only; every tensor's byte length equals its shape times its dtype size; the
+# offsets tile the data section exactly (no overlap, no gap, nothing after the last tensor). This module adds:
+# a tensor-count limit, a readable message naming the first bad entry, and the dtypes torch can hold.
+
+
+def _diagnose_safetensors(path: str) -> str:
+    """Name the first header entry that breaks the format's rules (for the error message only: the library decides
+    whether a file is valid). '' when nothing specific is found."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            size = os.fstat(f.fileno()).st_size
+            if n > min(size - 8, 100_000_000):
+                return f"header length field says {n} bytes (file holds {size - 8}; the format allows 100 MB)"
+            header = json.loads(f.read(n).decode("utf-8"))
+    except RecursionError:
+        return "the header's JSON is nested too deeply"
+    except Exception as e:  # the library's own message already says what is wrong
+        return f"header unreadable ({type(e).__name__})"
+    if not isinstance(header, dict):
+        return f"header is a JSON {type(header).__name__}, expected an object"
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        return f"__metadata__ is {type(meta).__name__} {str(meta)[:80]}, expected an object of strings"
+    spans = []
+    for k, e in header.items():
+        if not isinstance(e, dict):
+            return f"tensor {k!r}: entry is {type(e).__name__}, expected an object with dtype, shape, data_offsets"
+        dt, shape, offs = e.get("dtype"), e.get("shape"), e.get("data_offsets")
+        if dt not in ST_DTYPES:
+            return f"tensor {k!r}: dtype {dt!r}, expected one of {sorted(ST_DTYPES)}"
+        if not (isinstance(shape, list) and all(type(x) is int and x >= 0 for x in shape)):
+            return f"tensor {k!r}: shape {str(shape)[:80]}, expected a list of non-negative integers"
+        if not (isinstance(offs, list) and len(offs) == 2 and all(type(x) is int and x >= 0 for x in offs)):
+            return f"tensor {k!r}: data_offsets {str(offs)[:80]}, expected [begin, end] non-negative integers"
+        need = ST_DTYPES[dt].itemsize
+        for x in shape:
+            need *= x
+        if offs[1] - offs[0] != need:
+            return (f"tensor {k!r}: shape {shape} {dt} needs {need} bytes, data_offsets {offs} span "
+                    f"{offs[1] - offs[0]}")
+        spans.append((offs[0], offs[1], k))
+    spans.sort()
+    pos, prev = 0, None
+    for b, end, k in spans:
+        if b != pos:
+            what = f"overlaps {prev!r}" if b < pos else f"leaves a gap of {b - pos} bytes after {prev!r}"
+            return f"tensor {k!r}: data_offsets [{b}, {end}] {what}"
+        pos, prev = end, k
+    if pos != size - 8 - n:
+        return f"the tensors cover {pos} bytes of data but the file holds {size - 8 - n}"
+    return ""
+
+
 class SafetensorsReader:
-    """Lazy reader of a safetensors file through a private (copy-on-write) memory map."""
+    """Lazy reader of a safetensors file through the safetensors library (``safe_open``: a private memory map; the
+    library validates the header and offsets, see above)."""
 
     kind = "safetensors"
 
     def __init__(self, path: str):
+        from safetensors import safe_open
         self.path = path
-        self._f = open(path, "rb")
         try:
-            size = os.fstat(self._f.fileno()).st_size
-            (n,) = struct.unpack("<Q", self._f.read(8))
-            if n > size - 8:
-                raise CheckpointError(f"{path!r} is truncated: header of {n} bytes, file holds {size - 8}")
-            try:
-                header = json.loads(self._f.read(n).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise CheckpointError(f"{path!r} is corrupt: its safetensors header is not valid JSON ({e})") from e
-            if not isinstance(header, dict):
-                raise CheckpointError(f"{path!r} is corrupt: safetensors header is {type(header).__name__}, "
-                                      "expected a JSON object")
-            self.metadata: Dict[str, str] = header.pop("__metadata__", None) or {}
-            if not isinstance(self.metadata, dict):
-                raise CheckpointError(f"{path!r} is corrupt: its safetensors __metadata__ is "
-                                      f"{type(self.metadata).__name__}, expected a JSON object of strings")
-            self._base = 8 + n
-            data_size = size - self._base
-            self._entries: Dict[str, Tuple[torch.dtype, Tuple[int, ...], int, int]] = {}
-            for k, e in header.items():
-                try:
-                    dt = ST_DTYPES[e["dtype"]]
-                    shape = tuple(int(s) for s in e["shape"])
-                    b, end = (int(x) for x in e["data_offsets"])
-                except KeyError as ke:
-                    raise CheckpointError(
-                        f"{path!r}: tensor {k!r} has unsupported or missing field {ke} in its header "
-                        f"(dtype {e.get('dtype') if isinstance(e, dict) else e!r})") from ke
-                except (TypeError, ValueError) as ve:
-                    raise CheckpointError(f"{path!r} is corrupt: bad header entry for {k!r}: {e!r}") from ve
-                numel = 1
-                for s in shape:
-                    numel *= s
-                esize = torch.empty((), dtype=dt).element_size()
-                if end - b != numel * esize or b < 0:
-                    raise CheckpointError(
-                        f"{path!r} is corrupt: tensor {k!r} of shape {list(shape)} {e['dtype']} spans "
-                        f"{end - b} bytes, expected {numel * esize}")
-                if end > data_size:
-                    raise CheckpointError(
-                        f"{path!r} is truncated: tensor {k!r} ends at byte {end} of the data section but the file "
-                        f"holds only {data_size} bytes of data")
-                self._entries[k] = (dt, shape, b, end)
-            self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_COPY) if size > 0 else None
+            self._f = safe_open(path, framework="pt")
+        except Exception as e:  # SafetensorError, OSError, ...
+            why = _diagnose_safetensors(path)
+            raise CheckpointError(f"{path!r} is corrupt or crafted: the safetensors library refused it: "
+                                  f"{str(e).splitlines()[0][:300]}"
+                                  + (f" ({why})" if why else "")) from e
+        try:
+            names = list(self._f.keys())
+            if len(names) > MAX_TENSORS:
+                raise CheckpointError(f"{path!r} lists {len(names)} tensors; expected at most {MAX_TENSORS} "
+                                      "(a Wan model has a few thousand at most)")
+            self.metadata: Dict[str, str] = dict(self._f.metadata() or {})
+            self._entries: Dict[str, Tuple[torch.dtype, Tuple[int, ...]]] = {}
+            for k in names:
+                sl = self._f.get_slice(k)
+                dt = sl.get_dtype()
+                if dt not in ST_DTYPES:
+                    raise CheckpointError(f"{path!r}: tensor {k!r} has dtype {dt}, expected one of "
+                                          f"{sorted(ST_DTYPES)}")
+                self._entries[k] = (ST_DTYPES[dt], tuple(int(x) for x in sl.get_shape()))
         except Exception:
-            self._f.close()
+            self.close()
             raise
 
     def keys(self) -> List[str]:
@@ -187,12 +228,10 @@ class SafetensorsReader:
         return self._entries[key][0]
 
     def get(self, key: str) -> torch.Tensor:
-        dt, shape, b, end = self._entries[key]
-        if end == b:
-            return torch.empty(shape, dtype=dt)
-        t = torch.frombuffer(self._mm, dtype=dt, count=(end - b) // torch.empty((), dtype=dt).element_size(),
-                             offset=self._base + b)
-        return t.view(shape)
+        try:
+            return self._f.get_tensor(key)
+        except Exception as e:
+            raise CheckpointError(f"{self.path!r}: cannot read tensor {key!r}: {str(e).splitlines()[0][:300]}") from e
 
     def release(self, t: torch.Tensor) -> None:
         if t.numel():
@@ -203,17 +242,44 @@ class SafetensorsReader:
 
     def close(self) -> None:
         # Views of the map may still be referenced by callers; the map is unmapped when they are gone.
-        self._mm = None
-        self._f.close()
+        f, self._f = getattr(self, "_f", None), None
+        if f is not None:
+            try:
+                f.__exit__(None, None, None)
+            except Exception:
+                pass
 
 
-def _flatten(obj: Any, prefix: str, out: Dict[str, Any]) -> None:
-    for k, v in obj.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            _flatten(v, key + ".", out)
-        else:
-            out[key] = v
+def _flatten(obj: Any, path: str, out: Dict[str, Any]) -> None:
+    """Nested dicts -> {"a.b.c": leaf}, iteratively (no recursion), at most ``MAX_NESTING`` levels deep."""
+    stack = [(obj, "", 1)]
+    while stack:
+        d, prefix, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise CheckpointError(f"{path!r}: dicts nested more than {MAX_NESTING} levels deep (at {prefix[:80]!r}"
+                                  "...); expected a state dict of tensors")
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                stack.append((v, key + ".", depth + 1))
+            else:
+                out[key] = v
+            if len(out) > MAX_TENSORS:
+                raise CheckpointError(f"{path!r} holds more than {MAX_TENSORS} entries; expected a Wan state dict")
+
+
+def _refusal(path: str, e: Exception) -> CheckpointError:
+    """The weights_only refusal, naming what was blocked (torch's message is several paragraphs)."""
+    msg = str(e)
+    glob = re.search(r"GLOBAL ([\w.]+)", msg)
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    why = next((ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation"))
+                and "weights_only" not in ln[:40]), lines[0] if lines else type(e).__name__)
+    what = f"the global {glob.group(1)}" if glob else "content that is not a tensor"
+    return CheckpointError(
+        f"{path!r} refused: it needs more than tensors to load ({what}: {why[:400]}). This pack unpickles nothing "
+        "but tensors; "
+        "re-save the file as a plain state dict or safetensors from a trusted environment")
 
 
 # Top-level containers trainers wrap a state dict in.
@@ -233,7 +299,7 @@ class TorchReader:
             try:
                 with zipfile.ZipFile(path) as z:
                     z.namelist()
-            except zipfile.BadZipFile as e:
+            except Exception as e:  # BadZipFile, OSError, struct errors, ...
                 raise CheckpointError(
                     f"{path!r} is truncated or corrupt: the torch zip archive cannot be read ({e}); "
                     "re-download the file") from e
@@ -249,13 +315,15 @@ class TorchReader:
             else:
                 obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap_ok)
         except pickle.UnpicklingError as e:
+            raise _refusal(path, e) from e
+        except RecursionError as e:
+            raise CheckpointError(f"{path!r}: its pickle is nested too deeply to read; expected a state dict") from e
+        except MemoryError as e:
+            raise CheckpointError(f"{path!r} is corrupt: reading it asked for more memory than there is") from e
+        except Exception as e:  # RuntimeError, EOFError, OSError, ValueError, KeyError, zip errors, ...
+            first = (str(e).splitlines() or [""])[0][:300]
             raise CheckpointError(
-                f"{path!r} refused: it needs more than tensors to load (weights_only=True failed: "
-                f"{str(e).splitlines()[0][:300]}). This pack never runs arbitrary pickle code; re-save the file "
-                "as a plain state dict or safetensors from a trusted environment") from e
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise CheckpointError(
-                f"{path!r} is truncated or corrupt: torch.load failed ({str(e).splitlines()[0][:300]})") from e
+                f"{path!r} is truncated or corrupt: torch.load failed ({type(e).__name__}: {first})") from e
         if not isinstance(obj, dict):
             raise CheckpointError(f"{path!r} holds a {type(obj).__name__}, expected a dict of tensors (a state dict)")
         self.raw = obj
@@ -268,7 +336,7 @@ class TorchReader:
             else:
                 break
         flat: Dict[str, Any] = {}
-        _flatten(obj, "", flat)
+        _flatten(obj, path, flat)
         self._tensors = {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
         if not (isinstance(self.raw.get("state"), dict)):
             self.raw = None  # only SimpleTuner payloads need the raw object; let converted tensors be freed

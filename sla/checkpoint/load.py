@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -75,6 +76,25 @@ def dequantize_int8_tiles(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dty
     return out
 
 
+def _check_finite(reader: Reader, key: str, band: torch.Tensor, row: int) -> None:
+    """Raise naming ``key`` when ``band`` (rows from ``row`` of its output) holds NaN or Inf."""
+    if not band.dtype.is_floating_point or band.numel() == 0:
+        return
+    t = band.to(torch.float16) if band.dtype.itemsize == 1 else band  # fp8 has no isfinite; fp16 keeps NaN/Inf
+    ok = torch.isfinite(t)
+    if not bool(ok.all()):
+        bad = int((~ok).sum())
+        raise CheckpointError(f"{reader.path!r}: {key!r} holds {bad} non-finite values (NaN/Inf) from row {row} of "
+                              "its weights; the file is corrupt (a model with them renders black frames)")
+
+
+def file_error(path, e: BaseException, key: Optional[str] = None) -> CheckpointError:
+    """Any failure while reading ``path`` as a CheckpointError naming the file (and tensor when known)."""
+    at = f" at tensor {key!r}" if key else ""
+    first = (str(e).splitlines() or [""])[0][:300]
+    return CheckpointError(f"{os.fspath(path)!r}: cannot be read{at}: {type(e).__name__}: {first}")
+
+
 BAND_ELEMS = 1 << 23  # elements per streamed band (32 MB in fp32): bounds the extra memory of any one tensor
 
 
@@ -97,7 +117,9 @@ def iter_bands(reader: Reader, o: OutputTensor, dtype: torch.dtype, band_elems: 
             rows = max(TILE, (band_elems // max(in_f, 1)) // TILE * TILE)
             for r0 in range(0, out_f, rows):
                 r1 = min(r0 + rows, out_f)
-                yield dequantize_int8_tiles(src[r0:r1], sc[r0 // TILE: (r1 + TILE - 1) // TILE], dtype)
+                band = dequantize_int8_tiles(src[r0:r1], sc[r0 // TILE: (r1 + TILE - 1) // TILE], dtype)
+                _check_finite(reader, o.src, band, r0)
+                yield band
                 reader.release(src[r0:r1])
             reader.release(sc)
             return
@@ -105,13 +127,16 @@ def iter_bands(reader: Reader, o: OutputTensor, dtype: torch.dtype, band_elems: 
         # a reshape is the whole conversion.
         v = src.reshape(o.shape) if o.kind == "patch" else src
         if v.ndim == 0 or v.numel() == 0:
+            _check_finite(reader, o.src, v, 0)
             yield v.to(dtype, copy=True)
             return
         flat = v.reshape(v.shape[0], -1)
         rows = max(1, band_elems // max(flat.shape[1], 1))
         for r0 in range(0, flat.shape[0], rows):
             part = flat[r0: r0 + rows]
-            yield part if part.dtype == dtype else part.to(dtype)
+            out = part if part.dtype == dtype else part.to(dtype)
+            _check_finite(reader, o.src, out, r0)
+            yield out
             reader.release(part)
     finally:
         reader.release(src)
@@ -178,8 +203,10 @@ def load_checkpoint(path, weight_dtype: Optional[torch.dtype] = None, progress: 
     Raises:
         CheckpointError for anything that is not a usable Wan checkpoint.
     """
-    reader = open_source(path)
+    current = None
+    reader = None
     try:
+        reader = open_source(path)
         if simpletuner_payload(reader) is not None:
             raise CheckpointError(
                 f"{reader.path!r} is SimpleTuner's sla_attention.pt: it holds only the SLA proj_l weights, no base "
@@ -193,6 +220,7 @@ def load_checkpoint(path, weight_dtype: Optional[torch.dtype] = None, progress: 
         done = 0
         sd: Dict[str, torch.Tensor] = {}
         for o in plan.outputs:
+            current = o.src
             dt = output_dtype(o, weight_dtype)
             sd[o.key] = _materialise(reader, o, dt)
             reader.drop(o.src)
@@ -201,14 +229,20 @@ def load_checkpoint(path, weight_dtype: Optional[torch.dtype] = None, progress: 
             done += 1
             if progress is not None:
                 progress(done, total)
+        current = None
         proj = read_proj_l(reader, plan)
         if progress is not None:
             progress(total, total)
         _warn_partial(info, reader.path)
         log.info("SLA checkpoint %s: %s", reader.path, info.summary())
         return LoadedCheckpoint(sd, proj, info, dict(getattr(reader, "metadata", {}) or {}))
+    except CheckpointError:
+        raise
+    except Exception as e:  # RecursionError, IndexError, TypeError, OSError, ...: still a problem with the file
+        raise file_error(path, e, current) from e
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
 
 
 def _load_simpletuner(reader: Reader, payload: dict, num_blocks: Optional[int]
@@ -238,11 +272,17 @@ def _load_simpletuner(reader: Reader, payload: dict, num_blocks: Optional[int]
         log.warning("SLA: %s holds several SimpleTuner proj_l states (%s); using %s", path,
                     ", ".join(f"{WAN_HEAD_DIM}:{c[1]}" for c in wan), f"{WAN_HEAD_DIM}:{wan[0][1]}")
     w, b = wan[0][2]["proj_l.weight"], wan[0][2]["proj_l.bias"]
+    if not (isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor)):
+        raise CheckpointError(f"{path!r}: SimpleTuner state.{WAN_HEAD_DIM}:{wan[0][1]}.proj_l holds "
+                              f"{type(w).__name__}/{type(b).__name__}; expected tensors")
     if tuple(w.shape) != (WAN_HEAD_DIM, WAN_HEAD_DIM) or tuple(b.shape) != (WAN_HEAD_DIM,):
         raise CheckpointError(f"{path!r}: SimpleTuner state.{WAN_HEAD_DIM}:{wan[0][1]}.proj_l.weight/bias have shapes "
                               f"{list(w.shape)}/{list(b.shape)}; expected [{WAN_HEAD_DIM}, {WAN_HEAD_DIM}]/"
                               f"[{WAN_HEAD_DIM}]")
     pair = (w.to(torch.float32, copy=True), b.to(torch.float32, copy=True))
+    if not (torch.isfinite(pair[0]).all() and torch.isfinite(pair[1]).all()):
+        raise CheckpointError(f"{path!r}: SimpleTuner proj_l state.{WAN_HEAD_DIM}:{wan[0][1]} holds non-finite "
+                              "values; the file is corrupt")
     info = CheckpointInfo(layout="simpletuner", container=reader.kind, proj_l_shared=True, head_dim=WAN_HEAD_DIM)
     st = payload.get("settings") or {}
     info.sla_settings = dict(CHECKPOINT_DEFAULTS)
@@ -271,8 +311,9 @@ def load_proj_l(path, num_blocks: Optional[int] = None
     Returns:
         ({block: (weight [D, D] fp32, bias [D] fp32)}, CheckpointInfo). An empty dict when the file has none.
     """
-    reader = open_source(path)
+    reader = None
     try:
+        reader = open_source(path)
         payload = simpletuner_payload(reader)
         if payload is not None:
             proj, info = _load_simpletuner(reader, payload, num_blocks)
@@ -286,7 +327,12 @@ def load_proj_l(path, num_blocks: Optional[int] = None
                         reader.path)
         log.info("SLA weights %s: %s", reader.path, info.summary())
         return proj, info
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise file_error(path, e) from e
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
 
 

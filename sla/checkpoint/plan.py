@@ -240,7 +240,11 @@ def _kept_layers(path: str, wan: Dict[str, str]) -> Tuple[Set[str], bool]:
 def _describe_base(reader: Reader, wan: Dict[str, str], info: CheckpointInfo) -> Tuple[int, ...]:
     """Fill the model's shape facts into ``info``; returns the patch embedding's stored shape."""
     path = reader.path
-    dim = reader.shape(wan["head.modulation"])[-1]
+    mshape = tuple(reader.shape(wan["head.modulation"]))
+    if len(mshape) != 3 or mshape[:2] != (1, 2) or mshape[2] < 1:
+        raise CheckpointError(f"{path!r}: {wan['head.modulation']!r} has shape {list(mshape)}; expected [1, 2, dim] "
+                              "(Wan's output-head modulation)")
+    dim = mshape[2]
     info.dim = dim
     blocks = {K.block_index(w) for w in wan if w.startswith("blocks.")}
     blocks.discard(None)
@@ -265,15 +269,111 @@ def _describe_base(reader: Reader, wan: Dict[str, str], info: CheckpointInfo) ->
     if pshape[0] != dim:
         raise CheckpointError(f"{path!r}: {wan['patch_embedding.weight']!r} has {pshape[0]} output channels but "
                               f"head.modulation says dim {dim}")
-    if "head.head.weight" in wan:
+    if "head.head.weight" in wan and len(reader.shape(wan["head.head.weight"])) == 2:
         info.out_dim = reader.shape(wan["head.head.weight"])[0] // 4
     for cand in ("blocks.0.ffn.0.weight", "blocks.0.ffn.0.int8_weight"):
-        if cand in wan:
+        if cand in wan and len(reader.shape(wan[cand])) == 2:
             info.ffn_dim = reader.shape(wan[cand])[0]
     has_img = "img_emb.proj.0.bias" in wan
     info.model_type = "i2v" if has_img else "t2v"
     info.family = K.wan_family(dim, info.num_blocks, info.in_dim, info.out_dim, has_img)
     return pshape
+
+
+# ----------------------------------------------------------------------------------------------- shapes
+
+CLIP_DIM = 1280  # ComfyUI's MLPProj(1280, dim) for the I2V / FLF image embedding
+# Module names of ComfyUI's Wan variants (VACE, camera, S2V, HuMo, Animate, ...) whose tensors are passed through
+# with ComfyUI checking them: any other name that is not a Wan tensor is an error.
+VARIANT_MODULES = frozenset((
+    "vace_blocks", "vace_patch_embedding", "control_adapter", "ref_conv", "casual_audio_encoder", "audio_injector",
+    "trainable_cond_mask", "frame_packer", "motion_encoder", "face_adapter", "face_encoder", "pose_patch_embedding",
+    "audio_proj", "audio_cross_attn", "audio_cross_attn_wrapper", "norm1_audio", "cond_encoder", "injector",
+    "fuser_blocks", "before_proj", "after_proj", "zip_frame_buckets", "audio_proj_glob_1", "audio_proj_glob_2",
+    "audio_proj_glob_3", "audio_proj_glob_norm", "rope_embedder", "scaled_fp8"))
+# Suffixes of ComfyUI's scaled / quantised layer formats (checked by ComfyUI when it applies them).
+SCALE_SUFFIXES = (".scale_weight", ".weight_scale", ".scale_input", ".input_scale", ".comfy_quant")
+
+
+def expected_shapes(info: CheckpointInfo, text_dim: int, freq_dim: int) -> Dict[str, Tuple]:
+    """Wan key (``blocks.N`` written ``blocks.*``) -> shape for ``info``'s configuration; -1 in a dimension means
+    "any size" (detected from that very tensor)."""
+    d, f, o = info.dim, info.ffn_dim or -1, (info.out_dim * 4) if info.out_dim else -1
+    e: Dict[str, Tuple] = {
+        "patch_embedding.bias": (d,),
+        "text_embedding.0.weight": (d, text_dim), "text_embedding.0.bias": (d,),
+        "text_embedding.2.weight": (d, d), "text_embedding.2.bias": (d,),
+        "time_embedding.0.weight": (d, freq_dim), "time_embedding.0.bias": (d,),
+        "time_embedding.2.weight": (d, d), "time_embedding.2.bias": (d,),
+        "time_projection.1.weight": (6 * d, d), "time_projection.1.bias": (6 * d,),
+        "head.head.weight": (o, d), "head.head.bias": (o,), "head.modulation": (1, 2, d),
+        "img_emb.proj.0.weight": (CLIP_DIM,), "img_emb.proj.0.bias": (CLIP_DIM,),
+        "img_emb.proj.1.weight": (CLIP_DIM, CLIP_DIM), "img_emb.proj.1.bias": (CLIP_DIM,),
+        "img_emb.proj.3.weight": (d, CLIP_DIM), "img_emb.proj.3.bias": (d,),
+        "img_emb.proj.4.weight": (d,), "img_emb.proj.4.bias": (d,), "img_emb.emb_pos": (1, -1, CLIP_DIM),
+        "blocks.*.modulation": (1, 6, d),
+        "blocks.*.norm3.weight": (d,), "blocks.*.norm3.bias": (d,),
+        "blocks.*.ffn.0.weight": (f, d), "blocks.*.ffn.0.bias": (f,),
+        "blocks.*.ffn.2.weight": (d, f), "blocks.*.ffn.2.bias": (d,),
+    }
+    for a in ("self_attn", "cross_attn"):
+        for lin in ("q", "k", "v", "o") + (("k_img", "v_img") if a == "cross_attn" else ()):
+            e[f"blocks.*.{a}.{lin}.weight"] = (d, d)
+            e[f"blocks.*.{a}.{lin}.bias"] = (d,)
+        for n in ("norm_q", "norm_k") + (("norm_k_img",) if a == "cross_attn" else ()):
+            e[f"blocks.*.{a}.{n}.weight"] = (d,)
+    return e
+
+
+def _fits(shape: Tuple[int, ...], want: Tuple) -> bool:
+    return len(shape) == len(want) and all(w == -1 or s == w for s, w in zip(shape, want))
+
+
+def check_base_shapes(reader: Reader, wan: Dict[str, str], info: CheckpointInfo,
+                      kept_layers: Set[str] = frozenset()) -> None:
+    """Every base tensor against the detected Wan configuration: a wrong shape or an unknown tensor is an error
+    naming the key, the shape found and the shape expected. Layers in ComfyUI's own quantised formats
+    (``kept_layers``: packed shapes such as NVFP4's) are left to ComfyUI, which checks them when it loads them."""
+    path = reader.path
+
+    def second(key: str) -> int:
+        s = reader.shape(wan[key]) if key in wan else ()
+        return s[1] if len(s) == 2 else -1
+
+    text_dim, freq_dim = second("text_embedding.0.weight"), second("time_embedding.0.weight")
+    rules = expected_shapes(info, text_dim, freq_dim)
+    why = (f"dim {info.dim} from head.modulation, ffn_dim {info.ffn_dim} from blocks.0.ffn.0, "
+           f"out_dim {info.out_dim} from head.head.weight")
+    if "head.head.weight" in wan and reader.shape(wan["head.head.weight"])[0] % 4:
+        raise CheckpointError(f"{path!r}: {wan['head.head.weight']!r} has shape "
+                              f"{list(reader.shape(wan['head.head.weight']))}; expected [out_dim*4, {info.dim}]")
+    for w, raw in wan.items():
+        if w == "patch_embedding.weight" or w.endswith(SCALE_SUFFIXES):
+            continue  # checked by _describe_base / passed to ComfyUI, which applies the scales
+        if "." in w and w[: w.rindex(".")] in kept_layers:
+            continue
+        if w.endswith(".scale") and w[: -len(".scale")] + ".int8_weight" in wan:
+            continue  # _check_scale_shape
+        i = K.block_index(w)
+        generic = w if i is None else "blocks.*." + w.split(".", 2)[2]
+        if generic.endswith(".int8_weight"):
+            generic = generic[: -len(".int8_weight")] + ".weight"
+        want = rules.get(generic)
+        shape = tuple(reader.shape(raw))
+        if want is None:
+            head = w.split(".")[2] if i is not None and w.count(".") >= 2 else w.split(".")[0]
+            if head in VARIANT_MODULES or (i is None and w.split(".")[0] in VARIANT_MODULES):
+                continue
+            raise CheckpointError(f"{path!r}: unexpected tensor {raw!r} of shape {list(shape)}: not a tensor of a "
+                                  "Wan diffusion model (nor of ComfyUI's Wan variants); expected only Wan weights "
+                                  "and SLA proj_l")
+        if not _fits(shape, want):
+            exp = "[" + ", ".join("*" if x == -1 else str(x) for x in want) + "]"
+            raise CheckpointError(f"{path!r}: {raw!r} has shape {list(shape)}; expected {exp} for this Wan model "
+                                  f"({why})")
+        dt = reader.dtype(raw)
+        if not (dt.is_floating_point or (w.endswith(".int8_weight") and dt == torch.int8)):
+            raise CheckpointError(f"{path!r}: {raw!r} has dtype {dt}; expected a floating-point weight")
 
 
 # ----------------------------------------------------------------------------------------------- transforms
@@ -402,6 +502,7 @@ def plan_checkpoint(reader: Reader, require_base: bool = True) -> Plan:
     pshape: Tuple[int, ...] = ()
     if has_base:
         pshape = _describe_base(reader, wan, info)
+        check_base_shapes(reader, wan, info, kept_layers)
         outputs = plan_outputs(_Ctx(reader, wan, int8, info, kept_layers, keep_all))
     _check_proj_l(reader, proj, info, has_base)
     if not has_base:

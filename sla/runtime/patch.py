@@ -42,6 +42,7 @@ from .settings import SLASettings
 from .stats import (NOTED, PASS_THROUGH, R_CROSS, R_DENSE_BLOCK, R_DEVICE, R_DISABLED, R_ERROR, R_HEAD,  # noqa: F401
                     R_LAYOUT, R_MASK, R_NO_INDEX, R_PROJ, R_SHORT, R_WINDOW, RunStats, report_text)
 from .timing import Interval, RunTiming
+from .weights import hold as hold_weights
 from .weights import (ProjL, get_proj_l, has_weights, proj_l_is_zero, register_proj_l, unregister_proj_l,  # noqa: F401
                       weights_blocks, weights_head_dim)
 
@@ -95,6 +96,7 @@ class SLARuntime:
 
     def __init__(self, settings: SLASettings, previous: Optional[Callable] = None):
         self.settings = settings
+        hold_weights(settings.weights_id, self)  # the proj_l entry lives as long as some runtime uses it
         self.previous = previous
         self.uid = next(self._uids)
         self.token = ops.new_token(self)

@@ -2,11 +2,17 @@
 
 ``ModelPatcher.clone()`` deep-copies ``model_options``, so tensors must not live there: settings carry a small
 integer ``weights_id`` instead, and the device copies the attention calls need are cached here.
+
+Lifetime: every ``SLARuntime`` (one per installed patch; clones of a patched model share it, each ApplySLA makes a
+new one) ``hold``s its ``weights_id``; when the last holder is garbage-collected the entry and its device copies are
+freed. A file registered again under the same path with another size/mtime (the file changed) replaces the old
+entry as the path's entry; the old one lives on only while a model still holds it.
 """
 from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -27,6 +33,26 @@ class _WeightsEntry:
 
 _registry: Dict[int, _WeightsEntry] = {}
 _by_source: Dict[str, int] = {}
+_by_path: Dict[str, int] = {}  # file path (the source up to its first '|') -> its newest entry
+_holders: Dict[int, int] = {}  # weights_id -> live holders (SLARuntime objects)
+
+
+def _path_of(source: str) -> str:
+    return source.split("|", 1)[0]
+
+
+def _forget(wid: int) -> None:
+    """Drop entry ``wid`` and its device copies (caller holds the lock)."""
+    entry = _registry.pop(wid, None)
+    _holders.pop(wid, None)
+    if entry is None:
+        return
+    entry.cache.clear()
+    if entry.source is not None:
+        if _by_source.get(entry.source) == wid:
+            del _by_source[entry.source]
+        if _by_path.get(_path_of(entry.source)) == wid:
+            del _by_path[_path_of(entry.source)]
 _ids = itertools.count(1)
 _registry_lock = threading.Lock()
 
@@ -60,11 +86,45 @@ def register_proj_l(proj_l: ProjL, source: Optional[str] = None) -> int:
             wid = _by_source[source]
             _registry[wid] = _WeightsEntry(clean, source)  # same file: refresh the tensors, keep the id
             return wid
+        if source is not None:
+            old = _by_path.pop(_path_of(source), None)
+            if old is not None:
+                old_entry = _registry.get(old)
+                if old_entry is not None and _by_source.get(old_entry.source) == old:
+                    del _by_source[old_entry.source]  # the file changed: never hand out the stale entry again
+                if not _holders.get(old):
+                    _forget(old)  # no model uses it: replaced now (else freed with its last holder)
         wid = next(_ids)
         _registry[wid] = _WeightsEntry(clean, source)
         if source is not None:
             _by_source[source] = wid
+            _by_path[_path_of(source)] = wid
     return wid
+
+
+def _release(wid: int) -> None:
+    with _registry_lock:
+        n = _holders.get(wid, 0) - 1
+        if n > 0:
+            _holders[wid] = n
+        else:
+            _forget(wid)
+
+
+def hold(weights_id: Optional[int], owner: object) -> None:
+    """Keep entry ``weights_id`` alive while ``owner`` (e.g. an SLARuntime) exists; freed with its last holder."""
+    if weights_id is None:
+        return
+    with _registry_lock:
+        if weights_id not in _registry:
+            return
+        _holders[weights_id] = _holders.get(weights_id, 0) + 1
+    weakref.finalize(owner, _release, weights_id)
+
+
+def registry_size() -> int:
+    """Number of registered proj_l entries (tests, diagnostics)."""
+    return len(_registry)
 
 
 def has_weights(weights_id: Optional[int]) -> bool:
@@ -105,7 +165,6 @@ def proj_l_is_zero(weights_id: Optional[int], block: int) -> bool:
 
 
 def unregister_proj_l(weights_id: int) -> None:
+    """Drop an entry now, whoever holds it (its holders then run without proj_l)."""
     with _registry_lock:
-        entry = _registry.pop(weights_id, None)
-        if entry is not None and entry.source is not None:
-            _by_source.pop(entry.source, None)
+        _forget(weights_id)
