@@ -12,6 +12,9 @@ In one process, bf16, random weights, B=1, 480p 81 frames (L = 32 760), at the 1
   * fp8_e4m3fn_fast weights (ComfyUI's fp8 matmul ops) with the pack at keep 0.10, and its output difference
     against bf16 weights.
 ``--big`` adds the 14B configuration at 480p, eager: dense, pack keep 0.10, and fp8_e4m3fn_fast.
+``--int8`` adds the W8A8 path (every Wan block Linear as int8 tiles + per-tile scales, the pack's ``custom_operations``
+as the loader's ``int8 (W8A8, -quant files)`` choice builds it) with the pack at keep 0.10: eager and compiled at
+1.3B, eager at 14B with ``--big``, the output difference against bf16 weights, and the GPU memory of the weights.
 Times are medians of CUDA-event timings of whole forwards.
 """
 from __future__ import annotations
@@ -68,6 +71,31 @@ def build(WanModel, ops, cfg, weight_dtype=torch.bfloat16, fp8_fast=False, state
     return model.eval()
 
 
+def int8_model(WanModel, pack, cfg, state, device="cuda"):
+    """``state`` (bf16) with every Wan block Linear as int8 tiles, in a model built with the pack's W8A8 ops."""
+    from comfyui_sla.nodes.w8a8_comfy import int8_layers, make_ops
+    from comfyui_sla.sla import quant as Q
+    q_state = {}
+    for key, v in state.items():
+        name = key[: -len(".weight")]
+        if key.endswith(".weight") and v.dim() == 2 and Q.is_w8a8_block_linear(name):
+            q_state[key], q_state[name + ".int8_scale"] = Q.quantize_tiles(v.float())
+        else:
+            q_state[key] = v
+    with torch.device(device):
+        model = WanModel(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, freq_dim=256,
+                         text_dim=4096, out_dim=16, device=device, dtype=torch.bfloat16, operations=make_ops(),
+                         **cfg)
+    missing, unexpected = model.load_state_dict(q_state, strict=False)  # as ComfyUI loads (scales are buffers
+    assert not unexpected and all(k.endswith(".int8_scale") for k in missing), (missing, unexpected)  # made on load)
+    assert int8_layers(model), "no layer took the int8 tiles"
+    return model.eval(), len(int8_layers(model))
+
+
+def weight_gb(model):
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 1e9
+
+
 def timed(fn, reps):
     fn()
     torch.cuda.synchronize()
@@ -87,6 +115,7 @@ def main():
     ap.add_argument("--big", action="store_true", help="also the 14B configuration (eager)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--int8", action="store_true", help="also the W8A8 int8 linear path (keep 0.10)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import triton
@@ -176,8 +205,32 @@ def main():
     out = run(fp8, opts[0.10]).float()
     res["1.3B fp8_fast vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
     print(f"  fp8_e4m3fn_fast output vs bf16 weights: rel L2 {res['1.3B fp8_fast vs bf16 rel diff']:.4f}")
-    del fp8, state
+    del fp8
     torch.cuda.empty_cache()
+
+    if args.int8:
+        m8, n8 = int8_model(WanModel, pack, cfg, state)
+        res["1.3B int8 layers"], res["1.3B int8 weights GB"] = n8, round(weight_gb(m8), 3)
+        row("1.3B eager int8 W8A8 pack keep 0.10", timed(lambda: run(m8, opts[0.10]), args.reps), dense)
+        out = run(m8, opts[0.10]).float()
+        res["1.3B int8 vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
+        print(f"  int8 W8A8 output vs bf16 weights: rel L2 {res['1.3B int8 vs bf16 rel diff']:.4f}", flush=True)
+        if not args.no_compile:
+            torch._dynamo.reset()
+            counter = CompileCounterWithBackend("inductor")
+            compiled = torch.compile(m8, backend=counter, options=options)
+            t0 = time.perf_counter()
+            run(compiled, opts[0.10])
+            torch.cuda.synchronize()
+            res["1.3B compiled int8 first forward s"] = round(time.perf_counter() - t0, 1)
+            row("1.3B compiled int8 W8A8 pack keep 0.10", timed(lambda: run(compiled, opts[0.10]), args.reps),
+                dense)
+            res["1.3B compiled int8 frames"] = counter.frame_count
+            torch._dynamo.reset()
+            del compiled
+        del m8
+        torch.cuda.empty_cache()
+    del state
 
     if args.big:
         cfg = CONFIGS["14B"]
@@ -195,6 +248,22 @@ def main():
         out = run(fp8, o14).float()
         res["14B fp8_fast vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
         print(f"  fp8_e4m3fn_fast output vs bf16 weights: rel L2 {res['14B fp8_fast vs bf16 rel diff']:.4f}")
+        del fp8
+        torch.cuda.empty_cache()
+        if args.int8:
+            m8, n8 = int8_model(WanModel, pack, cfg, state)
+            del state
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            res["14B int8 weights GB"] = round(weight_gb(m8), 3)
+            res["14B int8 allocated GB (model, inputs, reference output)"] = round(torch.cuda.memory_allocated() / 1e9,
+                                                                                   3)
+            row("14B eager int8 W8A8 pack keep 0.10", timed(lambda: run(m8, o14), 3), dense)
+            res["14B int8 forward peak GB"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+            out = run(m8, o14).float()
+            res["14B int8 vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
+            print(f"  int8: weights {res['14B int8 weights GB']} GB, rel L2 vs bf16 "
+                  f"{res['14B int8 vs bf16 rel diff']:.4f}", flush=True)
 
     text = json.dumps(res, indent=1)
     if args.json:
