@@ -25,8 +25,6 @@ __all__ = ["w8a8_linear", "w8a8_linear_impl", "quantize_activations", "supports"
 
 MODES = ("prequant", "fused")
 X_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-# Benchmark hook: a dict replacing the GEMM's launch config (keys of default_config plus "mode") when set.
-CONFIG_OVERRIDE: dict | None = None
 ACT_QUANT_BLOCK_M = 32  # rows per program of the activation pre-pass (128 columns each): 4 KB of bf16 per program
 
 # Conservative, known-good shapes: 128x128x128 tiles, 8 warps. Stages: 3 where shared memory is >= 160 KB (sm_80,
@@ -55,10 +53,9 @@ def default_config(device: torch.device | None = None) -> dict:
     return cfg
 
 
-def _config(device: torch.device) -> dict:
+def _config(device: torch.device, overrides: dict | None) -> dict:
     cfg = default_config(device)
-    if CONFIG_OVERRIDE:
-        cfg.update(CONFIG_OVERRIDE)
+    cfg.update(overrides or {})
     if cfg["mode"] not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {cfg['mode']!r}")
     if TILE % cfg["BLOCK_K"] or cfg["BLOCK_K"] < 32:
@@ -135,9 +132,10 @@ def quantize_activations(x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, s
 
 
-def w8a8_linear_impl(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None
-                     ) -> torch.Tensor:
-    """The launch itself (no custom op): see the module docstring for shapes and dtypes."""
+def w8a8_linear_impl(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None,
+                     config: dict | None = None) -> torch.Tensor:
+    """The launch itself (no custom op): see the module docstring for shapes and dtypes. ``config``: overrides of
+    :func:`default_config` (keys BLOCK_M/N/K, GROUP_M, num_warps, num_stages, mode; benchmarks and tests)."""
     check_inputs(x, w_q, w_scale, bias)
     n, k = w_q.shape
     lead = x.shape[:-1]
@@ -155,7 +153,7 @@ def w8a8_linear_impl(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, 
         if bias is not None:
             out += bias.to(out.dtype)
         return out.reshape(*lead, n)
-    cfg = _config(x.device)
+    cfg = _config(x.device, config)
     mode = cfg.pop("mode")
     num_warps, num_stages = cfg.pop("num_warps"), cfg.pop("num_stages")
     kt = triton.cdiv(k, TILE)

@@ -18,6 +18,14 @@ TILE = 128  # weight scale tile (TurboDiffusion's -quant files) and activation g
 
 
 @triton.jit
+def _group_scale(amax):
+    """amax [BLOCK_M] fp32 -> (127 / amax or 0 for an all-zero group, amax / 127), both correctly rounded: fp32 `/`
+    lowers to an approximate division on NVIDIA GPUs, which would move codes near a .5 tie off the emulation's."""
+    inv = tl.where(amax > 0, tl.math.div_rn(tl.zeros_like(amax) + 127.0, tl.where(amax > 0, amax, 1.0)), 0.0)
+    return inv, tl.math.div_rn(amax, tl.zeros_like(amax) + 127.0)
+
+
+@triton.jit
 def _round_to_int8(v):
     # Half away from zero, then saturate: the same rule as the PyTorch emulation (no libdevice in the interpreter).
     r = (v + tl.where(v >= 0, 0.5, -0.5)).to(tl.int32)
@@ -36,11 +44,10 @@ def _act_quant_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, KT,
     rk = g * GROUP + tl.arange(0, GROUP)
     mask = (rm[:, None] < M) & (rk[None, :] < K)
     x = tl.load(x_ptr + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=mask, other=0.0).to(tl.float32)
-    amax = tl.max(tl.abs(x), axis=1)
-    inv = tl.where(amax > 0, 127.0 / amax, 0.0)  # an all-zero group quantises to zeros with scale 0
+    inv, scale = _group_scale(tl.max(tl.abs(x), axis=1))  # an all-zero group: zeros with scale 0
     q = _round_to_int8(x * inv[:, None])
     tl.store(q_ptr + rm[:, None].to(tl.int64) * K + rk[None, :], q, mask=mask)
-    tl.store(s_ptr + rm.to(tl.int64) * KT + g, amax / 127.0, mask=rm < M)
+    tl.store(s_ptr + rm.to(tl.int64) * KT + g, scale, mask=rm < M)
 
 
 @triton.jit
@@ -82,10 +89,8 @@ def _w8a8_gemm_kernel(a_ptr, as_ptr, w_ptr, ws_ptr, bias_ptr, c_ptr,
         a = tl.load(a_rows + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0)
         if QUANT_A:
             af = a.to(tl.float32)
-            amax = tl.max(tl.abs(af), axis=1)
-            inv = tl.where(amax > 0, 127.0 / amax, 0.0)
+            inv, a_s = _group_scale(tl.max(tl.abs(af), axis=1))
             a_q = _round_to_int8(af * inv[:, None])
-            a_s = amax / 127.0
         else:
             a_q = a
             a_s = tl.load(as_ptr + rm.to(tl.int64) * KT + k0 // 128, mask=m_ok, other=0.0)

@@ -119,9 +119,11 @@ def quantize_activations(x2: torch.Tensor, group: int = TILE) -> tuple[torch.Ten
     xf[:, :k] = x2.to(torch.float32)
     xg = xf.view(m, g, group)
     amax = xg.abs().amax(dim=2)
-    inv = torch.where(amax > 0, 127.0 / torch.where(amax > 0, amax, 1.0), 0.0)
+    # tensor / tensor: correctly rounded, as the kernel's div_rn (PyTorch computes ``127.0 / t`` and, on CUDA,
+    # ``t / 127.0`` through a reciprocal)
+    inv = torch.where(amax > 0, torch.full_like(amax, 127.0) / torch.where(amax > 0, amax, 1.0), 0.0)
     q = _round_half_away(xg * inv[:, :, None]).clamp_(-127, 127).to(torch.int8).view(m, g * group)[:, :k]
-    return q.contiguous(), amax / 127.0
+    return q.contiguous(), amax / torch.full_like(amax, 127.0)  # tensor / tensor: see inv
 
 
 def w8a8_emulated(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None = None,
@@ -133,15 +135,23 @@ def w8a8_emulated(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, bia
     n, k = w_q.shape
     x2 = x.reshape(-1, k)
     a_q, a_s = quantize_activations(x2, group)
-    out = torch.zeros(x2.shape[0], n, dtype=torch.float32, device=x.device)
+    return w8a8_gemm_emulated(a_q, a_s, w_q, w_scale, bias, group).reshape(*x.shape[:-1], n)
+
+
+def w8a8_gemm_emulated(a_q: torch.Tensor, a_s: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor,
+                       bias: torch.Tensor | None = None, group: int = TILE) -> torch.Tensor:
+    """The GEMM half of the emulation on given activation codes: a_q int8 [M, K], a_s fp32 [M, ceil(K/group)]
+    -> fp32 [M, N]."""
+    n, k = w_q.shape
+    out = torch.zeros(a_q.shape[0], n, dtype=torch.float32, device=a_q.device)
     for t in range(a_s.shape[1]):
         c0, c1 = t * group, min(k, (t + 1) * group)
         part = (a_q[:, c0:c1].to(torch.float64) @ w_q[:, c0:c1].to(torch.float64).T).to(torch.float32)
-        ws = w_scale[:, c0 // TILE].to(device=x.device, dtype=torch.float32).repeat_interleave(TILE)[:n]
+        ws = w_scale[:, c0 // TILE].to(device=a_q.device, dtype=torch.float32).repeat_interleave(TILE)[:n]
         out += part * a_s[:, t:t + 1] * ws[None, :]
     if bias is not None:
-        out += bias.to(device=x.device, dtype=torch.float32)
-    return out.reshape(*x.shape[:-1], n)
+        out += bias.to(device=a_q.device, dtype=torch.float32)
+    return out
 
 
 def w8a8_dequant_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor,

@@ -10,6 +10,7 @@ import torch
 
 from comfyui_sla.kernels import w8a8 as W8
 from comfyui_sla.sla import quant as Q
+from w8a8_checks import assert_matches_emulation, rel_err
 
 INTERP = os.environ.get("TRITON_INTERPRET") == "1"
 DEV = "cuda" if torch.cuda.is_available() and not INTERP else "cpu"
@@ -26,19 +27,6 @@ def make_layer(n, k, seed=0, outliers=True):
     return q, s, b
 
 
-def rel_err(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-def assert_matches_emulation(out, emu, tol):
-    """Same integer dots and scales. Only two things may differ: fp32 summation order, and, rarely, one activation
-    code where x * 127 / amax lies within an ulp of a .5 tie (the GPU's fast fp32 division and the interpreter's
-    rounding are not PyTorch's)."""
-    assert rel_err(out, emu) < tol, rel_err(out, emu)
-    far = ((out.double() - emu.double()).abs() > tol * emu.abs().max()).float().mean().item()
-    assert far < 0.01, far
-
-
 def reference(x, q, s, b):
     """The dequantised-weight GEMM in float32 (what the -quant file means)."""
     return x.float() @ Q.dequantize_tiles(q, s, torch.float32).T + b.float()
@@ -49,13 +37,12 @@ def reference(x, q, s, b):
 @needs_kernel
 @pytest.mark.parametrize("m,n,k", [(64, 256, 256), (77, 200, 300), (1, 128, 128), (130, 384, 512)])
 @pytest.mark.parametrize("mode", ["prequant", "fused"])
-def test_kernel_matches_emulation_and_reference(m, n, k, mode, monkeypatch):
+def test_kernel_matches_emulation_and_reference(m, n, k, mode):
     q, s, b = make_layer(n, k)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(1))
     x[:, 3] *= 20  # an outlier channel, as Wan activations have
-    monkeypatch.setattr(W8, "CONFIG_OVERRIDE", dict(mode=mode, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64 if mode ==
-                                                    "fused" else 128))
-    out = W8.w8a8_linear(x.to(DEV), q.to(DEV), s.to(DEV), b.to(DEV)).cpu()
+    cfg = dict(mode=mode, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64 if mode == "fused" else 128)
+    out = W8.w8a8_linear_impl(x.to(DEV), q.to(DEV), s.to(DEV), b.to(DEV), config=cfg).cpu()
     assert out.shape == (m, n) and out.dtype == torch.float32
     emu = Q.w8a8_emulated(x, q, s, b, group=64 if mode == "fused" else 128)
     assert_matches_emulation(out, emu, 1e-4)
@@ -65,11 +52,11 @@ def test_kernel_matches_emulation_and_reference(m, n, k, mode, monkeypatch):
 
 
 @needs_kernel
-def test_kernel_fp16_batched_input_and_no_bias(monkeypatch):
+def test_kernel_fp16_batched_input_and_no_bias():
     q, s, _ = make_layer(256, 384, seed=3)
     x = torch.randn(2, 40, 384, generator=torch.Generator().manual_seed(2)).half()
-    monkeypatch.setattr(W8, "CONFIG_OVERRIDE", dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=64))
-    out = W8.w8a8_linear(x.to(DEV), q.to(DEV), s.to(DEV), None).cpu()
+    out = W8.w8a8_linear_impl(x.to(DEV), q.to(DEV), s.to(DEV), None,
+                              config=dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=64)).cpu()
     assert out.shape == (2, 40, 256) and out.dtype == torch.float16
     emu = Q.w8a8_emulated(x, q, s)
     assert_matches_emulation(out.float(), emu, 2e-3)  # fp16 output rounding

