@@ -12,7 +12,7 @@ import torch
 
 from . import checkpoint as C
 from .checkpoint import load as L
-from .checkpoint.plan import output_dtype
+from .checkpoint.outputs import output_dtype
 from .quant import is_w8a8_block_linear
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,12 @@ from typing import Callable, Optional
 import torch
 
 from ..spec import CHECKPOINT_DEFAULTS, format_blocks
+from .info import CheckpointInfo
 from .io import CheckpointError, SafetensorsWriter, open_source
 from .keys import PROJ_L_KEY
 from .load import file_error, iter_bands, load_proj_l, read_proj_l, simpletuner_payload
-from .plan import METADATA_PREFIX, CheckpointInfo, output_dtype, plan_checkpoint
+from .outputs import output_dtype
+from .plan import METADATA_PREFIX, plan_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
 
     Args:
         src: input checkpoint. dst: output path ending in ``.safetensors``.
-        dtype: weight dtype of the output (``plan.target_dtype`` rules; None keeps the file's dtypes).
+        dtype: weight dtype of the output (``outputs.target_dtype`` rules; None keeps the file's dtypes).
         overwrite: replace an existing ``dst`` (never ``src`` itself).
         progress: ``progress(done, total)`` per tensor.
         sla_weights: take the proj_l weights from this separate file instead (e.g. SimpleTuner's

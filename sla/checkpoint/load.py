@@ -15,7 +15,9 @@ import torch
 
 from ..spec import CHECKPOINT_DEFAULTS, format_blocks
 from .io import CheckpointError, Reader, open_source
-from .plan import TILE, WAN_HEAD_DIM, CheckpointInfo, OutputTensor, Plan, output_dtype, plan_checkpoint
+from .info import TILE, WAN_HEAD_DIM, CheckpointInfo
+from .outputs import OutputTensor, output_dtype
+from .plan import Plan, plan_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +195,7 @@ def load_checkpoint(path, weight_dtype: Optional[torch.dtype] = None, progress: 
 
     Args:
         path: ``.safetensors`` or ``.pth``/``.pt`` file (layout detected from its keys).
-        weight_dtype: dtype of the returned weights (see ``plan.target_dtype``); None keeps the file's dtypes and
+        weight_dtype: dtype of the returned weights (see ``outputs.target_dtype``); None keeps the file's dtypes and
             dequantises int8 tiles to bf16.
         progress: called as ``progress(done, total)`` after each tensor.
     Returns:
