@@ -44,6 +44,14 @@ def simpletuner_payload(reader: Reader) -> Optional[dict]:
     return None
 
 
+def plan_base_model(reader: Reader, simpletuner_advice: str) -> Plan:
+    """``plan_checkpoint(reader, require_base=True)``, refusing SimpleTuner's ``sla_attention.pt`` first with the
+    error "<path> is SimpleTuner's sla_attention.pt<simpletuner_advice>" (the caller says what to do instead)."""
+    if simpletuner_payload(reader) is not None:
+        raise CheckpointError(f"{reader.path!r} is SimpleTuner's sla_attention.pt{simpletuner_advice}")
+    return plan_checkpoint(reader, require_base=True)
+
+
 def dequantize_int8_tiles(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype,
                           out: Optional[torch.Tensor] = None, chunk_elems: int = 1 << 23) -> torch.Tensor:
     """W = q * scale[i // 128, j // 128], computed in fp32 one band of 128-row tiles at a time, stored as ``dtype``.
@@ -209,12 +217,8 @@ def load_checkpoint(path, weight_dtype: Optional[torch.dtype] = None, progress: 
     reader = None
     try:
         reader = open_source(path)
-        if simpletuner_payload(reader) is not None:
-            raise CheckpointError(
-                f"{reader.path!r} is SimpleTuner's sla_attention.pt: it holds only the SLA proj_l weights, no base "
-                "model. Load the base model with the stock diffusion model loader and add these with "
-                "'Load SLA Weights'")
-        plan = plan_checkpoint(reader, require_base=True)
+        plan = plan_base_model(reader, ": it holds only the SLA proj_l weights, no base model. Load the base model "
+                               "with the stock diffusion model loader and add these with 'Load SLA Weights'")
         info = plan.info
         info.weight_dtype = _dtype_name(weight_dtype) if weight_dtype is not None else (
             "bf16" if info.quantized else "")
