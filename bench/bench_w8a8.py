@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
-import importlib.util
 import json
 import math
 import pathlib
@@ -37,18 +35,8 @@ import triton
 from triton.testing import do_bench
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACK = "comfyui_sla"
-
-
-def load_pack():
-    """Import the repository as the package ``comfyui_sla`` (as ComfyUI does, by path)."""
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = mod
-        spec.loader.exec_module(mod)
-    return importlib.import_module(PACK + ".kernels.w8a8"), importlib.import_module(PACK + ".sla.quant")
+sys.path.insert(0, str(ROOT))
+from _load_pack import load_pack  # noqa: E402
 
 
 # (model, dim, ffn, blocks); Linear layers per block: name -> (N, K, rows: "tok" | "text", count per block)
@@ -195,7 +183,9 @@ def main():
         prop = torch.cuda.get_device_properties(dev)
         name, cap, sms = prop.name, torch.cuda.get_device_capability(dev), prop.multi_processor_count
     torch.backends.cuda.matmul.allow_tf32 = False  # the float32 reference must be float32
-    W8, Q = load_pack()
+    load_pack()
+    from comfyui_sla.kernels import w8a8 as W8
+    from comfyui_sla.sla import quant as Q
     n_alt = 2 if args.smoke else 4 if args.quick else len(W8.ALTERNATIVES)
     alts = {k: W8.ALTERNATIVES[k] for k in list(W8.ALTERNATIVES)[:n_alt]}
     print(f"# W8A8 linear benchmark, {datetime.datetime.now():%Y-%m-%d %H:%M}")

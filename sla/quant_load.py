@@ -12,7 +12,7 @@ import torch
 
 from . import checkpoint as C
 from .checkpoint import load as L
-from .checkpoint.plan import output_dtype
+from .checkpoint.outputs import output_dtype
 from .quant import is_w8a8_block_linear
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,7 @@ def load_checkpoint_int8(path, progress: L.ProgressFn = None) -> C.LoadedCheckpo
     """
     reader = C.open_source(path)
     try:
-        if L.simpletuner_payload(reader) is not None:
-            raise C.CheckpointError(f"{reader.path!r} is SimpleTuner's sla_attention.pt: it holds no base model")
-        plan = C.plan_checkpoint(reader, require_base=True)
+        plan = L.plan_base_model(reader, ": it holds no base model")
         info = plan.info
         if not info.quantized:
             raise C.CheckpointError(

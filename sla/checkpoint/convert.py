@@ -29,10 +29,12 @@ from typing import Callable, Optional
 import torch
 
 from ..spec import CHECKPOINT_DEFAULTS, format_blocks
+from .info import CheckpointInfo
 from .io import CheckpointError, SafetensorsWriter, open_source
 from .keys import PROJ_L_KEY
-from .load import file_error, iter_bands, load_proj_l, read_proj_l, simpletuner_payload
-from .plan import METADATA_PREFIX, CheckpointInfo, output_dtype, plan_checkpoint
+from .load import file_error, iter_bands, load_proj_l, plan_base_model, read_proj_l
+from .outputs import output_dtype
+from .plan import METADATA_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
 
     Args:
         src: input checkpoint. dst: output path ending in ``.safetensors``.
-        dtype: weight dtype of the output (``plan.target_dtype`` rules; None keeps the file's dtypes).
+        dtype: weight dtype of the output (``outputs.target_dtype`` rules; None keeps the file's dtypes).
         overwrite: replace an existing ``dst`` (never ``src`` itself).
         progress: ``progress(done, total)`` per tensor.
         sla_weights: take the proj_l weights from this separate file instead (e.g. SimpleTuner's
@@ -155,11 +157,8 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
     current = None
     try:
         reader = open_source(src)
-        if simpletuner_payload(reader) is not None:
-            raise CheckpointError(
-                f"{src!r} is SimpleTuner's sla_attention.pt (SLA weights only, no base model): pass the base model "
-                "as IN and this file with --sla-weights, or use it directly with 'Load SLA Weights'")
-        plan = plan_checkpoint(reader, require_base=True)
+        plan = plan_base_model(reader, " (SLA weights only, no base model): pass the base model as IN and this file "
+                               "with --sla-weights, or use it directly with 'Load SLA Weights'")
         info = plan.info
         info.weight_dtype = str(dtype).replace("torch.", "") if dtype is not None else ""
         extra = None

@@ -1,6 +1,7 @@
 """Key naming of the Wan checkpoint layouts the pack reads: prefixes, base-weight naming, proj_l aliases, families.
 
-Pure string logic (no tensors read here), used by ``plan.py`` (and ``convert.py`` for the name it writes).
+Pure string logic (no tensors read here), used by ``plan.py`` and ``shapes.py`` (and ``convert.py`` for the name it
+writes).
 
 Base-weight namings mapped to ComfyUI's (= Wan's original = TurboDiffusion's) names:
 

@@ -5,7 +5,7 @@ A file is described by three independent axes, each answered by its own table, b
 
 - base-weight naming (``keys.NAMINGS``: how its keys are recognised and mapped to Wan's names),
 - proj_l naming (``keys.PROJ_L_STYLES``),
-- tensor transforms (``plan.TRANSFORMS``: int8 tiles dequantised, TurboDiffusion's Linear patch embedding
+- tensor transforms (``outputs.TRANSFORMS``: int8 tiles dequantised, TurboDiffusion's Linear patch embedding
   reshaped to a Conv3d, everything else copied; ComfyUI's scaled-fp8 layers pass uncast), decided tensor by tensor.
 
 ``LAYOUTS`` names the combination: the first row whose ``detect`` accepts the file's ``Facts`` gives

@@ -15,7 +15,9 @@ import torch
 
 from ..spec import CHECKPOINT_DEFAULTS, format_blocks
 from .io import CheckpointError, Reader, open_source
-from .plan import TILE, WAN_HEAD_DIM, CheckpointInfo, OutputTensor, Plan, output_dtype, plan_checkpoint
+from .info import TILE, WAN_HEAD_DIM, CheckpointInfo
+from .outputs import OutputTensor, output_dtype
+from .plan import Plan, plan_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,14 @@ def simpletuner_payload(reader: Reader) -> Optional[dict]:
     if isinstance(raw, dict) and isinstance(raw.get("state"), dict) and ("version" in raw or "settings" in raw):
         return raw
     return None
+
+
+def plan_base_model(reader: Reader, simpletuner_advice: str) -> Plan:
+    """``plan_checkpoint(reader, require_base=True)``, refusing SimpleTuner's ``sla_attention.pt`` first with the
+    error "<path> is SimpleTuner's sla_attention.pt<simpletuner_advice>" (the caller says what to do instead)."""
+    if simpletuner_payload(reader) is not None:
+        raise CheckpointError(f"{reader.path!r} is SimpleTuner's sla_attention.pt{simpletuner_advice}")
+    return plan_checkpoint(reader, require_base=True)
 
 
 def dequantize_int8_tiles(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype,
@@ -193,7 +203,7 @@ def load_checkpoint(path, weight_dtype: Optional[torch.dtype] = None, progress: 
 
     Args:
         path: ``.safetensors`` or ``.pth``/``.pt`` file (layout detected from its keys).
-        weight_dtype: dtype of the returned weights (see ``plan.target_dtype``); None keeps the file's dtypes and
+        weight_dtype: dtype of the returned weights (see ``outputs.target_dtype``); None keeps the file's dtypes and
             dequantises int8 tiles to bf16.
         progress: called as ``progress(done, total)`` after each tensor.
     Returns:
@@ -207,12 +217,8 @@ def load_checkpoint(path, weight_dtype: Optional[torch.dtype] = None, progress: 
     reader = None
     try:
         reader = open_source(path)
-        if simpletuner_payload(reader) is not None:
-            raise CheckpointError(
-                f"{reader.path!r} is SimpleTuner's sla_attention.pt: it holds only the SLA proj_l weights, no base "
-                "model. Load the base model with the stock diffusion model loader and add these with "
-                "'Load SLA Weights'")
-        plan = plan_checkpoint(reader, require_base=True)
+        plan = plan_base_model(reader, ": it holds only the SLA proj_l weights, no base model. Load the base model "
+                               "with the stock diffusion model loader and add these with 'Load SLA Weights'")
         info = plan.info
         info.weight_dtype = _dtype_name(weight_dtype) if weight_dtype is not None else (
             "bf16" if info.quantized else "")
