@@ -27,8 +27,9 @@ import torch
 from ..sla import attention_map as amap
 from ..sla.checkpoint.keys import PROJ_L_KEY
 from ..sla.runtime import capture
-from ..sla.runtime.patch import (SLARuntime, is_sla_override, make_attention_override, make_block_index_patch,
+from ..sla.runtime.patch import (is_sla_override, make_attention_override, make_block_index_patch,
                                  make_model_call_wrapper, make_run_wrapper)
+from ..sla.runtime.runtime import SLARuntime
 from ..sla.runtime.settings import SLASettings, format_blocks
 from ..sla.runtime.weights import register_proj_l, weights_blocks
 from .w8a8_comfy import INT8_CHOICE

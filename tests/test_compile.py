@@ -119,9 +119,9 @@ def test_guards_dropped_on_transformer_options_still_route_per_clone(comfy):
 
 
 def test_error_sends_the_rest_of_the_run_dense_and_the_next_run_retries(comfy, monkeypatch, caplog):
-    from comfyui_sla.sla.runtime import patch as P
+    from comfyui_sla.sla.runtime import sparse_call as SC
     m = comfy.bridge.apply_sla(make_model(comfy), SLASettings(min_tokens=0, keep_ratio=0.4))
-    real, calls = P.sparse_linear_attention, []
+    real, calls = SC.sparse_linear_attention, []
 
     def flaky(*a, **kw):
         calls.append(1)
@@ -129,7 +129,7 @@ def test_error_sends_the_rest_of_the_run_dense_and_the_next_run_retries(comfy, m
             raise torch.cuda.OutOfMemoryError("transient")
         return real(*a, **kw)
 
-    monkeypatch.setattr(P, "sparse_linear_attention", flaky)
+    monkeypatch.setattr(SC, "sparse_linear_attention", flaky)
     with caplog.at_level(logging.INFO, logger="comfyui_sla"):
         sample(comfy, m, steps=3)
         first = summary(runtime(m))

@@ -5,8 +5,10 @@ import logging
 import pytest
 import torch
 
-from comfyui_sla.sla.runtime import patch as P
 from comfyui_sla.sla.reference import sla_torch
+from comfyui_sla.sla.runtime import patch as P
+from comfyui_sla.sla.runtime import sparse_call as SC
+from comfyui_sla.sla.runtime.runtime import SLARuntime
 from comfyui_sla.sla.runtime.settings import SLASettings, format_blocks, parse_dense_blocks
 
 B, L, H, D = 2, 200, 2, 128   # L is ragged for both 128- and 64-token blocks
@@ -132,13 +134,13 @@ def test_all_zero_proj_l_skips_the_linear_branch(monkeypatch):
     pl[1] = (torch.zeros(D, D), torch.zeros(D))
     wid = P.register_proj_l(pl)
     seen = []
-    real = P.sparse_linear_attention
+    real = SC.sparse_linear_attention
 
     def spy(*args, **kwargs):
         seen.append(args[4] is not None)   # proj_weight
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(P, "sparse_linear_attention", spy)
+    monkeypatch.setattr(SC, "sparse_linear_attention", spy)
     s = SLASettings(keep_ratio=0.5, min_tokens=0, weights_id=wid)
     ov = P.make_attention_override(s)
     out0, out1 = call(ov, q, k, v, block=0), call(ov, q, k, v, block=1)
@@ -216,7 +218,7 @@ def test_head_size_and_dtype_fallback(caplog):
 
 def test_sigma_window():
     q, k, v = qkv()
-    rt = P.SLARuntime(SLASettings(min_tokens=0, start_percent=0.2, end_percent=0.6))
+    rt = SLARuntime(SLASettings(min_tokens=0, start_percent=0.2, end_percent=0.6))
     rt.set_sigma_window(0.8, 0.4)   # what percent_to_sigma gives on a shift-1 flow schedule
     ov = P.make_attention_override(rt.settings, None, rt)
     for sigma in (1.0, 0.8, 0.6, 0.4, 0.2):
@@ -249,7 +251,7 @@ def test_error_falls_back_to_dense_logged_once(monkeypatch, caplog):
         attempts.append(tuple(a[0].shape))
         raise RuntimeError("kernel exploded")
 
-    monkeypatch.setattr(P, "sparse_linear_attention", boom)
+    monkeypatch.setattr(SC, "sparse_linear_attention", boom)
     ov = P.make_attention_override(SLASettings(min_tokens=0))
     q, k, v = qkv()
     with caplog.at_level(logging.WARNING, logger="comfyui_sla"):
@@ -281,7 +283,7 @@ def test_unusable_transformer_options_fall_back_to_dense(caplog):
 
 
 def test_run_wrapper_logs_summary_and_warns_when_never_called(caplog):
-    rt = P.SLARuntime(SLASettings(min_tokens=0, keep_ratio=0.25))
+    rt = SLARuntime(SLASettings(min_tokens=0, keep_ratio=0.25))
     ov = P.make_attention_override(rt.settings, None, rt)
     q, k, v = qkv()
 
@@ -310,7 +312,7 @@ def test_run_wrapper_logs_summary_and_warns_when_never_called(caplog):
 
 
 def test_run_interrupted_before_any_call_does_not_warn(caplog):
-    rt = P.SLARuntime(SLASettings(min_tokens=0))
+    rt = SLARuntime(SLASettings(min_tokens=0))
     wrapper = P.make_run_wrapper(rt)
 
     def cancelled(*a, **kw):
