@@ -4,6 +4,9 @@
 main kernel, pointer loads or TMA), chosen and launched by ``launch``. ``sla_forward`` is registered as the torch
 custom op ``comfyui_sla::sla_forward`` (with a fake implementation), so ``torch.compile`` of a patched model sees
 one opaque node instead of tracing into Triton.
+
+``w8a8_triton`` / ``w8a8`` (the int8 W8A8 linear layer of ``-quant`` checkpoints, custom op
+``comfyui_sla::w8a8_linear``) are a sibling, imported on their own (docs/W8A8.md).
 """
 from __future__ import annotations
 

@@ -30,3 +30,42 @@ def test_override_triton_matches_torch_on_cuda(length, heads, block_q):
     assert out_t.shape == q.shape and out_t.dtype == torch.bfloat16
     err = (out_t.float() - out_c.float()).abs().max().item()
     assert err < 3e-2, err
+
+
+def test_run_report_times_attention_with_cuda_events():
+    """The run report's attention line on a GPU: CUDA-event timing (no "CPU timing" mark), and a speed-up that
+    agrees with timing the SLA op and dense SDPA directly."""
+    if not triton_available(torch.device("cuda")):
+        pytest.skip("Triton kernel unavailable")
+    import re
+
+    import triton.testing
+    from comfyui_sla.sla.functional import sparse_linear_attention
+    from comfyui_sla.sla.runtime.runtime import sdpa_attention
+    heads, length, blocks = 12, 16384, 4
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, length, heads * 128, device="cuda", generator=g).bfloat16() for _ in range(3))
+    wid = P.register_proj_l({i: (torch.randn(128, 128) * 0.05, torch.randn(128) * 0.05) for i in range(blocks)})
+    ov = P.make_attention_override(SLASettings(keep_ratio=0.10, min_tokens=0, weights_id=wid))
+    rt, sent = ov.sla_runtime, []
+    rt.report = sent.append
+    rt.begin_run()
+    sigma = torch.tensor([0.9], device="cuda")
+    for _step in range(6):
+        interval = rt.enter_model_call(sigma)
+        for b in range(blocks):  # ComfyUI's dense function: the report times one dense call beside a sparse one
+            ov(sdpa_attention, q, k, v, heads=heads, transformer_options={"block_index": b},
+               _inside_attn_wrapper=True)
+        rt.leave_model_call(interval)
+    rt.end_run()
+    assert rt.stats.sparse == 6 * blocks and len(sent) == 1, (rt.stats.sparse, sent)
+    m = re.search(r"attention (\d+\.\d)x faster \(.*dense\), step ~(\d+\.\d)x \(est\.\)$", sent[0])
+    assert m and "CPU timing" not in sent[0], sent[0]
+    ql, kl, vl = (t.view(1, length, heads, 128) for t in (q, k, v))  # (B, L, H, D), as the override passes them
+    qh, kh, vh = (t.transpose(1, 2) for t in (ql, kl, vl))
+    dense_ms = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(qh, kh, vh))
+    w, b = P.get_proj_l(wid, 0, torch.device("cuda"), torch.bfloat16)
+    sla_ms = triton.testing.do_bench(lambda: sparse_linear_attention(ql, kl, vl, keep_ratio=0.10, proj_weight=w,
+                                                                     proj_bias=b))
+    reported, direct = float(m.group(1)), dense_ms / sla_ms
+    assert direct / 2 < reported < direct * 2, (sent[0], dense_ms, sla_ms)
