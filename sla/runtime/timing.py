@@ -5,8 +5,8 @@ one ``torch.cuda.synchronize``) or, off CUDA, two ``time.perf_counter`` readings
 the ``comfyui_sla`` custom ops and the model-call / run wrappers, never in traced code.
 
 The dense time of a shape is measured once per process (:data:`DENSE_MS`): from a dense call of that shape that
-happens anyway, else from one extra dense call run beside a sampled sparse call (a one-off cost of one dense
-attention call per shape).
+happens anyway, else from the second of two extra dense calls run beside a sampled sparse call (the first may
+carry the dense backend's lazy set-up; a one-off cost of two dense attention calls per shape).
 """
 from __future__ import annotations
 
