@@ -38,7 +38,17 @@ def _tip(text):
     return {"tooltip": text}
 
 
-class SLADiffusionModelLoader:
+class _ModelAndInfo:
+    """Outputs of the two loaders: (MODEL, info). Like inputs, outputs are only ever appended (saved links address
+    them by position)."""
+
+    RETURN_TYPES = ("MODEL", "STRING")
+    RETURN_NAMES = ("MODEL", "info")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+
+class SLADiffusionModelLoader(_ModelAndInfo):
     """Load an SLA checkpoint (TurboWan etc.) as a native MODEL with SLA applied at the checkpoint defaults."""
 
     DESCRIPTION = ("Loads a Wan checkpoint fine-tuned for Sparse-Linear Attention (e.g. TurboWan .pth or "
@@ -56,13 +66,8 @@ class SLADiffusionModelLoader:
                                   "Model); fp8 halves memory at some quality cost.")),
         }}
 
-    # Outputs, like inputs, are only ever appended (saved links address them by position).
-    RETURN_TYPES = ("MODEL", "STRING")
-    RETURN_NAMES = ("MODEL", "info")
     OUTPUT_TOOLTIPS = ("Native Wan MODEL with SLA applied; connect to KSampler, LoRA loaders, ApplySLA...",
                        INFO_TOOLTIP)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
 
     def load(self, ckpt_name, weight_dtype):
         return bridge.load_sla_model(ckpt_name, weight_dtype, bridge.executing_node_id())
@@ -140,7 +145,7 @@ class ApplySLA:
         return (bridge.apply_sla(model, settings, bridge.executing_node_id()),)
 
 
-class SLAWeightsLoader:
+class SLAWeightsLoader(_ModelAndInfo):
     """Attach only the proj_l weights of an SLA checkpoint to any Wan MODEL."""
 
     DESCRIPTION = ("Reads only the proj_l tensors of an SLA checkpoint and attaches them, so a model loaded by "
@@ -156,11 +161,7 @@ class SLAWeightsLoader:
                                   "proj_l tensors are read.")),
         }}
 
-    RETURN_TYPES = ("MODEL", "STRING")
-    RETURN_NAMES = ("MODEL", "info")
     OUTPUT_TOOLTIPS = ("The model with SLA weights attached and SLA applied.", INFO_TOOLTIP)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
 
     def load(self, model, weights_name):
         return bridge.load_sla_weights(model, weights_name, bridge.executing_node_id())
