@@ -71,7 +71,7 @@ def build(WanModel, ops, cfg, weight_dtype=torch.bfloat16, fp8_fast=False, state
     return model.eval()
 
 
-def int8_model(WanModel, pack, cfg, state, device="cuda"):
+def int8_model(WanModel, cfg, state, device="cuda"):
     """``state`` (bf16) with every Wan block Linear as int8 tiles, in a model built with the pack's W8A8 ops."""
     from comfyui_sla.nodes.w8a8_comfy import int8_layers, make_ops
     from comfyui_sla.sla import quant as Q
@@ -162,6 +162,26 @@ def main():
         res[name] = round(ms, 2)
         print(f"{name}: {ms:.1f} ms" + (f"  ({base / ms:.2f}x dense)" if base else ""), flush=True)
 
+    options = {"guard_filter_fn": guard_filter} if guard_filter else None
+
+    def compile_fresh(m):
+        """``m`` compiled as TorchCompileModel does, with a frame counter, in a reset dynamo."""
+        torch._dynamo.reset()
+        counter = CompileCounterWithBackend("inductor")
+        return torch.compile(m, backend=counter, options=options), counter
+
+    def first_forward(m, o):
+        """Seconds of one synchronised forward (the compile, for a freshly compiled module)."""
+        t0 = time.perf_counter()
+        run(m, o)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    def rel_diff(name, m, o, ref):
+        out = run(m, o).float()
+        res[name] = ((out - ref).norm() / ref.norm()).item()
+        return res[name]
+
     cfg = CONFIGS["1.3B"]
     model = build(WanModel, ops, cfg)
     dense = timed(lambda: run(model, {}), args.reps)
@@ -174,18 +194,12 @@ def main():
     ref = run(model, opts[0.10]).float()
 
     if not args.no_compile:
-        options = {"guard_filter_fn": guard_filter} if guard_filter else None
         for name, configs in (("dense", [("dense", {})]),
                               ("pack", [(f"keep {k:.2f}", opts[k]) for k in KEEPS])):
-            torch._dynamo.reset()
-            counter = CompileCounterWithBackend("inductor")
-            compiled = torch.compile(model, backend=counter, options=options)
+            compiled, counter = compile_fresh(model)
             frames = []
             for label, o in configs:
-                t0 = time.perf_counter()
-                run(compiled, o)
-                torch.cuda.synchronize()
-                first = time.perf_counter() - t0
+                first = first_forward(compiled, o)
                 ms = timed(lambda: run(compiled, o), args.reps)
                 frames.append(counter.frame_count)
                 row(f"1.3B compiled {label}", ms, dense)
@@ -193,8 +207,7 @@ def main():
                 print(f"  first forward (compile) {first:.1f} s, frames compiled so far {counter.frame_count}",
                       flush=True)
             res[f"1.3B compiled {name} frames after each config"] = frames
-        out = run(compiled, opts[0.10]).float()
-        res["1.3B compiled vs eager rel diff"] = ((out - ref).norm() / ref.norm()).item()
+        rel_diff("1.3B compiled vs eager rel diff", compiled, opts[0.10], ref)
         torch._dynamo.reset()
 
     state = {k: v for k, v in model.state_dict().items()}
@@ -202,27 +215,20 @@ def main():
     torch.cuda.empty_cache()
     fp8 = build(WanModel, ops, cfg, torch.float8_e4m3fn, fp8_fast=True, state=state)
     row("1.3B eager fp8_e4m3fn_fast pack keep 0.10", timed(lambda: run(fp8, opts[0.10]), args.reps), dense)
-    out = run(fp8, opts[0.10]).float()
-    res["1.3B fp8_fast vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
-    print(f"  fp8_e4m3fn_fast output vs bf16 weights: rel L2 {res['1.3B fp8_fast vs bf16 rel diff']:.4f}")
+    print(f"  fp8_e4m3fn_fast output vs bf16 weights: rel L2 "
+          f"{rel_diff('1.3B fp8_fast vs bf16 rel diff', fp8, opts[0.10], ref):.4f}")
     del fp8
     torch.cuda.empty_cache()
 
     if args.int8:
-        m8, n8 = int8_model(WanModel, pack, cfg, state)
+        m8, n8 = int8_model(WanModel, cfg, state)
         res["1.3B int8 layers"], res["1.3B int8 weights GB"] = n8, round(weight_gb(m8), 3)
         row("1.3B eager int8 W8A8 pack keep 0.10", timed(lambda: run(m8, opts[0.10]), args.reps), dense)
-        out = run(m8, opts[0.10]).float()
-        res["1.3B int8 vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
-        print(f"  int8 W8A8 output vs bf16 weights: rel L2 {res['1.3B int8 vs bf16 rel diff']:.4f}", flush=True)
+        print(f"  int8 W8A8 output vs bf16 weights: rel L2 "
+              f"{rel_diff('1.3B int8 vs bf16 rel diff', m8, opts[0.10], ref):.4f}", flush=True)
         if not args.no_compile:
-            torch._dynamo.reset()
-            counter = CompileCounterWithBackend("inductor")
-            compiled = torch.compile(m8, backend=counter, options=options)
-            t0 = time.perf_counter()
-            run(compiled, opts[0.10])
-            torch.cuda.synchronize()
-            res["1.3B compiled int8 first forward s"] = round(time.perf_counter() - t0, 1)
+            compiled, counter = compile_fresh(m8)
+            res["1.3B compiled int8 first forward s"] = round(first_forward(compiled, opts[0.10]), 1)
             row("1.3B compiled int8 W8A8 pack keep 0.10", timed(lambda: run(compiled, opts[0.10]), args.reps),
                 dense)
             res["1.3B compiled int8 frames"] = counter.frame_count
@@ -245,13 +251,12 @@ def main():
         torch.cuda.empty_cache()
         fp8 = build(WanModel, ops, cfg, torch.float8_e4m3fn, fp8_fast=True, state=state)
         row("14B eager fp8_e4m3fn_fast pack keep 0.10", timed(lambda: run(fp8, o14), 3), dense)
-        out = run(fp8, o14).float()
-        res["14B fp8_fast vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
-        print(f"  fp8_e4m3fn_fast output vs bf16 weights: rel L2 {res['14B fp8_fast vs bf16 rel diff']:.4f}")
+        print(f"  fp8_e4m3fn_fast output vs bf16 weights: rel L2 "
+              f"{rel_diff('14B fp8_fast vs bf16 rel diff', fp8, o14, ref):.4f}")
         del fp8
         torch.cuda.empty_cache()
         if args.int8:
-            m8, n8 = int8_model(WanModel, pack, cfg, state)
+            m8, _ = int8_model(WanModel, cfg, state)
             del state
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -260,10 +265,8 @@ def main():
                                                                                    3)
             row("14B eager int8 W8A8 pack keep 0.10", timed(lambda: run(m8, o14), 3), dense)
             res["14B int8 forward peak GB"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
-            out = run(m8, o14).float()
-            res["14B int8 vs bf16 rel diff"] = ((out - ref).norm() / ref.norm()).item()
             print(f"  int8: weights {res['14B int8 weights GB']} GB, rel L2 vs bf16 "
-                  f"{res['14B int8 vs bf16 rel diff']:.4f}", flush=True)
+                  f"{rel_diff('14B int8 vs bf16 rel diff', m8, o14, ref):.4f}", flush=True)
 
     text = json.dumps(res, indent=1)
     if args.json:

@@ -15,17 +15,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get(
 
 from comfyui_sla.kernels import w8a8 as W8  # noqa: E402
 from comfyui_sla.sla import quant as Q  # noqa: E402
-from w8a8_checks import assert_matches_emulation  # noqa: E402
+from w8a8_checks import assert_matches_emulation, rel_err as rel  # noqa: E402
 
 DEV = "cuda"
 # (M, N, K): Wan 1.3B self-attention / FFN in and out, 14B self-attention / FFN in and out, cross-attn k/v (text);
 # M cut to 8192 tokens (the kernel's tiles see the same N and K as at 32760).
 SHAPES = [(8192, 1536, 1536), (8192, 8960, 1536), (8192, 1536, 8960), (8192, 5120, 5120), (8192, 13824, 5120),
           (8192, 5120, 13824), (512, 5120, 5120), (1000, 1536, 1536)]
-
-
-def rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def data(m, n, k, seed=0, dtype=torch.bfloat16):
