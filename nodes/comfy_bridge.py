@@ -3,41 +3,38 @@ pack imports cleanly outside ComfyUI (tests, the demo).
 
 Where things live on a patched model (a ``ModelPatcher`` clone):
 
-* ``model_options["transformer_options"]["optimized_attention_override"]``: the SLA override (a closure holding
-  its :class:`SLARuntime`: settings, the chained previous override, counters). Functions survive the deep copy
-  of ``clone()`` unchanged, so clones share it; each ``apply_sla`` makes a new one.
+* ``model_options["transformer_options"]["optimized_attention_override"]``: the SLA override, a closure holding
+  its :class:`SLAPatch` (model family, settings, proj_l weights, the chained previous override, the current run).
+  Functions survive the deep copy of ``clone()`` unchanged, so clones share it; each ``apply_sla`` makes a new one.
 * ``model_options["transformer_options"]["sla"]``: a plain dict of the settings (introspection only).
-* ``wrappers[OUTER_SAMPLE]["comfyui_sla"]``: the run wrapper (one summary log line per sampling run, and the run
-  report sent to the node that applied SLA: ``PromptServer.send_progress_text``, where ComfyUI has it).
+* ``wrappers[OUTER_SAMPLE]["comfyui_sla"]``: the run wrapper (a fresh run state per sampling run, one summary log
+  line, the run report sent to the node that applied SLA: ``PromptServer.send_progress_text``, where ComfyUI has it).
 * ``wrappers[APPLY_MODEL]["comfyui_sla"]``: the model-call wrapper (step of each model call for keep_schedule and
-  the attention map capture; model-call time for the report's step estimate).
+  the attention map capture; the call's transformer_options; model-call time for the report's step estimate).
 * ComfyUI without ``transformer_options["block_index"]`` (0.3.6x): ``patches_replace["dit"][("double_block", i)]``
   patches that set it, chaining any patch that was there.
-* proj_l tensors: :mod:`sla.runtime.weights`' registry, referenced by ``settings.weights_id``.
 """
 from __future__ import annotations
 
-import inspect
 import logging
-import os
 from typing import Optional
 
 import torch
 
 from ..sla import attention_map as amap
 from ..sla.checkpoint.keys import PROJ_L_KEY
+from ..sla.families import family_of
 from ..sla.runtime import capture
-from ..sla.runtime.patch import (is_sla_override, make_attention_override, make_block_index_patch,
+from ..sla.runtime.patch import (OVERRIDE_KEY, is_sla_override, make_attention_override, make_block_index_patch,
                                  make_model_call_wrapper, make_run_wrapper)
-from ..sla.runtime.runtime import SLARuntime
 from ..sla.runtime.settings import SLASettings, format_blocks
-from ..sla.runtime.weights import register_proj_l, weights_blocks
+from ..sla.runtime.sla_patch import SLAPatch
+from ..sla.runtime.weights import ProjLWeights
 from .w8a8_comfy import INT8_CHOICE
 
 log = logging.getLogger("comfyui_sla")
 
 WRAPPER_KEY = "comfyui_sla"
-OVERRIDE_KEY = "optimized_attention_override"
 
 # Only ever append: saved workflows store the choice by value, and users expect the order they know.
 WEIGHT_DTYPES = ("default", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast",
@@ -65,62 +62,34 @@ def diffusion_model_path(name: str) -> str:
     return folder_paths.get_full_path_or_raise("diffusion_models", name)
 
 
-def _source_id(path: str) -> str:
-    st = os.stat(path)
-    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# model inspection
-
-def wan_model(model):
-    """The WanModel inside a ModelPatcher; raises ValueError naming what was found when it is not Wan."""
+def diffusion_model(model):
+    """The diffusion model (torch module) inside a ModelPatcher, or None."""
     try:
-        dm = model.get_model_object("diffusion_model")
+        return model.get_model_object("diffusion_model")
     except Exception:
-        dm = getattr(getattr(model, "model", None), "diffusion_model", None)
-    blocks = getattr(dm, "blocks", None)
-    name = type(dm).__name__
-    is_wan = any(c.__name__ == "WanModel" for c in type(dm).__mro__)  # WanModel and its VACE/camera/... kin
-    if dm is None or not is_wan or blocks is None or len(blocks) == 0:
-        raise ValueError(f"SLA supports Wan video models (WanModel and its variants); this MODEL's diffusion "
-                         f"model is {name}")
-    return dm
+        return getattr(getattr(model, "model", None), "diffusion_model", None)
 
 
-def model_head_dim(dm) -> Optional[int]:
-    attn = getattr(dm.blocks[0], "self_attn", None)
-    if attn is not None and getattr(attn, "head_dim", None):
-        return int(attn.head_dim)
-    if getattr(dm, "dim", None) and getattr(dm, "num_heads", None):
-        return int(dm.dim) // int(dm.num_heads)
-    return None
-
-
-_block_index_support: dict = {}
-
-
-def comfy_sets_block_index(dm) -> bool:
-    """Whether this ComfyUI's block loop of ``type(dm)`` writes ``transformer_options["block_index"]``
-    (ComfyUI >= ~0.5 does; 0.3.6x does not). Read from the source of ``forward_orig`` once per class."""
-    cls = type(dm)
-    if cls not in _block_index_support:
-        try:
-            src = inspect.getsource(cls.forward_orig)
-            _block_index_support[cls] = '"block_index"' in src or "'block_index'" in src
-        except (AttributeError, OSError, TypeError):
-            _block_index_support[cls] = False  # unknown: installing the patch is harmless
-    return _block_index_support[cls]
+def model_family(model):
+    """(family, diffusion model) of a ModelPatcher; ValueError naming the supported families otherwise."""
+    dm = diffusion_model(model)
+    return family_of(dm), dm
 
 
 def current_override(model):
     return model.model_options.get("transformer_options", {}).get(OVERRIDE_KEY)
 
 
+def current_patch(model) -> Optional[SLAPatch]:
+    """The SLA patch installed on ``model`` (None when it has none)."""
+    fn = current_override(model)
+    return fn.sla_patch if is_sla_override(fn) else None
+
+
 def current_settings(model) -> Optional[SLASettings]:
     """The SLA settings installed on ``model`` (None when it has no SLA patch)."""
-    fn = current_override(model)
-    return fn.sla_runtime.settings if is_sla_override(fn) else None
+    patch = current_patch(model)
+    return None if patch is None else patch.settings
 
 
 def _sigma_window(model, settings: SLASettings):
@@ -144,6 +113,17 @@ def _sampling_from_guider(executor):
     if patcher is None:
         return None
     return patcher.get_model_object("model_sampling").percent_to_sigma
+
+
+def _override_from_guider(executor):
+    """The attention override of the model a guider samples: its own model_options (where a node applied after
+    ApplySLA, e.g. Model Attention Backend, writes) over the patcher's."""
+    guider = executor.class_obj
+    for options in (getattr(guider, "model_options", None), guider.model_patcher.model_options):
+        to = (options or {}).get("transformer_options", {})
+        if OVERRIDE_KEY in to:
+            return to[OVERRIDE_KEY]
+    return None
 
 
 def executing_node_id() -> Optional[str]:
@@ -192,57 +172,61 @@ def require_attention_override():
                        f"run. Update ComfyUI.")
 
 
-def apply_sla(model, settings: SLASettings, node_id=None, from_loader: bool = False):
+def apply_sla(model, settings: SLASettings, node_id=None, from_loader: bool = False,
+              weights: Optional[ProjLWeights] = None):
     """A clone of ``model`` with SLA installed (or re-configured) at ``settings``; ``model`` is not modified.
 
-    An SLA override already on the model is replaced (its chained previous override is kept); any other override
-    is chained: it receives every call SLA does not take. Block-index patches are added only where ComfyUI does
-    not set ``block_index`` itself. ``node_id``: ComfyUI id of the node applying it: the run report goes to that
-    node, and SLA Attention Map nodes downstream arm their capture under it. ``from_loader``: the log line says
-    these are the checkpoint defaults.
+    ``weights``: proj_l to run with (None: those of an SLA patch already on the model, else training-free). An SLA
+    override already on the model is replaced (its chained previous override is kept); any other override is
+    chained: it receives every call SLA does not take. Block-index patches are added only where ComfyUI does not
+    set ``block_index`` itself. ``node_id``: ComfyUI id of the node applying it: the run report goes to that node.
+    ``from_loader``: the log line says these are the checkpoint defaults.
     """
     import comfy.patcher_extension as pe
 
     require_attention_override()
-    dm = wan_model(model)
+    family, dm = model_family(model)
     m = model.clone()
     to = m.model_options.setdefault("transformer_options", {})
-    existing = to.get(OVERRIDE_KEY)
-    previous = existing.sla_previous if is_sla_override(existing) else existing
+    existing = current_patch(model)
+    previous = existing.previous if existing is not None else to.get(OVERRIDE_KEY)
+    if weights is None and existing is not None:
+        weights = existing.weights
 
-    runtime = SLARuntime(settings, previous)
-    runtime.node_id = None if node_id is None else str(node_id)
-    runtime.report = node_reporter(node_id)
-    if not runtime.full_window():
+    patch = SLAPatch(family, settings, weights, previous, None if node_id is None else str(node_id),
+                     node_reporter(node_id))
+    if not patch.full_window():
         try:
-            runtime.set_sigma_window(*_sigma_window(m, settings))
+            patch.window = _sigma_window(m, settings)
         except Exception as e:
             log.warning("SLA: could not convert start/end_percent to sigmas at apply time (%s); they will be "
                         "converted when sampling starts", e)
 
-    if not comfy_sets_block_index(dm):
-        for i in range(len(dm.blocks)):
+    if not family.sets_block_index(dm):
+        for i in range(family.num_blocks(dm)):
             cur = to.get("patches_replace", {}).get("dit", {}).get(("double_block", i))
             if getattr(cur, "sla_block_index", None) == i:
                 continue  # ours already (settings-independent)
             m.set_model_patch_replace(make_block_index_patch(i, cur), "dit", "double_block", i)
             to = m.model_options["transformer_options"]  # set_model_patch_replace swaps in a copy
 
-    override = make_attention_override(settings, previous, runtime)
-    to[OVERRIDE_KEY] = override
+    to[OVERRIDE_KEY] = make_attention_override(patch)
     to["sla"] = settings.to_dict()
 
     m.remove_wrappers_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
-                           make_run_wrapper(runtime, _window_from_guider(settings), _sampling_from_guider))
+                           make_run_wrapper(patch, _window_from_guider(settings), _sampling_from_guider,
+                                            _override_from_guider))
     m.remove_wrappers_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY)
-    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY, make_model_call_wrapper(runtime))
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, WRAPPER_KEY, make_model_call_wrapper(patch))
 
-    log.info("SLA applied to %s (%d blocks, %s): %s%s", type(dm).__name__, len(dm.blocks),
-             _weights_text(settings.weights_id), settings.describe(),
+    n_blocks = family.num_blocks(dm)
+    log.info("SLA applied to %s (%s, %d blocks, %s): %s%s", type(dm).__name__, family.name, n_blocks,
+             weights.describe() if weights is not None else "no proj_l: training-free block-sparse",
+             settings.describe(),
              " -- the checkpoint defaults; an Apply Sparse-Linear Attention node after the loader replaces them"
              if from_loader else "")
-    _warn_foreign_dense_blocks(settings, len(dm.blocks))
+    _warn_foreign_dense_blocks(settings, n_blocks)
     return m
 
 
@@ -255,17 +239,11 @@ def _warn_foreign_dense_blocks(settings: SLASettings, n_blocks: int) -> None:
                     "they are" if len(extra) > 1 else "it is")
 
 
-def _weights_text(weights_id) -> str:
-    blocks = weights_blocks(weights_id)
-    if not blocks:
-        return "no proj_l: training-free block-sparse"
-    return f"proj_l on blocks {format_blocks(blocks)}"
-
-
-def check_proj_l(dm, proj_l: dict, warn_missing: bool = True) -> None:
+def check_proj_l(model, proj_l: dict, warn_missing: bool = True) -> None:
     """proj_l against the model: head size (error naming the key), block range (error), coverage (warning)."""
-    head = model_head_dim(dm)
-    n = len(dm.blocks)
+    family, dm = model_family(model)
+    head = family.head_dim(dm)
+    n = family.num_blocks(dm)
     for i, (w, _b) in sorted(proj_l.items()):
         if i >= n or i < 0:
             raise ValueError(f"SLA weights have proj_l for block {i} ({PROJ_L_KEY.format(i=i, p='weight')}) but the model has "
@@ -317,17 +295,18 @@ def weight_dtype_options(weight_dtype: str) -> dict:
     return options
 
 
-def settings_from_checkpoint(info, **overrides) -> SLASettings:
+def settings_from_checkpoint(info, family, **overrides) -> SLASettings:
     """SLASettings at the checkpoint's own SLA settings (``info.sla_settings``: keep_ratio, block_q, block_k,
-    feature_map from its metadata), else TurboDiffusion's serving defaults (keep 0.10, 128x64, softmax)."""
+    feature_map from its metadata) over the model family's defaults (Wan: TurboDiffusion's keep 0.10, 128x64,
+    softmax)."""
     recorded = dict(getattr(info, "sla_settings", None) or {})
     fields = {k: recorded[k] for k in ("keep_ratio", "block_q", "block_k", "feature_map") if k in recorded}
     try:
-        return SLASettings(**fields, **overrides)
+        return SLASettings(**{**family.defaults, **fields, **overrides})
     except ValueError as e:
         log.warning("SLA: the checkpoint's recorded settings %s are not usable here (%s); using the defaults",
                     fields, e)
-        return SLASettings(**overrides)
+        return SLASettings(**{**family.defaults, **overrides})
 
 
 def load_sla_model(ckpt_name: str, weight_dtype: str = "default", node_id=None):
@@ -359,20 +338,19 @@ def load_sla_model(ckpt_name: str, weight_dtype: str = "default", node_id=None):
 
 
 def _finish_sla_model(model, ck, path: str, ckpt_name: str, node_id=None):
-    """The loaded ModelPatcher with the checkpoint's proj_l registered and SLA applied at its defaults."""
+    """The loaded ModelPatcher with the checkpoint's proj_l attached and SLA applied at its defaults."""
     if model is None:
         raise _checkpoint_module().CheckpointError(f"ComfyUI could not detect a diffusion model in {ckpt_name} "
                                                    "after conversion to Wan-native keys")
-    dm = wan_model(model)
-    wid = None
+    family, dm = model_family(model)
+    weights = None
     if ck.proj_l:
-        proj_l = ck.proj_l
         # load_checkpoint already warned about partial coverage when it knew the block count
-        check_proj_l(dm, proj_l, warn_missing=getattr(ck.info, "num_blocks", 0) != len(dm.blocks))
-        wid = register_proj_l(proj_l, _source_id(path))
+        check_proj_l(model, ck.proj_l, warn_missing=getattr(ck.info, "num_blocks", 0) != family.num_blocks(dm))
+        weights = ProjLWeights(ck.proj_l, ckpt_name)
     else:
         log.warning("SLA: %s has no proj_l weights: it runs training-free block-sparse attention", ckpt_name)
-    return apply_sla(model, settings_from_checkpoint(ck.info, weights_id=wid), node_id, from_loader=True)
+    return apply_sla(model, settings_from_checkpoint(ck.info, family), node_id, from_loader=True, weights=weights)
 
 
 def load_sla_weights(model, weights_name: str, node_id=None):
@@ -380,18 +358,15 @@ def load_sla_weights(model, weights_name: str, node_id=None):
 
     Returns (model, detection summary line)."""
     ck_mod = _checkpoint_module()
-    dm = wan_model(model)
+    family, dm = model_family(model)
     path = diffusion_model_path(weights_name)
-    proj_l, info = ck_mod.load_proj_l(path, num_blocks=len(dm.blocks))
+    proj_l, info = ck_mod.load_proj_l(path, num_blocks=family.num_blocks(dm))
     if not proj_l:
         raise ck_mod.CheckpointError(f"{weights_name} has no proj_l tensors (expected keys like "
                                      f"{PROJ_L_KEY.format(i=0, p='weight')}): it is not an SLA checkpoint")
-    check_proj_l(dm, proj_l, warn_missing=getattr(info, "num_blocks", 0) != len(dm.blocks))
-    wid = register_proj_l(proj_l, _source_id(path))
-    settings = current_settings(model)
-    settings = settings.replace(weights_id=wid) if settings is not None else settings_from_checkpoint(
-        info, weights_id=wid)
-    return apply_sla(model, settings, node_id), info.summary()
+    check_proj_l(model, proj_l, warn_missing=getattr(info, "num_blocks", 0) != family.num_blocks(dm))
+    settings = current_settings(model) or settings_from_checkpoint(info, family)
+    return apply_sla(model, settings, node_id, weights=ProjLWeights(proj_l, weights_name)), info.summary()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -404,14 +379,14 @@ def arm_attention_map(map_node, block: int, head: int, step: int) -> None:
 
 def attention_map(model, map_node, block: int, head: int, step: int):
     """(attention_map, sparsity) IMAGEs ([1, H, W, 3] float32 in [0, 1]) from the capture of the last sampling run
-    of ``model``'s SLA runtime for node ``map_node``; ValueError saying what is missing otherwise."""
-    fn = current_override(model)
-    if not is_sla_override(fn):
+    of ``model``'s SLA patch for node ``map_node`` (the capture is freed once drawn); ValueError saying what is
+    missing otherwise."""
+    patch = current_patch(model)
+    if patch is None:
+        capture.disarm(str(map_node))
         raise ValueError("SLA Attention Map: this MODEL has no SLA (connect the model the sampler used, after "
                          "Apply Sparse-Linear Attention or Load SLA Diffusion Model)")
-    rt = fn.sla_runtime
-    cap = capture.result(str(map_node), rt.uid)
-    capture.disarm(str(map_node))
+    cap = patch.take_capture(str(map_node))
     if cap is None or (cap.block, cap.head, cap.step) != (block, head, step):
         raise ValueError("SLA Attention Map: nothing was captured for this model in this queue: its sampler did "
                          "not run again (ComfyUI reused its cached result). Change the sampler's seed or any input "

@@ -135,12 +135,10 @@ class ApplySLA:
 
     def apply(self, model, keep_ratio, start_percent, end_percent, dense_blocks, block_q, block_k, feature_map,
               min_tokens, backend, enabled, keep_schedule=""):
-        old = bridge.current_settings(model)
         settings = SLASettings(keep_ratio=keep_ratio, start_percent=start_percent, end_percent=end_percent,
                                dense_blocks=parse_dense_blocks(dense_blocks), block_q=int(block_q),
                                block_k=int(block_k), feature_map=feature_map, min_tokens=min_tokens,
                                backend=backend, enabled=enabled,
-                               weights_id=old.weights_id if old is not None else None,
                                keep_schedule=keep_schedule or "")
         return (bridge.apply_sla(model, settings, bridge.executing_node_id()),)
 

@@ -8,26 +8,9 @@ from .spec import BACKENDS, FEATURE_MAPS, check_choice, check_keep_ratio, keep_c
 
 
 def _kernels():
-    """The pack's ``kernels`` package (imports Triton).
-
-    Inside the pack (ComfyUI, tests) it is the sibling subpackage. When ``sla`` was imported on its own (a script
-    run from the pack folder), there is no parent package, so the pack folder is registered under a private name
-    (an empty parent, its ``__init__`` not run) and ``kernels`` imported from it: its relative import of
-    ``sla.spec`` then resolves, and no top-level ``kernels`` that another installed package may own is touched.
-    """
-    if __package__ and "." in __package__:
-        from .. import kernels
-        return kernels
-    import importlib
-    import pathlib
-    import sys
-    import types
-    parent = "_sla_pack"
-    if parent not in sys.modules:
-        pack = types.ModuleType(parent)
-        pack.__path__ = [str(pathlib.Path(__file__).resolve().parents[1])]
-        sys.modules[parent] = pack
-    return importlib.import_module(parent + ".kernels")
+    """The pack's ``kernels`` package (imports Triton); ImportError when ``sla`` runs outside the pack."""
+    from .. import kernels
+    return kernels
 
 
 def triton_available(device: torch.device | None = None) -> bool:
@@ -43,6 +26,20 @@ def triton_available(device: torch.device | None = None) -> bool:
     return True
 
 
+def kernel_refusal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: int, block_k: int) -> str | None:
+    """Why the Triton kernel does not serve this (B, L, H, D) call, or None when it does: the one rule behind
+    ``backend='auto'``, for this API and for the ComfyUI patch alike."""
+    if not q.is_cuda:
+        return f"the kernel runs on CUDA devices, these tensors are on {q.device.type}"
+    if not triton_available(q.device):
+        return "Triton is not installed or does not start (install triton, or triton-windows on Windows)"
+    try:
+        _kernels().check_inputs(q, k, v, block_q, block_k)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: float = 0.1,
                             proj_weight: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
                             feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
@@ -52,7 +49,8 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     keep_ratio: share of key blocks each query block attends exactly, (0, 1]. Empty inputs (B = 0 or L = 0) give
     an empty output.
     proj_weight (D, D) / proj_bias (D,): the checkpoint's proj_l (None: training-free block-sparse attention).
-    backend: 'auto' (Triton on CUDA, PyTorch elsewhere), 'triton' or 'torch'.
+    backend: 'auto' (the Triton kernel where :func:`kernel_refusal` finds nothing against it, else the exact
+    PyTorch path), 'triton' (the kernel; a ValueError names what it cannot take) or 'torch'.
     """
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must share one (B, L, H, D) shape, got {tuple(q.shape)}, "
@@ -62,11 +60,7 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     check_choice("backend", backend, BACKENDS)
     if q.numel() == 0:  # B = 0 or L = 0: nothing to attend, on every backend alike
         return torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    if backend == "triton" or (backend == "auto" and q.is_cuda and triton_available(q.device)):
-        kernels = _kernels()
-        # 'auto' falls back to the PyTorch path for what the kernel does not cover (e.g. head size 96);
-        # 'triton' raises a ValueError that names what was found instead.
-        if backend == "triton" or kernels.supports(q, k, v, block_q, block_k):
-            keep = keep_count(num_blocks(q.shape[1], block_k), keep_ratio)
-            return kernels.sla_forward(q, k, v, keep, proj_weight, proj_bias, feature_map, block_q, block_k)
+    if backend == "triton" or (backend == "auto" and kernel_refusal(q, k, v, block_q, block_k) is None):
+        keep = keep_count(num_blocks(q.shape[1], block_k), keep_ratio)
+        return _kernels().sla_forward(q, k, v, keep, proj_weight, proj_bias, feature_map, block_q, block_k)
     return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k)

@@ -311,7 +311,7 @@ def test_same_path_loaded_200_times_while_it_changes_keeps_memory_flat(comfy, tm
         wf.save_safetensors(proj, path)
         os.utime(path, ns=(10 ** 18 + i, 10 ** 18 + i))  # a changed file: new mtime every time
         m = N.SLAWeightsLoader().load(stock, "w.safetensors")[0]
-        wid = m.model_options["transformer_options"]["optimized_attention_override"].sla_runtime.settings.weights_id
+        wid = m.model_options["transformer_options"]["optimized_attention_override"].sla_patch.settings.weights_id
         assert W.get_proj_l(wid, 1, "cpu", torch.float16)[0][0, 0] == i + 1  # the new file's values, device copy
         del m
         gc.collect()
@@ -326,7 +326,7 @@ def test_registry_entry_lives_while_a_clone_or_reconfiguration_refers_to_it(comf
     wf.save_safetensors(proj, tmp_path / "w.safetensors")
     stock = comfy.sd.load_diffusion_model_state_dict(wf.make_wan_state_dict(proj_l=False))
     m = N.SLAWeightsLoader().load(stock, "w.safetensors")[0]
-    wid = m.model_options["transformer_options"]["optimized_attention_override"].sla_runtime.settings.weights_id
+    wid = m.model_options["transformer_options"]["optimized_attention_override"].sla_patch.settings.weights_id
     m2 = N.ApplySLA().apply(m, 0.5, 0.0, 1.0, "", "128", "64", "softmax", 0, "torch", True)[0]
     m3 = m2.clone()
     del m

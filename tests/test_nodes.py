@@ -10,6 +10,7 @@ import wan_factory as wf
 import comfyui_sla
 from comfyui_sla.nodes import sla_nodes as N
 from comfyui_sla.sla.runtime import patch as P
+from comfyui_sla.sla.runtime import stats as R
 
 EXPECTED = {
     "SLADiffusionModelLoader": ("Load SLA Diffusion Model", ["ckpt_name", "weight_dtype"]),
@@ -107,7 +108,7 @@ def apply_node(model, keep=0.3, start=0.0, end=1.0, dense="", bq="128", bk="64",
 
 
 def runtime(model):
-    return model.model_options["transformer_options"]["optimized_attention_override"].sla_runtime
+    return model.model_options["transformer_options"]["optimized_attention_override"].sla_patch
 
 
 def write_turbo(c, name="turbo.pth", proj_l_blocks=None, fmt="pth", **kw):
@@ -129,8 +130,9 @@ def test_loader_builds_native_model_with_sla_at_defaults(comfy, caplog):
     assert not any("proj_l" in k for k in dm.unexpected_keys)   # proj_l popped before ComfyUI's loader
     s = runtime(model).settings
     assert (s.keep_ratio, s.block_q, s.block_k, s.feature_map) == (0.10, 128, 64, "softmax")
-    assert P.weights_blocks(s.weights_id) == (0, 1, 2)
-    w, b = P.get_proj_l(s.weights_id, 1, "cpu")
+    weights = runtime(model).weights
+    assert weights.blocks == (0, 1, 2)
+    w, b = weights.get(1, "cpu")
     torch.testing.assert_close(w, native["blocks.1.self_attn.attn_op.local_attn.proj_l.weight"].float())
     applied = [r.message for r in caplog.records if "SLA applied to WanModel" in r.message]
     assert len(applied) == 1 and "keep 0.10" in applied[0]
@@ -142,7 +144,7 @@ def test_loader_builds_native_model_with_sla_at_defaults(comfy, caplog):
         m2 = apply_node(model, keep=0.5)
     applied = [r.message for r in caplog.records if "SLA applied to WanModel" in r.message]
     assert len(applied) == 1 and "keep 0.50" in applied[0] and "checkpoint defaults" not in applied[0]
-    assert runtime(m2).settings.weights_id == s.weights_id and runtime(m2).settings.keep_ratio == 0.5
+    assert runtime(m2).weights is weights and runtime(m2).settings.keep_ratio == 0.5
     assert runtime(model).settings.keep_ratio == 0.10
     out = sample(comfy, m2)
     assert torch.isfinite(out).all() and runtime(m2).stats.linear_blocks == {0, 1, 2}
@@ -195,12 +197,13 @@ def test_weights_loader_on_stock_model(comfy, caplog):
         m = N.SLAWeightsLoader().load(stock, name)[0]
     assert "optimized_attention_override" not in stock.model_options["transformer_options"]
     s = runtime(m).settings
-    assert P.weights_blocks(s.weights_id) == (0, 2) and s.keep_ratio == 0.10
+    weights = runtime(m).weights
+    assert weights.blocks == (0, 2) and s.keep_ratio == 0.10
     assert any("blocks 1" in r.message or "blocks 1 " in r.message or "1 have none" in r.message
                for r in caplog.records if r.levelno == logging.WARNING)
     configured = apply_node(stock, keep=0.2)          # ApplySLA first, weights after: settings kept
     m2 = N.SLAWeightsLoader().load(configured, name)[0]
-    assert runtime(m2).settings.keep_ratio == 0.2 and runtime(m2).settings.weights_id == s.weights_id
+    assert runtime(m2).settings.keep_ratio == 0.2 and runtime(m2).weights.blocks == weights.blocks
     sample(comfy, m2)
     assert runtime(m2).stats.linear_blocks == {0, 2} and runtime(m2).stats.sparse_only_blocks == {1}
 
@@ -220,7 +223,7 @@ def test_apply_sla_node_on_stock_model_is_training_free(comfy, caplog):
     with caplog.at_level(logging.INFO, logger="comfyui_sla"):
         sample(comfy, m)
     st = runtime(m).stats
-    assert st.sparse == 2 * 2 and st.dense[P.R_DENSE_BLOCK] == 2 and not st.linear_blocks
+    assert st.sparse == 2 * 2 and st.dense[R.R_DENSE_BLOCK] == 2 and not st.linear_blocks
     assert any("not fine-tuned for SLA" in r.message for r in caplog.records)
     off = apply_node(m, enabled=False)
     torch.testing.assert_close(sample(comfy, off), sample(comfy, stock))

@@ -1,5 +1,5 @@
 """The attention override on its own (no ComfyUI): routing, numerics against sla_torch, chaining, fallback,
-settings parsing and the proj_l registry."""
+settings parsing and the proj_l weights."""
 import logging
 
 import pytest
@@ -8,7 +8,10 @@ import torch
 from comfyui_sla.sla.reference import sla_torch
 from comfyui_sla.sla.runtime import patch as P
 from comfyui_sla.sla.runtime import sparse_call as SC
-from comfyui_sla.sla.runtime.runtime import SLARuntime
+from comfyui_sla.sla.runtime import stats as R
+from comfyui_sla.sla.families import WAN
+from comfyui_sla.sla.runtime.sla_patch import SLAPatch
+from comfyui_sla.sla.runtime.weights import ProjLWeights
 from comfyui_sla.sla.runtime.settings import SLASettings, format_blocks, parse_dense_blocks
 
 B, L, H, D = 2, 200, 2, 128   # L is ragged for both 128- and 64-token blocks
@@ -47,6 +50,11 @@ def call(override, q, k, v, heads=H, block=0, sigma=None, mask=None, **extra):
     if mask is not None:
         kwargs["mask"] = mask
     return override(dense_attention, q, k, v, **kwargs)
+
+
+def make_override(settings: SLASettings, weights=None, previous=None):
+    """The override of a fresh Wan patch (what apply_sla installs), its patch as ``.sla_patch``."""
+    return P.make_attention_override(SLAPatch(WAN, settings, ProjLWeights(weights) if weights else None, previous))
 
 
 def expected_sla(q, k, v, s: SLASettings, w=None, b=None):
@@ -93,9 +101,8 @@ def test_settings_validation():
 # --------------------------------------------------------------------------------------------- numerics
 
 def test_self_attention_matches_sla_torch_with_block_proj_l():
-    wid = P.register_proj_l(proj_l([0, 1, 2]))
-    s = SLASettings(keep_ratio=0.3, min_tokens=0, weights_id=wid, backend="torch")
-    ov = P.make_attention_override(s)
+    s = SLASettings(keep_ratio=0.3, min_tokens=0, backend="torch")
+    ov = make_override(s, proj_l([0, 1, 2]))
     q, k, v = qkv()
     for block in (0, 2):
         w, b = proj_l([0, 1, 2])[block]
@@ -103,7 +110,7 @@ def test_self_attention_matches_sla_torch_with_block_proj_l():
         torch.testing.assert_close(out, expected_sla(q, k, v, s, w, b), rtol=1e-5, atol=1e-5)
         # and the proj_l really matters: without it the output differs
         assert not torch.allclose(out, expected_sla(q, k, v, s))
-    st = ov.sla_runtime.stats
+    st = ov.sla_patch.stats
     assert st.sparse == 2 and dense_attention.calls == 0
     assert st.linear_blocks == {0, 2}
     nk = -(-L // 64)
@@ -113,18 +120,17 @@ def test_self_attention_matches_sla_torch_with_block_proj_l():
 def test_training_free_without_weights_and_block_without_proj_l(caplog):
     q, k, v = qkv()
     s = SLASettings(keep_ratio=0.5, min_tokens=0, feature_map="elu", block_q=64)
-    ov = P.make_attention_override(s)
+    ov = make_override(s)
     with caplog.at_level(logging.INFO, logger="comfyui_sla"):
         out1 = call(ov, q, k, v, block=None)  # no block index needed without weights / dense_blocks
         call(ov, q, k, v, block=1)
     torch.testing.assert_close(out1, expected_sla(q, k, v, s), rtol=1e-5, atol=1e-5)
     assert sum("not fine-tuned for SLA" in r.message for r in caplog.records) == 1
 
-    wid = P.register_proj_l(proj_l([0]))  # block 1 has no proj_l -> block-sparse only there
-    s2 = SLASettings(keep_ratio=0.5, min_tokens=0, weights_id=wid)
-    ov2 = P.make_attention_override(s2)
+    s2 = SLASettings(keep_ratio=0.5, min_tokens=0)
+    ov2 = make_override(s2, proj_l([0]))  # block 1 has no proj_l -> block-sparse only there
     torch.testing.assert_close(call(ov2, q, k, v, block=1), expected_sla(q, k, v, s2), rtol=1e-5, atol=1e-5)
-    assert ov2.sla_runtime.stats.sparse_only_blocks == {1}
+    assert ov2.sla_patch.stats.sparse_only_blocks == {1}
 
 
 def test_all_zero_proj_l_skips_the_linear_branch(monkeypatch):
@@ -132,7 +138,6 @@ def test_all_zero_proj_l_skips_the_linear_branch(monkeypatch):
     q, k, v = qkv()
     pl = proj_l([0, 1])
     pl[1] = (torch.zeros(D, D), torch.zeros(D))
-    wid = P.register_proj_l(pl)
     seen = []
     real = SC.sparse_linear_attention
 
@@ -141,28 +146,28 @@ def test_all_zero_proj_l_skips_the_linear_branch(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(SC, "sparse_linear_attention", spy)
-    s = SLASettings(keep_ratio=0.5, min_tokens=0, weights_id=wid)
-    ov = P.make_attention_override(s)
+    s = SLASettings(keep_ratio=0.5, min_tokens=0)
+    ov = make_override(s, pl)
     out0, out1 = call(ov, q, k, v, block=0), call(ov, q, k, v, block=1)
     assert seen == [True, False]
     torch.testing.assert_close(out0, expected_sla(q, k, v, s, *pl[0]), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out1, expected_sla(q, k, v, s, *pl[1]), rtol=1e-5, atol=1e-5)
-    assert ov.sla_runtime.stats.linear_blocks == {0} and ov.sla_runtime.stats.sparse_only_blocks == {1}
+    assert ov.sla_patch.stats.linear_blocks == {0} and ov.sla_patch.stats.sparse_only_blocks == {1}
 
 
 def test_keep_one_is_dense_attention():
     """keep 1.0 without proj_l is exact softmax attention: SLA equals the dense function."""
     q, k, v = qkv()
-    ov = P.make_attention_override(SLASettings(keep_ratio=1.0, min_tokens=0))
+    ov = make_override(SLASettings(keep_ratio=1.0, min_tokens=0))
     torch.testing.assert_close(call(ov, q, k, v), dense_attention(q, k, v, H), rtol=1e-4, atol=1e-5)
 
 
 def test_bf16_input_keeps_dtype():
     q, k, v = qkv(dtype=torch.bfloat16)
-    ov = P.make_attention_override(SLASettings(min_tokens=0))
+    ov = make_override(SLASettings(min_tokens=0))
     out = call(ov, q, k, v)
     assert out.dtype == torch.bfloat16 and out.shape == q.shape and torch.isfinite(out.float()).all()
-    assert ov.sla_runtime.stats.sparse == 1
+    assert ov.sla_patch.stats.sparse == 1
 
 
 # --------------------------------------------------------------------------------------------- routing
@@ -170,41 +175,41 @@ def test_bf16_input_keeps_dtype():
 def test_cross_attention_and_mask_go_dense():
     q, _, _ = qkv()
     _, kc, vc = qkv(length=77)
-    ov = P.make_attention_override(SLASettings(min_tokens=0))
+    ov = make_override(SLASettings(min_tokens=0))
     torch.testing.assert_close(call(ov, q, kc, vc), dense_attention(q, kc, vc, H))
     q, k, v = qkv()
     mask = torch.zeros(L, L)
     call(ov, q, k, v, mask=mask)
     call(ov, q, k, v, skip_reshape=True)
-    st = ov.sla_runtime.stats
-    assert st.sparse == 0 and st.dense == {P.R_CROSS: 1, P.R_MASK: 1, P.R_LAYOUT: 1}
+    st = ov.sla_patch.stats
+    assert st.sparse == 0 and st.dense == {R.R_CROSS: 1, R.R_MASK: 1, R.R_LAYOUT: 1}
     assert st.self_dense == 0   # none of these is self-attention SLA declined
 
 
 @pytest.mark.parametrize("settings,kw,reason", [
-    (dict(min_tokens=L + 1), {}, P.R_SHORT),
-    (dict(enabled=False), {}, P.R_DISABLED),
-    (dict(dense_blocks="0, 3-4"), dict(block=3), P.R_DENSE_BLOCK),
-    (dict(dense_blocks="0"), dict(block=None), P.R_NO_INDEX),
+    (dict(min_tokens=L + 1), {}, R.R_SHORT),
+    (dict(enabled=False), {}, R.R_DISABLED),
+    (dict(dense_blocks="0, 3-4"), dict(block=3), R.R_DENSE_BLOCK),
+    (dict(dense_blocks="0"), dict(block=None), R.R_NO_INDEX),
 ])
 def test_dense_routes(settings, kw, reason):
     q, k, v = qkv()
-    ov = P.make_attention_override(SLASettings(**{"min_tokens": 0, **settings}))
+    ov = make_override(SLASettings(**{"min_tokens": 0, **settings}))
     out = call(ov, q, k, v, **kw)
     torch.testing.assert_close(out, dense_attention(q, k, v, H))
-    assert ov.sla_runtime.stats.dense == {reason: 1} and ov.sla_runtime.stats.sparse == 0
+    assert ov.sla_patch.stats.dense == {reason: 1} and ov.sla_patch.stats.sparse == 0
 
 
 def test_dense_blocks_only_affect_listed_blocks():
     q, k, v = qkv()
-    ov = P.make_attention_override(SLASettings(min_tokens=0, dense_blocks="1"))
+    ov = make_override(SLASettings(min_tokens=0, dense_blocks="1"))
     for blk in range(3):
         call(ov, q, k, v, block=blk)
-    assert ov.sla_runtime.stats.sparse == 2 and ov.sla_runtime.stats.dense == {P.R_DENSE_BLOCK: 1}
+    assert ov.sla_patch.stats.sparse == 2 and ov.sla_patch.stats.dense == {R.R_DENSE_BLOCK: 1}
 
 
 def test_head_size_and_dtype_fallback(caplog):
-    ov = P.make_attention_override(SLASettings(min_tokens=0))
+    ov = make_override(SLASettings(min_tokens=0))
     q, k, v = qkv(heads=4, d=24)
     call(ov, q, k, v, heads=4)
     q, k, v = qkv(dtype=torch.float64)
@@ -212,18 +217,18 @@ def test_head_size_and_dtype_fallback(caplog):
         for _ in range(3):
             out = call(ov, q, k, v)
     assert out.dtype == torch.float64
-    assert ov.sla_runtime.stats.dense == {P.R_HEAD: 1, P.R_DEVICE: 3}
+    assert ov.sla_patch.stats.dense == {R.R_HEAD: 1, R.R_DEVICE: 3}
     assert sum("unsupported device/dtype" in r.message for r in caplog.records) == 1
 
 
 def test_sigma_window():
     q, k, v = qkv()
-    rt = SLARuntime(SLASettings(min_tokens=0, start_percent=0.2, end_percent=0.6))
-    rt.set_sigma_window(0.8, 0.4)   # what percent_to_sigma gives on a shift-1 flow schedule
-    ov = P.make_attention_override(rt.settings, None, rt)
+    ov = make_override(SLASettings(min_tokens=0, start_percent=0.2, end_percent=0.6))
+    rt = ov.sla_patch
+    rt.begin_run(window=(0.8, 0.4))   # what percent_to_sigma gives on a shift-1 flow schedule
     for sigma in (1.0, 0.8, 0.6, 0.4, 0.2):
         call(ov, q, k, v, sigma=sigma)
-    assert rt.stats.sparse == 3 and rt.stats.dense == {P.R_WINDOW: 2}
+    assert rt.stats.sparse == 3 and rt.stats.dense == {R.R_WINDOW: 2}
 
 
 def test_previous_override_gets_what_sla_does_not_take():
@@ -234,14 +239,14 @@ def test_previous_override_gets_what_sla_does_not_take():
         assert kwargs["transformer_options"] is not None and kwargs["heads"] == H
         return func(*args, **kwargs) * 2
 
-    ov = P.make_attention_override(SLASettings(min_tokens=0), previous)
+    ov = make_override(SLASettings(min_tokens=0), previous=previous)
     q, k, v = qkv()
     _, kc, vc = qkv(length=77)
     out_cross = call(ov, q, kc, vc)
     torch.testing.assert_close(out_cross, 2 * dense_attention(q, kc, vc, H))
     call(ov, q, k, v)   # self-attention: SLA, previous not called
     assert seen == [77]
-    assert ov.sla_previous is previous and P.is_sla_override(ov)
+    assert ov.sla_patch.previous is previous and P.is_sla_override(ov)
 
 
 def test_error_falls_back_to_dense_logged_once(monkeypatch, caplog):
@@ -252,7 +257,7 @@ def test_error_falls_back_to_dense_logged_once(monkeypatch, caplog):
         raise RuntimeError("kernel exploded")
 
     monkeypatch.setattr(SC, "sparse_linear_attention", boom)
-    ov = P.make_attention_override(SLASettings(min_tokens=0))
+    ov = make_override(SLASettings(min_tokens=0))
     q, k, v = qkv()
     with caplog.at_level(logging.WARNING, logger="comfyui_sla"):
         outs = [call(ov, q, k, v) for _ in range(3)]
@@ -260,7 +265,7 @@ def test_error_falls_back_to_dense_logged_once(monkeypatch, caplog):
         torch.testing.assert_close(out, dense_attention(q, k, v, H))
     msgs = [r.message for r in caplog.records if "kernel exploded" in r.message]
     assert len(msgs) == 1
-    assert ov.sla_runtime.stats.dense == {P.R_ERROR: 3}
+    assert ov.sla_patch.stats.dense == {R.R_ERROR: 3}
     assert len(attempts) == 1   # the failing shape is not retried on every call
     q2, k2, v2 = qkv(length=L + 64)
     call(ov, q2, k2, v2)        # another shape still gets its own try
@@ -269,8 +274,8 @@ def test_error_falls_back_to_dense_logged_once(monkeypatch, caplog):
 
 def test_unusable_transformer_options_fall_back_to_dense(caplog):
     # Another node's odd block_index (or sigmas) must not crash sampling: the call runs dense, logged once.
-    ov = P.make_attention_override(SLASettings(min_tokens=0, dense_blocks="1", start_percent=0.5))
-    ov.sla_runtime.set_sigma_window(0.5, 0.0)
+    ov = make_override(SLASettings(min_tokens=0, dense_blocks="1", start_percent=0.5))
+    ov.sla_patch.begin_run(window=(0.5, 0.0))
     q, k, v = qkv()
     with caplog.at_level(logging.WARNING, logger="comfyui_sla"):
         out = call(ov, q, k, v, block="first")
@@ -278,13 +283,13 @@ def test_unusable_transformer_options_fall_back_to_dense(caplog):
                                                                          "sigmas": torch.tensor([])})
     torch.testing.assert_close(out, dense_attention(q, k, v, H))
     torch.testing.assert_close(out2, dense_attention(q, k, v, H))
-    assert ov.sla_runtime.stats.dense == {P.R_ERROR: 2}
+    assert ov.sla_patch.stats.dense == {R.R_ERROR: 2}
     assert any("failed" in r.message for r in caplog.records)
 
 
 def test_run_wrapper_logs_summary_and_warns_when_never_called(caplog):
-    rt = SLARuntime(SLASettings(min_tokens=0, keep_ratio=0.25))
-    ov = P.make_attention_override(rt.settings, None, rt)
+    ov = make_override(SLASettings(min_tokens=0, keep_ratio=0.25))
+    rt = ov.sla_patch
     q, k, v = qkv()
 
     class Executor:
@@ -312,7 +317,7 @@ def test_run_wrapper_logs_summary_and_warns_when_never_called(caplog):
 
 
 def test_run_interrupted_before_any_call_does_not_warn(caplog):
-    rt = SLARuntime(SLASettings(min_tokens=0))
+    rt = make_override(SLASettings(min_tokens=0)).sla_patch
     wrapper = P.make_run_wrapper(rt)
 
     def cancelled(*a, **kw):
@@ -323,32 +328,27 @@ def test_run_interrupted_before_any_call_does_not_warn(caplog):
             wrapper(cancelled)
         wrapper(lambda *a, **kw: None)   # a finished run that never reached attention still warns
     warn = [r for r in caplog.records if "never went through it" in r.message]
-    assert len(warn) == 1 and rt.run_depth == 0
+    assert len(warn) == 1 and rt._depth == 0
 
 
-# --------------------------------------------------------------------------------------------- registry
+# --------------------------------------------------------------------------------------------- proj_l weights
 
-def test_registry_dedupes_by_source_and_caches_device_copies():
+def test_weights_cache_device_copies_and_know_their_blocks():
     pl = proj_l([0, 1])
-    a = P.register_proj_l(pl, source="file-a|1|2")
-    b = P.register_proj_l(pl, source="file-a|1|2")
-    c = P.register_proj_l(pl, source="file-b|1|2")
-    assert a == b != c
-    assert P.weights_blocks(a) == (0, 1) and P.weights_head_dim(a) == D
-    w1, _ = P.get_proj_l(a, 1, "cpu")
-    w2, _ = P.get_proj_l(a, 1, "cpu")
-    assert w1 is w2 and w1.dtype == torch.float32
-    assert P.get_proj_l(a, 7, "cpu") is None and P.get_proj_l(None, 0, "cpu") is None
-    P.unregister_proj_l(c)
-    assert not P.has_weights(c)
+    w = ProjLWeights(pl, "file-a")
+    assert w.blocks == (0, 1) and w.head_dim == D
+    w1, _ = w.get(1, "cpu")
+    w2, _ = w.get(1, "cpu")
+    assert w1 is w2   # one copy per device/dtype
+    assert w.get(7, "cpu") is None
 
 
-@pytest.mark.parametrize("bad", [{0: (torch.zeros(128, 64), None)},
-                                 {0: (torch.zeros(128, 128), torch.zeros(64))},
-                                 {0: (torch.zeros(128, 128), None), 1: (torch.zeros(64, 64), None)}, {}])
-def test_registry_rejects_bad_shapes(bad):
+@pytest.mark.parametrize("bad", [{}, {0: (torch.zeros(4, 5), None)},
+                                 {0: (torch.zeros(4, 4), None), 1: (torch.zeros(8, 8), None)},
+                                 {0: (torch.zeros(4, 4), torch.zeros(3))}])
+def test_weights_reject_bad_shapes(bad):
     with pytest.raises(ValueError):
-        P.register_proj_l(bad)
+        ProjLWeights(bad)
 
 
 def test_block_index_patch_sets_index_and_chains():

@@ -7,6 +7,8 @@ import torch
 
 import stubs
 from comfyui_sla.sla.runtime import patch as P
+from comfyui_sla.sla.runtime import stats as R
+from comfyui_sla.sla.runtime.weights import ProjLWeights
 from comfyui_sla.sla.runtime.settings import SLASettings
 
 TOKENS, CTX, DIM = 300, 20, 256
@@ -41,7 +43,7 @@ def sample(c, model, steps=4, seed=0):
 
 
 def runtime(model):
-    return model.model_options["transformer_options"]["optimized_attention_override"].sla_runtime
+    return model.model_options["transformer_options"]["optimized_attention_override"].sla_patch
 
 
 def weights(blocks=(0, 1, 2), scale=0.05, seed=3):
@@ -74,23 +76,23 @@ def test_keep_one_without_proj_l_equals_unpatched_model(comfy, legacy):
 @pytest.mark.parametrize("legacy", [False, True])
 def test_block_index_drives_proj_l_and_dense_blocks(comfy, legacy, caplog):
     base = make_model(comfy, legacy)
-    wid = P.register_proj_l(weights())
-    m = comfy.bridge.apply_sla(base, SLASettings(min_tokens=0, keep_ratio=0.4, dense_blocks="1", weights_id=wid))
+    m = comfy.bridge.apply_sla(base, SLASettings(min_tokens=0, keep_ratio=0.4, dense_blocks="1"),
+                               weights=ProjLWeights(weights()))
     with caplog.at_level(logging.INFO, logger="comfyui_sla"):
         sample(comfy, m)
     st = runtime(m).stats
     assert st.linear_blocks == {0, 2} and st.sparse == 4 * 2
-    assert st.dense[P.R_DENSE_BLOCK] == 4 and st.dense[P.R_CROSS] == 4 * 3 and P.R_NO_INDEX not in st.dense
+    assert st.dense[R.R_DENSE_BLOCK] == 4 and st.dense[R.R_CROSS] == 4 * 3 and R.R_NO_INDEX not in st.dense
     line = [r.message for r in caplog.records if r.message.startswith("SLA run:")]
     assert len(line) == 1 and "linear branch (proj_l) on blocks 0, 2" in line[0] and "dense_blocks 4" in line[0]
 
 
 def test_proj_l_changes_the_result(comfy):
     base = make_model(comfy)
-    zero = P.register_proj_l({i: (torch.zeros(128, 128), torch.zeros(128)) for i in range(3)})
-    nonzero = P.register_proj_l(weights(scale=0.5))
-    a = sample(comfy, comfy.bridge.apply_sla(base, SLASettings(min_tokens=0, keep_ratio=1.0, weights_id=zero)))
-    b = sample(comfy, comfy.bridge.apply_sla(base, SLASettings(min_tokens=0, keep_ratio=1.0, weights_id=nonzero)))
+    zero = ProjLWeights({i: (torch.zeros(128, 128), torch.zeros(128)) for i in range(3)})
+    nonzero = ProjLWeights(weights(scale=0.5))
+    a = sample(comfy, comfy.bridge.apply_sla(base, SLASettings(min_tokens=0, keep_ratio=1.0), weights=zero))
+    b = sample(comfy, comfy.bridge.apply_sla(base, SLASettings(min_tokens=0, keep_ratio=1.0), weights=nonzero))
     torch.testing.assert_close(a, sample(comfy, base), rtol=1e-4, atol=1e-4)
     assert (a - b).abs().max() > 1e-3
 
@@ -121,7 +123,7 @@ def test_existing_override_is_chained_not_stacked(comfy):
     m1 = comfy.bridge.apply_sla(base, SLASettings(min_tokens=0))
     m2 = comfy.bridge.apply_sla(m1, SLASettings(min_tokens=0, keep_ratio=0.5))  # re-configure
     ov = m2.model_options["transformer_options"]["optimized_attention_override"]
-    assert ov.sla_previous is other_pack
+    assert ov.sla_patch.previous is other_pack
     sample(comfy, m2, steps=1)
     assert seen == [CTX] * 3   # cross-attention of each block, self-attention taken by SLA
     assert len(m2.get_wrappers("outer_sample", comfy.bridge.WRAPPER_KEY)) == 1
@@ -147,7 +149,9 @@ def test_warning_when_patch_never_invoked(comfy, caplog):
     m.model_options["transformer_options"]["optimized_attention_override"] = lambda func, *a, **k: func(*a, **k)
     with caplog.at_level(logging.INFO, logger="comfyui_sla"):
         sample(comfy, m, steps=1)
-    assert any(r.levelno == logging.WARNING and "never went through it" in r.message for r in caplog.records)
+    # the replacing override is named in the run report instead of a silent dense run
+    assert any(r.levelno == logging.WARNING and "SLA did not run" in r.message and "replaced its attention" in
+               r.message and "<lambda>" in r.message for r in caplog.records)
 
 
 def test_warning_when_everything_ran_dense(comfy, caplog):
@@ -171,15 +175,15 @@ def test_half_outside_the_window_is_info_not_warning(comfy, caplog):
 def test_window_follows_model_sampling_patched_after_apply(comfy):
     from comfy.model_sampling import ModelSamplingDiscreteFlow
     m = comfy.bridge.apply_sla(make_model(comfy), SLASettings(min_tokens=0, start_percent=0.0, end_percent=0.5))
-    assert runtime(m).sigma_window == pytest.approx((999999999.9, 0.5))
+    assert runtime(m).window == pytest.approx((999999999.9, 0.5))
     shifted = m.clone()   # ModelSamplingSD3(shift=5) after ApplySLA
     ms = ModelSamplingDiscreteFlow(shift=5.0)
     shifted.add_object_patch("model_sampling", ms)
     sample(comfy, shifted, steps=4)
     lo = ms.percent_to_sigma(0.5)
-    assert runtime(shifted).sigma_window[1] == pytest.approx(lo)
+    assert runtime(shifted).run.window[1] == pytest.approx(lo)
     # sigmas 1.0, 0.75, 0.5, 0.25 against 0.833: one step in the window, three dense (x 3 blocks)
-    assert runtime(shifted).stats.sparse == 3 and runtime(shifted).stats.dense[P.R_WINDOW] == 9
+    assert runtime(shifted).stats.sparse == 3 and runtime(shifted).stats.dense[R.R_WINDOW] == 9
 
 
 def test_non_wan_model_is_rejected(comfy):

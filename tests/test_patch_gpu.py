@@ -26,7 +26,7 @@ def test_override_triton_matches_torch_on_cuda(length, heads, block_q):
     ov_t = P.make_attention_override(base.replace(backend="auto"))
     ov_c = P.make_attention_override(base.replace(backend="torch"))
     out_t, out_c = _call(ov_t, q, k, v, heads), _call(ov_c, q, k, v, heads)
-    assert ov_t.sla_runtime.stats.backends == {"triton": 1} and ov_c.sla_runtime.stats.backends == {"torch": 1}
+    assert ov_t.sla_patch.stats.backends == {"triton": 1} and ov_c.sla_patch.stats.backends == {"torch": 1}
     assert out_t.shape == q.shape and out_t.dtype == torch.bfloat16
     err = (out_t.float() - out_c.float()).abs().max().item()
     assert err < 3e-2, err
@@ -47,7 +47,7 @@ def test_run_report_times_attention_with_cuda_events():
     q, k, v = (torch.randn(1, length, heads * 128, device="cuda", generator=g).bfloat16() for _ in range(3))
     wid = P.register_proj_l({i: (torch.randn(128, 128) * 0.05, torch.randn(128) * 0.05) for i in range(blocks)})
     ov = P.make_attention_override(SLASettings(keep_ratio=0.10, min_tokens=0, weights_id=wid))
-    rt, sent = ov.sla_runtime, []
+    rt, sent = ov.sla_patch, []
     rt.report = sent.append
     rt.begin_run()
     sigma = torch.tensor([0.9], device="cuda")

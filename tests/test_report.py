@@ -40,13 +40,12 @@ def test_bad_schedule_names_the_token(text, token):
 
 
 def test_step_counter_continues_a_split_schedule():
-    c = S.StepCounter()
-    c.begin([1.0, 0.9, 0.8, 0.5, 0.0])
+    c = S.StepCounter([1.0, 0.9, 0.8, 0.5, 0.0])
     assert [c.step(x) for x in (1.0, 0.9, 0.85, 0.5)] == [0, 1, 1, 3]  # an intermediate sigma stays on its step
-    c.begin([1.0, 0.9, 0.8])      # a first half: steps 0-1 ...
-    c.begin([0.8, 0.5, 0.0])      # ... and the second half starting where it ended: steps 2-3
+    c = S.StepCounter([1.0, 0.9, 0.8])      # a first half: steps 0-1 ...
+    c = S.StepCounter([0.8, 0.5, 0.0])      # ... and the second half starting where it ended: steps 2-3
     assert [c.step(x) for x in (0.8, 0.5)] == [2, 3]
-    c.begin([1.0, 0.5, 0.0])      # a fresh run starts at 0 again
+    c = S.StepCounter([1.0, 0.5, 0.0])      # a fresh run starts at 0 again
     assert c.step(1.0) == 0
 
 
@@ -101,7 +100,7 @@ def sample(c, model, sigmas=None, seed=0):
 
 
 def runtime(model):
-    return model.model_options["transformer_options"]["optimized_attention_override"].sla_runtime
+    return model.model_options["transformer_options"]["optimized_attention_override"].sla_patch
 
 
 def test_per_step_schedule_and_report_reach_the_node(comfy):
@@ -164,11 +163,13 @@ def test_attention_map_mask_pixels_equal_the_sla_mask(comfy):
                                node_id="2")
     untouched = comfy.bridge.apply_sla(make_model(comfy), SLASettings(min_tokens=0))
     sample(comfy, untouched)
-    assert runtime(untouched).capture is None          # nothing armed: nothing captured
+    assert runtime(untouched).run.captures is None and not runtime(untouched).captures  # nothing armed
     assert SLAAttentionMap.VALIDATE_INPUTS(block=1, head=1, step=2, unique_id="9") is True   # arms
     sample(comfy, m)
+    cap = runtime(m).captures["9"]
+    assert cap.q.device.type == "cpu"  # kept on the CPU until drawn
     image, grid = SLAAttentionMap().draw(m, {"samples": None}, 1, 1, 2, unique_id="9")
-    cap = capture.result("9", runtime(m).uid)
+    assert "9" not in runtime(m).captures and capture.armed_count() == 0  # drawn: freed and disarmed
     assert cap.sparse and cap.keep == 0.4 and tuple(cap.q.shape) == (1, TOKENS, 1, DIM // 2)
     mask = block_mask(cap.q, cap.k, cap.keep, 128, 64)[0, 0]
     assert mask.shape == (3, 5) and mask.sum(-1).tolist() == [2, 2, 2]

@@ -1,47 +1,103 @@
-"""The two torch custom ops through which a patched model's attention calls reach the SLA runtime.
+"""The torch custom ops through which a compiled patched model reaches its SLA patch, and the call-site table.
 
-``torch.compile`` sees each as one opaque call, so everything that changes between calls (the sigma window, the
-counters, proj_l, dense fallback after an error) is read inside them at run time and never becomes a dynamo guard
-(docs/RUNTIME.md). The runtime is found through ``token``, a one-element CPU int64 tensor that is an ordinary
-graph input: two clones with different settings share a compiled graph and still each reach their own runtime,
-also where ComfyUI's TorchCompileModel drops the guards on ``transformer_options``.
+``torch.compile`` sees each op as one opaque call, so everything that changes between calls (the sigma window,
+the counters, the keep schedule, dense fallback after an error) is read inside it at run time and never becomes a
+dynamo guard (docs/RUNTIME.md). The patch is found through ``token``, a one-element CPU int64 tensor that is an
+ordinary graph input: two clones with different settings share a compiled graph and still each reach their own
+patch, also where ComfyUI's TorchCompileModel drops the guards on ``transformer_options``.
 
-* ``comfyui_sla::self_attention(q, k, v, token, heads, block, sigmas) -> out``: q, k, v [B, L, H*D] of one
-  shape; runs SLA or the runtime's dense path; returns a contiguous [B, L, H*D] tensor in q's dtype.
+* ``comfyui_sla::self_attention(q, k, v, token, heads, block, sigmas, site) -> out``: one self-attention call
+  (q, k, v as ComfyUI passed them); runs SLA, or hands the call to the previous override / ComfyUI's attention,
+  rebuilt from call site ``site``; returns a fresh contiguous tensor in q's dtype.
 * ``comfyui_sla::note_call(token, reason)``: counts a call left to the previous/dense attention (cross-attention,
-  masked, other layouts, unreadable); it declares ``token`` mutated only so that no compiler removes it.
+  masked, other layouts); it declares ``token`` mutated only so that no compiler removes it.
+
+A call site (:func:`call_site`) is what the tracer saw constant about one attention call: ComfyUI's attention
+function, the positional and keyword arguments that are not tensors, and the scalar entries of
+``transformer_options`` (block_index, total_blocks, ...). It is interned while tracing, so the compiled graph
+carries only its number.
 """
 from __future__ import annotations
 
-import sys
-import types
+import itertools
+import threading
 import weakref
 from typing import Optional
 
 import torch
 
-# The pack may be imported under several module names in one process (ComfyUI, tests); the ops are registered
-# once, so the token -> runtime table they read must be one table per process, not one per module copy.
-_SHARED = sys.modules.setdefault("_comfyui_sla_runtimes", types.ModuleType("_comfyui_sla_runtimes"))
-if not hasattr(_SHARED, "table"):
-    _SHARED.table = weakref.WeakValueDictionary()
-    _SHARED.next_token = 1
 _NS = "comfyui_sla"
+_patches: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+_tokens = itertools.count(1)
 
 
-def new_token(runtime) -> torch.Tensor:
-    """Register ``runtime`` (weakly: it lives as long as the model that holds its override) under a new token."""
-    token = _SHARED.next_token
-    _SHARED.next_token += 1
-    _SHARED.table[token] = runtime
+def new_token(patch) -> torch.Tensor:
+    """Register ``patch`` (weakly: it lives as long as the models that hold its override) under a new token."""
+    token = next(_tokens)
+    _patches[token] = patch
     return torch.tensor([token], dtype=torch.int64)
 
 
-def runtime_of(token: torch.Tensor):
-    """The runtime registered under ``token`` (raises KeyError when its model is gone)."""
-    return _SHARED.table[int(token[0])]
+def patch_of(token: torch.Tensor):
+    """The patch registered under ``token`` (KeyError when its model is gone)."""
+    return _patches[int(token[0])]
 
 
+# -- call sites ------------------------------------------------------------------------------------------------
+_sites: list = []
+_sites_lock = threading.Lock()
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _constant(value) -> bool:
+    if isinstance(value, _SCALARS):
+        return True
+    return isinstance(value, tuple) and all(isinstance(x, _SCALARS) for x in value)
+
+
+@torch._dynamo.assume_constant_result
+def _intern(record) -> int:
+    with _sites_lock:
+        for i, known in enumerate(_sites):
+            if known == record:
+                return i
+        _sites.append(record)
+        return len(_sites) - 1
+
+
+def call_site(func, args, kwargs) -> int:
+    """Number of the call site of ``func(*args, **kwargs)`` (interned while tracing: a constant of the graph).
+
+    The record: (func, ((index, value) of the non-tensor positional args), (number of positional args),
+    ((name, value) of the non-tensor kwargs but transformer_options), ((key, value) of transformer_options' scalar
+    entries) or None when the call had no transformer_options).
+    """
+    to = kwargs.get("transformer_options")
+    record = (func, len(args),
+              tuple((i, a) for i, a in enumerate(args) if not torch.is_tensor(a)),
+              tuple((n, v) for n, v in kwargs.items() if n != "transformer_options"),
+              None if not isinstance(to, dict) else
+              tuple((key, v if not isinstance(v, torch.Size) else tuple(v)) for key, v in to.items()
+                    if _constant(v) or isinstance(v, torch.Size)))
+    return _intern(record)
+
+
+def rebuild_call(site: int, q, k, v, options: Optional[dict]):
+    """(func, args, kwargs) of call site ``site`` with tensors q, k, v, its transformer_options being ``options``
+    (the model call's, or empty) updated with the scalar entries the tracer saw for this call."""
+    func, n_args, fixed_args, fixed_kwargs, scalars = _sites[site]
+    args = [q, k, v] + [None] * (n_args - 3)
+    for i, a in fixed_args:
+        args[i] = a
+    kwargs = dict(fixed_kwargs)
+    if scalars is not None:
+        to = dict(options or {})
+        to.update(scalars)
+        kwargs["transformer_options"] = to
+    return func, tuple(args[:n_args]), kwargs
+
+
+# -- the ops -----------------------------------------------------------------------------------------------------
 def _existing(name: str):
     try:
         return getattr(getattr(torch.ops, _NS), name)
@@ -51,16 +107,16 @@ def _existing(name: str):
 
 def _register_self_attention():
     op = _existing("self_attention")
-    if op is not None:
+    if op is not None:  # a module reload (tests): the op is the process's, its body finds this module's table
         return op
 
     @torch.library.custom_op(f"{_NS}::self_attention", mutates_args=())
     def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, token: torch.Tensor, heads: int,
-                       block: int, sigmas: Optional[torch.Tensor]) -> torch.Tensor:
-        return runtime_of(token).attend(q, k, v, heads, None if block < 0 else block, sigmas)
+                       block: int, sigmas: Optional[torch.Tensor], site: int) -> torch.Tensor:
+        return patch_of(token).attend_compiled(q, k, v, heads, block, sigmas, site)
 
     @self_attention.register_fake
-    def _fake(q, k, v, token, heads, block, sigmas):
+    def _fake(q, k, v, token, heads, block, sigmas, site):
         return torch.empty_like(q, memory_format=torch.contiguous_format)
 
     return self_attention
@@ -73,7 +129,7 @@ def _register_note_call():
 
     @torch.library.custom_op(f"{_NS}::note_call", mutates_args=("token",))
     def note_call(token: torch.Tensor, reason: int) -> None:
-        runtime_of(token).note_pass_through(reason)
+        patch_of(token).note_pass_through_code(reason)
 
     @note_call.register_fake
     def _fake(token, reason):

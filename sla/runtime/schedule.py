@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Optional, Sequence, Tuple
+import threading
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..spec import check_keep_ratio
 
@@ -88,26 +89,28 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-4 * max(1.0, abs(a), abs(b))
 
 
-class StepCounter:
-    """Global step index of a model call from its sigma, across the sampling runs of one process.
+# The end of the last sampling run: (final sigma, global index of its next step). The one record shared across
+# models: a split sampler's second half samples another model (the low-noise expert) and continues the first half's
+# step count. Written once per run, outside any compiled region.
+_last_end: List[Optional[Tuple[float, int]]] = [None]
+_last_end_lock = threading.Lock()
 
-    ``begin(sigmas)`` at the start of a run (its sigma list, last entry the end); ``step(sigma)`` per model call:
-    the index of the last run sigma >= ``sigma`` (so samplers with several model calls per step stay on one
-    step), plus the offset of a continued schedule.
+
+class StepCounter:
+    """Global step index of a model call from its sigma, for one sampling run.
+
+    ``StepCounter(sigmas)`` at the start of a run (its sigma list, last entry the end): a run that starts where the
+    previous run ended continues its step count. ``step(sigma)`` per model call: the index of the last run sigma
+    >= ``sigma`` (so samplers with several model calls per step stay on one step), plus that offset.
     """
 
-    def __init__(self):
-        self.sigmas: Sequence[float] = ()
-        self.offset = 0
-        self._last_end: Optional[Tuple[float, int]] = None  # (final sigma, global index of the next step)
-
-    def begin(self, sigmas: Sequence[float]) -> None:
+    def __init__(self, sigmas: Sequence[float] = ()):
         self.sigmas = [float(s) for s in sigmas]
-        cont = self._last_end
-        # A run that starts where the last one stopped continues its schedule (Wan2.2's second KSamplerAdvanced).
-        self.offset = cont[1] if cont is not None and self.sigmas and _close(self.sigmas[0], cont[0]) else 0
-        if len(self.sigmas) >= 2:
-            self._last_end = (self.sigmas[-1], self.offset + len(self.sigmas) - 1)
+        with _last_end_lock:
+            cont = _last_end[0]
+            self.offset = cont[1] if cont is not None and self.sigmas and _close(self.sigmas[0], cont[0]) else 0
+            if len(self.sigmas) >= 2:
+                _last_end[0] = (self.sigmas[-1], self.offset + len(self.sigmas) - 1)
 
     def step(self, sigma: float) -> int:
         idx = 0

@@ -1,10 +1,8 @@
 """Per-model SLA configuration: a small, immutable, deep-copyable record (no tensors, no ComfyUI import).
 
-An :class:`SLASettings` is what the ``ApplySLA`` node's widgets describe. It lives in the closure of the attention
-override installed on a ``ModelPatcher`` clone, and a plain-dict copy of it is kept in
-``model_options["transformer_options"]["sla"]`` for introspection; the proj_l tensors themselves live in the
-registry of :mod:`.weights`, referenced here only by ``weights_id``. Choices and defaults come from
-:mod:`sla.spec`.
+An :class:`SLASettings` is what the ``ApplySLA`` node's widgets describe. It lives in the model's patch
+(:mod:`.sla_patch`), and a plain-dict copy of it is kept in ``model_options["transformer_options"]["sla"]`` for
+introspection; the proj_l tensors are the patch's too. Choices and defaults come from :mod:`sla.spec`.
 """
 from __future__ import annotations
 
@@ -68,7 +66,6 @@ class SLASettings:
     min_tokens: self-attention calls with fewer tokens run dense.
     backend: 'auto' (Triton on CUDA when available, else PyTorch), 'triton', 'torch'.
     enabled: False routes every call to the previous/dense path (A/B comparisons).
-    weights_id: key of this model's proj_l tensors in :mod:`.weights` (None: training-free).
     keep_schedule: keep ratio per sampling step ('0.3, 0.15, 0.1' or '0.3 -> 0.1', :mod:`.schedule`); empty:
         keep_ratio on every step.
     """
@@ -83,7 +80,6 @@ class SLASettings:
     min_tokens: int = DEFAULT_MIN_TOKENS
     backend: str = "auto"
     enabled: bool = True
-    weights_id: Optional[int] = None
     keep_schedule: str = ""
 
     def __post_init__(self):

@@ -1,67 +1,72 @@
-"""The SLA path of one self-attention call, the part of :meth:`SLARuntime.attend` that runs the sparse kernel.
+"""The SLA path of one self-attention call: proj_l, backend, the kernel, and the call's keep counters.
 
-:func:`sla_call` takes q, k, v as [B, L, H*D] tensors of one shape (fp16, bf16 or fp32, as routed by
-:meth:`SLARuntime._route`), looks up the block's proj_l ([D, D] weight, [D] bias, :mod:`.weights`), picks the
-backend (Triton kernel or exact PyTorch path), calls :func:`sla.functional.sparse_linear_attention` on the
-[B, L, H, D] views at the runtime's keep ratio for this step, and records the keep fraction, backend and block
-kind in the run's counters. It runs inside the custom op (:mod:`.ops`), never in traced code.
+:func:`sla_call` takes q, k, v as (B, L, H, D) views (fp16, bf16 or fp32, as routed by :func:`.route.route`),
+looks up the block's proj_l (:class:`.weights.ProjLWeights`), picks the backend by the one rule of
+:func:`sla.functional.kernel_refusal`, runs :func:`sla.functional.sparse_linear_attention` at the run's keep ratio
+for this step, and records the keep fraction, backend and block kind in the run's counters. It runs eagerly or
+inside the custom op (:mod:`.ops`), never in traced code.
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
-from ..functional import sparse_linear_attention
-from ..spec import KERNEL_HEAD_DIMS, keep_count, num_blocks
+from ..functional import kernel_refusal, sparse_linear_attention
+from ..spec import keep_count, num_blocks
 from .log import log_once
 from .stats import R_PROJ
-from .weights import get_proj_l, has_weights, proj_l_is_zero
 
 if TYPE_CHECKING:
-    from .runtime import SLARuntime
+    from .run import RunState
+    from .sla_patch import SLAPatch
 
 
-def sla_call(rt: SLARuntime, q, k, v, heads, block):
-    """Run SLA on [B, L, H*D] q, k, v; returns [B, L, H*D] in q's dtype, or None with a dense reason."""
-    s = rt.settings
-    b, length, hd = q.shape
-    d = hd // heads
+def pick_backend(patch: "SLAPatch", q4, k4, v4) -> str:
+    """'triton' or 'torch' for this call: 'torch' when asked, else the kernel unless :func:`kernel_refusal` finds a
+    reason (logged once; a warning when 'triton' was asked for)."""
+    s = patch.settings
+    if s.backend == "torch":
+        return "torch"
+    why = kernel_refusal(q4, k4, v4, s.block_q, s.block_k)
+    if why is None:
+        return "triton"
+    log_once(("no-kernel", patch.uid, why), logging.WARNING if s.backend == "triton" else logging.INFO,
+             "SLA: the Triton kernel does not take these calls (%s): using the exact PyTorch path, which is slower",
+             why)
+    return "torch"
+
+
+def sla_call(patch: "SLAPatch", run: "RunState", q4, k4, v4, block: Optional[int]):
+    """SLA on (B, L, H, D) q4, k4, v4; returns ((B, L, H, D) output in q's dtype, None) or (None, dense reason)."""
+    s = patch.settings
+    d = q4.shape[-1]
     proj = None
-    if has_weights(s.weights_id):
-        proj = get_proj_l(s.weights_id, int(block), q.device)
-        if proj is not None and proj[0].shape[0] != d:
-            log_once(("proj-shape", rt.uid), logging.WARNING,
+    weights = patch.weights
+    if weights is not None:
+        if weights.head_dim != d:
+            log_once(("proj-shape", patch.uid), logging.WARNING,
                      "SLA: proj_l is %dx%d but the model's attention head size is %d: self-attention runs dense",
-                     proj[0].shape[0], proj[0].shape[1], d)
+                     weights.head_dim, weights.head_dim, d)
             return None, R_PROJ
-        if proj is not None and proj_l_is_zero(s.weights_id, int(block)):
-            proj = None  # same output, and the kernel skips the linear branch (~7% of its time)
+        if not weights.is_zero(block):  # a zero proj_l adds nothing, and the kernel skips the linear branch
+            proj = weights.get(block, q4.device)
     else:
-        log_once(("training-free", rt.uid), logging.INFO,
+        log_once(("training-free", patch.uid), logging.INFO,
                  "SLA: this model has no SLA (proj_l) weights, it was not fine-tuned for SLA: running "
-                 "training-free block-sparse attention (keep %.2f); raise keep_ratio if quality drops",
-                 rt.keep)
-    backend = rt.resolve_backend(q)
-    if backend == "triton":
-        if d not in KERNEL_HEAD_DIMS:
-            log_once(("triton-head", rt.uid, d), logging.INFO,
-                     "SLA: the Triton kernel takes head sizes %s, this model has %d: using the PyTorch path",
-                     KERNEL_HEAD_DIMS, d)
-            backend = "torch"
-    q4, k4, v4 = (t.unflatten(-1, (heads, d)) for t in (q, k, v))
-    keep_ratio = rt.keep  # keep_ratio, or the keep_schedule's value at this step (set per model call)
+                 "training-free block-sparse attention (keep %.2f); raise keep_ratio if quality drops", run.keep)
+    backend = pick_backend(patch, q4, k4, v4)
+    keep_ratio = run.keep  # keep_ratio, or the keep_schedule's value at this step (set per model call)
     out = sparse_linear_attention(q4, k4, v4, keep_ratio,
                                   None if proj is None else proj[0], None if proj is None else proj[1],
                                   feature_map=s.feature_map, block_q=s.block_q, block_k=s.block_k,
                                   backend=backend)
-    st = rt.stats
-    nk = num_blocks(length, s.block_k)
+    st = run.stats
+    nk = num_blocks(q4.shape[1], s.block_k)
     st.last_keep = keep_count(nk, keep_ratio) / nk
     st.keep_sum += st.last_keep
-    if rt.track_steps:
-        st.note_step_keep(rt.step, st.last_keep)
+    if run.track_steps:
+        st.note_step_keep(run.step, st.last_keep)
     st.backends[backend] += 1
     if block is not None:
         (st.linear_blocks if proj is not None else st.sparse_only_blocks).add(int(block))
-    return out.reshape(b, length, hd), None
-
+    return out, None

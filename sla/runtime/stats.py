@@ -7,13 +7,11 @@ from __future__ import annotations
 import collections
 from typing import Optional
 
+from ..families.base import R_CROSS, R_LAYOUT, R_MASK
 from ..spec import format_blocks
 
 # Reasons a call does not run SLA (keys of RunStats.dense).
 R_DISABLED = "disabled"
-R_CROSS = "cross-attention"
-R_MASK = "mask"
-R_LAYOUT = "layout"
 R_HEAD = "head size"
 R_SHORT = "below min_tokens"
 R_DENSE_BLOCK = "dense_blocks"
@@ -22,6 +20,7 @@ R_NO_INDEX = "no block index"
 R_DEVICE = "device/dtype"
 R_PROJ = "proj_l shape"
 R_ERROR = "error"
+R_REPLACED = "override replaced"
 # Calls that are not SLA's business at all (reported apart from self-attention that went dense).
 PASS_THROUGH = (R_CROSS, R_MASK, R_LAYOUT)
 # Reasons the traced side of the override decides itself, by their index (``comfyui_sla::note_call``'s code).

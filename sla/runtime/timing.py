@@ -10,9 +10,7 @@ carry the dense backend's lazy set-up; a one-off cost of two dense attention cal
 """
 from __future__ import annotations
 
-import sys
 import time
-import types
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -21,12 +19,9 @@ import torch
 # Triton autotuning or a backend's lazy set-up).
 TIME_EVERY = 8
 
-# (device, dtype, shape, heads) -> measured dense ms per call; one table per process (the pack may be imported
-# under several module names, as for ops' runtime table).
-_SHARED = sys.modules.setdefault("_comfyui_sla_timing", types.ModuleType("_comfyui_sla_timing"))
-if not hasattr(_SHARED, "dense_ms"):
-    _SHARED.dense_ms = {}
-DENSE_MS: Dict[tuple, float] = _SHARED.dense_ms
+# (device, dtype, shape) -> measured dense ms per call: a property of the GPU and the shape, not of one model, so
+# one table per process spares every model the extra dense calls of the estimate.
+DENSE_MS: Dict[tuple, float] = {}
 
 
 class Interval:

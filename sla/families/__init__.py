@@ -1,0 +1,25 @@
+"""The model families SLA serves, one module each: what the runtime and the nodes know about a model, as data.
+
+:func:`family_of` recognises a diffusion model's family (raising :class:`UnsupportedModel`, which names the
+supported families, otherwise). A new family is one module here defining a :class:`~.base.ModelFamily`, added to
+:data:`FAMILIES`, plus its tests.
+"""
+from __future__ import annotations
+
+from .base import AttentionCall, ModelFamily, UnsupportedModel
+from .wan import WAN
+
+FAMILIES = (WAN,)
+
+
+def family_of(diffusion_model) -> ModelFamily:
+    """The family of ``diffusion_model`` (a torch module); UnsupportedModel naming what was found otherwise."""
+    for family in FAMILIES:
+        if family.recognise(diffusion_model):
+            return family
+    names = ", ".join(f.description for f in FAMILIES)
+    raise UnsupportedModel(f"SLA supports {names}; this MODEL's diffusion model is "
+                           f"{type(diffusion_model).__name__ if diffusion_model is not None else 'missing'}")
+
+
+__all__ = ["FAMILIES", "AttentionCall", "ModelFamily", "UnsupportedModel", "family_of"]

@@ -1,0 +1,114 @@
+"""What a model family tells the SLA runtime: :class:`ModelFamily` (subclassed once per family) and
+:class:`AttentionCall`, one self-attention call read from ComfyUI's ``optimized_attention`` arguments.
+
+Pure PyTorch; ComfyUI objects are duck-typed. The methods that read a call (:meth:`ModelFamily.read_call`) run in
+traced code under ``torch.compile``: they may look only at shapes, dtypes and the call's constant arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Mapping, Optional, Tuple, Union
+
+import torch
+
+
+class UnsupportedModel(ValueError):
+    """The MODEL is not of a family SLA serves (the message names the supported families)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionCall:
+    """One self-attention call, as SLA sees it.
+
+    q, k, v: the tensors ComfyUI passed, in the family's layout; heads: the head count; block: the block index (-1
+    when ComfyUI did not say); length: tokens per sequence.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    heads: int
+    block: int
+
+
+# Reasons a call is not the family's self-attention (the run report's "left to dense/previous attention").
+R_CROSS = "cross-attention"
+R_MASK = "mask"
+R_LAYOUT = "layout"
+
+
+def arg(args, kwargs, index: int, name: str, default=None):
+    """Argument ``name`` of ``optimized_attention(q, k, v, heads, mask=None, ...)``, positional or keyword."""
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+class ModelFamily:
+    """One family of diffusion models. Subclasses set the class attributes and override what differs.
+
+    name / description: short name for logs, and the phrase used in errors ("Wan video models (WanModel ...)").
+    model_classes: class names (anywhere in the diffusion model's MRO) that belong to the family.
+    defaults: the settings a loader applies when a checkpoint records none (keep_ratio, block_q, block_k,
+    feature_map, min_tokens).
+    head_dims: attention head sizes its models have.
+    """
+
+    name: str = ""
+    description: str = ""
+    model_classes: Tuple[str, ...] = ()
+    defaults: Mapping[str, object] = {}
+    head_dims: Tuple[int, ...] = ()
+
+    # -- the model --------------------------------------------------------------------------------------------
+    def recognise(self, dm) -> bool:
+        """Whether the diffusion model ``dm`` belongs to this family."""
+        if dm is None or not any(c.__name__ in self.model_classes for c in type(dm).__mro__):
+            return False
+        return self.num_blocks(dm) > 0
+
+    def blocks(self, dm):
+        """The transformer blocks whose self-attention SLA serves, in block-index order."""
+        return getattr(dm, "blocks", None) or ()
+
+    def num_blocks(self, dm) -> int:
+        return len(self.blocks(dm))
+
+    def head_dim(self, dm) -> Optional[int]:
+        """Attention head size of ``dm`` (None when it cannot be read)."""
+        return None
+
+    def sets_block_index(self, dm) -> bool:
+        """Whether ComfyUI's block loop of ``type(dm)`` writes ``transformer_options["block_index"]`` itself;
+        where it does not, the patch installs a per-block ``patches_replace`` patch that does."""
+        return _source_mentions(type(dm), "forward_orig", "block_index")
+
+    # -- one attention call (traced code) -----------------------------------------------------------------------
+    def read_call(self, args, kwargs) -> Union[str, AttentionCall]:
+        """The call as an :class:`AttentionCall` when it is this family's self-attention, else the reason it is
+        not (R_CROSS, R_MASK, R_LAYOUT)."""
+        raise NotImplementedError
+
+    def to_heads(self, call: AttentionCall) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v as (B, L, H, D) views of the call's tensors (no copy)."""
+        raise NotImplementedError
+
+    def from_heads(self, out: torch.Tensor, call: AttentionCall) -> torch.Tensor:
+        """The (B, L, H, D) output in the layout ComfyUI expects back from this call."""
+        raise NotImplementedError
+
+
+_source_cache: dict = {}
+
+
+def _source_mentions(cls, method: str, key: str) -> bool:
+    """Whether ``cls.method``'s source writes ``transformer_options[key]`` (read once per class; False when the
+    source cannot be read: installing the block-index patch is harmless)."""
+    if (cls, method, key) not in _source_cache:
+        try:
+            src = inspect.getsource(getattr(cls, method))
+            _source_cache[(cls, method, key)] = f'"{key}"' in src or f"'{key}'" in src
+        except (AttributeError, OSError, TypeError):
+            _source_cache[(cls, method, key)] = False
+    return _source_cache[(cls, method, key)]

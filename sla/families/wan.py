@@ -1,0 +1,59 @@
+"""Wan 2.1 / 2.2 video models (ComfyUI's ``WanModel`` and its VACE, camera, ... variants).
+
+Self-attention: ``optimized_attention(q, k, v, heads=H, transformer_options=...)`` after RoPE, q, k, v of one shape
+[B, L, H*D], no mask; it returns [B, L, H*D]. Cross-attention goes through the same call with k, v of the text
+or image length. ComfyUI >= 0.5 writes ``transformer_options["block_index"]`` in the block loop; older releases get
+the pack's block-index patch. Every Wan model has D = 128 (1.3B: 12 heads, 30 blocks; 14B: 40 heads, 40 blocks).
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from ..spec import DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q, DEFAULT_FEATURE_MAP, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS
+from .base import R_CROSS, R_LAYOUT, R_MASK, AttentionCall, ModelFamily, arg
+
+
+class WanFamily(ModelFamily):
+    name = "Wan"
+    description = "Wan video models (WanModel and its variants)"
+    model_classes = ("WanModel",)
+    # TurboDiffusion's serving defaults for TurboWan checkpoints.
+    defaults = dict(keep_ratio=DEFAULT_KEEP_RATIO, block_q=DEFAULT_BLOCK_Q, block_k=DEFAULT_BLOCK_K,
+                    feature_map=DEFAULT_FEATURE_MAP, min_tokens=DEFAULT_MIN_TOKENS)
+    head_dims = (128,)
+
+    def head_dim(self, dm) -> Optional[int]:
+        attn = getattr(self.blocks(dm)[0], "self_attn", None)
+        if attn is not None and getattr(attn, "head_dim", None):
+            return int(attn.head_dim)
+        if getattr(dm, "dim", None) and getattr(dm, "num_heads", None):
+            return int(dm.dim) // int(dm.num_heads)
+        return None
+
+    def read_call(self, args, kwargs) -> Union[str, AttentionCall]:
+        q, k, v = arg(args, kwargs, 0, "q"), arg(args, kwargs, 1, "k"), arg(args, kwargs, 2, "v")
+        heads = arg(args, kwargs, 3, "heads")
+        if not all(torch.is_tensor(t) for t in (q, k, v)) or not isinstance(heads, int) or heads <= 0:
+            return R_LAYOUT
+        if kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape") or q.dim() != 3:
+            return R_LAYOUT
+        if kwargs.get("enable_gqa") or kwargs.get("scale") is not None:
+            return R_LAYOUT  # grouped heads or a custom softmax scale: not what SLA computes
+        if k.shape != q.shape or v.shape != q.shape:
+            return R_CROSS
+        if arg(args, kwargs, 4, "mask") is not None:
+            return R_MASK
+        to = kwargs.get("transformer_options")
+        block = to.get("block_index") if isinstance(to, dict) else None
+        return AttentionCall(q, k, v, heads, -1 if block is None else int(block))
+
+    def to_heads(self, call: AttentionCall):
+        return tuple(t.unflatten(-1, (call.heads, t.shape[-1] // call.heads)) for t in (call.q, call.k, call.v))
+
+    def from_heads(self, out: torch.Tensor, call: AttentionCall) -> torch.Tensor:
+        return out.reshape(call.q.shape)
+
+
+WAN = WanFamily()
