@@ -6,7 +6,8 @@ Where things live on a patched model (a ``ModelPatcher`` clone):
 * ``model_options["transformer_options"]["optimized_attention_override"]``: the SLA override, a closure holding
   its :class:`SLAPatch` (model family, settings, proj_l weights, the chained previous override, the current run).
   Functions survive the deep copy of ``clone()`` unchanged, so clones share it; each ``apply_sla`` makes a new one.
-* ``model_options["transformer_options"]["sla"]``: a plain dict of the settings (introspection only).
+* ``model_options["sla"]``: a plain dict of the settings (introspection only; not in ``transformer_options``,
+  which the model receives: a compiled model would guard on its values and recompile for every setting).
 * ``wrappers[OUTER_SAMPLE]["comfyui_sla"]``: the run wrapper (a fresh run state per sampling run, one summary log
   line, the run report sent to the node that applied SLA: ``PromptServer.send_progress_text``, where ComfyUI has it).
 * ``wrappers[APPLY_MODEL]["comfyui_sla"]``: the model-call wrapper (step of each model call for keep_schedule and
@@ -73,6 +74,7 @@ def diffusion_model(model):
 def model_family(model):
     """(family, diffusion model) of a ModelPatcher; ValueError naming the supported families otherwise."""
     dm = diffusion_model(model)
+    dm = getattr(dm, "_orig_mod", dm)  # a torch.compile'd module
     return family_of(dm), dm
 
 
@@ -211,7 +213,7 @@ def apply_sla(model, settings: SLASettings, node_id=None, from_loader: bool = Fa
             to = m.model_options["transformer_options"]  # set_model_patch_replace swaps in a copy
 
     to[OVERRIDE_KEY] = make_attention_override(patch)
-    to["sla"] = settings.to_dict()
+    m.model_options["sla"] = settings.to_dict()
 
     m.remove_wrappers_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,

@@ -95,7 +95,7 @@ def test_alternating_clones_compile_once_each_and_keep_their_settings(comfy):
             assert runtime(b).stats.realised_keep == pytest.approx(1.0)
     finally:
         restore()
-    assert counter.frame_count <= 2
+    assert counter.frame_count == 1  # one graph for both clones: nothing of the settings is guarded
 
 
 def test_guards_dropped_on_transformer_options_still_route_per_clone(comfy):

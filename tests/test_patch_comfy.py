@@ -59,7 +59,7 @@ def test_input_model_untouched_and_block_patch_only_where_needed(comfy, legacy):
     assert base.model_options == {"transformer_options": {}} and base.wrappers == {}
     to = m.model_options["transformer_options"]
     assert ("patches_replace" in to) == legacy
-    assert to["sla"]["keep_ratio"] == 0.3
+    assert m.model_options["sla"]["keep_ratio"] == 0.3 and "sla" not in to
     after = sample(comfy, m)
     assert not torch.allclose(before, after, atol=1e-4)
     torch.testing.assert_close(sample(comfy, base), before)  # still unpatched
@@ -108,7 +108,7 @@ def test_two_clones_keep_their_own_settings(comfy):
     assert runtime(low).stats.realised_keep == pytest.approx(1.0)
     assert runtime(lora_after) is runtime(high)
     assert runtime(high).settings.keep_ratio == 0.25 and runtime(low).settings.keep_ratio == 1.0
-    assert high.model_options["transformer_options"]["sla"]["keep_ratio"] == 0.25
+    assert high.model_options["sla"]["keep_ratio"] == 0.25
 
 
 def test_existing_override_is_chained_not_stacked(comfy):

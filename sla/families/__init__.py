@@ -14,6 +14,7 @@ FAMILIES = (WAN,)
 
 def family_of(diffusion_model) -> ModelFamily:
     """The family of ``diffusion_model`` (a torch module); UnsupportedModel naming what was found otherwise."""
+    diffusion_model = getattr(diffusion_model, "_orig_mod", diffusion_model)  # a torch.compile'd module
     for family in FAMILIES:
         if family.recognise(diffusion_model):
             return family

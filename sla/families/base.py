@@ -53,6 +53,8 @@ class ModelFamily:
     defaults: the settings a loader applies when a checkpoint records none (keep_ratio, block_q, block_k,
     feature_map, min_tokens).
     head_dims: attention head sizes its models have.
+    model_keys: the ``transformer_options`` entries the model's forward writes before its attention calls
+    (block_index, ...): a compiled call handed to another override gets them as the tracer saw them.
     """
 
     name: str = ""
@@ -60,6 +62,7 @@ class ModelFamily:
     model_classes: Tuple[str, ...] = ()
     defaults: Mapping[str, object] = {}
     head_dims: Tuple[int, ...] = ()
+    model_keys: Tuple[str, ...] = ("block_index", "total_blocks", "block_type")
 
     # -- the model --------------------------------------------------------------------------------------------
     def recognise(self, dm) -> bool:

@@ -13,8 +13,9 @@ patch, also where ComfyUI's TorchCompileModel drops the guards on ``transformer_
   masked, other layouts); it declares ``token`` mutated only so that no compiler removes it.
 
 A call site (:func:`call_site`) is what the tracer saw constant about one attention call: ComfyUI's attention
-function, the positional and keyword arguments that are not tensors, and the scalar entries of
-``transformer_options`` (block_index, total_blocks, ...). It is interned while tracing, so the compiled graph
+function, the positional and keyword arguments that are not tensors, and the entries of ``transformer_options``
+that the model's forward writes (block_index, total_blocks, ...; the sampler's entries come from the model call's
+own transformer_options at run time). It is interned while tracing, so the compiled graph
 carries only its number.
 """
 from __future__ import annotations
@@ -65,20 +66,30 @@ def _intern(record) -> int:
         return len(_sites) - 1
 
 
-def call_site(func, args, kwargs) -> int:
+def call_site(func, args, kwargs, model_keys=()) -> int:
     """Number of the call site of ``func(*args, **kwargs)`` (interned while tracing: a constant of the graph).
 
-    The record: (func, ((index, value) of the non-tensor positional args), (number of positional args),
-    ((name, value) of the non-tensor kwargs but transformer_options), ((key, value) of transformer_options' scalar
-    entries) or None when the call had no transformer_options).
+    The record: (func, number of positional args, ((index, value) of the non-tensor positional args),
+    ((name, value) of the kwargs but transformer_options), ((key, value) of the ``model_keys`` entries of
+    transformer_options that hold constants) or None when the call had no transformer_options). ``model_keys``:
+    the entries the model's own forward writes (the family's ``model_keys``); only those are read, since reading
+    the others would make dynamo guard on them.
     """
     to = kwargs.get("transformer_options")
+    scalars = None
+    if isinstance(to, dict):
+        scalars = []
+        for key in model_keys:
+            v = to.get(key)
+            if isinstance(v, torch.Size):
+                v = tuple(v)
+            if key in to and _constant(v):
+                scalars.append((key, v))
+        scalars = tuple(scalars)
     record = (func, len(args),
               tuple((i, a) for i, a in enumerate(args) if not torch.is_tensor(a)),
               tuple((n, v) for n, v in kwargs.items() if n != "transformer_options"),
-              None if not isinstance(to, dict) else
-              tuple((key, v if not isinstance(v, torch.Size) else tuple(v)) for key, v in to.items()
-                    if _constant(v) or isinstance(v, torch.Size)))
+              scalars)
     return _intern(record)
 
 

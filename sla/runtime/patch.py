@@ -70,7 +70,7 @@ def make_attention_override(patch: SLAPatch) -> Callable:
         sigmas = to.get("sigmas") if isinstance(to, dict) else None
         if sigmas is not None and not torch.is_tensor(sigmas):
             sigmas = torch.tensor(float(sigmas))
-        site = ops.call_site(func, args, kwargs)
+        site = ops.call_site(func, args, kwargs, family.model_keys)
         return ops.self_attention(call.q, call.k, call.v, patch.token, call.heads, call.block, sigmas, site)
 
     sla_attention_override.sla_patch = patch
@@ -157,7 +157,7 @@ def make_model_call_wrapper(patch: SLAPatch):
     each model call, and times the call (for the run report's step estimate)."""
     def sla_model_call_wrapper(executor, *args, **kwargs):
         t = args[1] if len(args) > 1 else kwargs.get("t")
-        options = args[5] if len(args) > 5 else kwargs.get("transformer_options")
+        options = kwargs.get("transformer_options", args[5] if len(args) > 5 else None)
         interval = patch.enter_model_call(t, options if isinstance(options, dict) else None)
         try:
             return executor(*args, **kwargs)

@@ -1,7 +1,7 @@
 """Per-model SLA configuration: a small, immutable, deep-copyable record (no tensors, no ComfyUI import).
 
 An :class:`SLASettings` is what the ``ApplySLA`` node's widgets describe. It lives in the model's patch
-(:mod:`.sla_patch`), and a plain-dict copy of it is kept in ``model_options["transformer_options"]["sla"]`` for
+(:mod:`.sla_patch`), and a plain-dict copy of it is kept in ``model_options["sla"]`` for
 introspection; the proj_l tensors are the patch's too. Choices and defaults come from :mod:`sla.spec`.
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ class SLASettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """Plain, JSON-friendly dict (what is stored in ``transformer_options["sla"]``)."""
+        """Plain, JSON-friendly dict (what is stored in ``model_options["sla"]``)."""
         d = dataclasses.asdict(self)
         d["dense_blocks"] = sorted(self.dense_blocks)
         return d

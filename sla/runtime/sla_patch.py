@@ -187,12 +187,13 @@ class SLAPatch:
                 self.captures[str(c.map_node)] = c
         run.close()
         st = run.stats
-        if run.replaced_by is not None:
+        if st.calls == 0 and interrupted:
+            return  # stopped before its first model call: nothing to report, and nothing is wrong with the patch
+        if st.calls == 0 and run.replaced_by is not None:
+            # (an override that wraps ours and calls it still reaches us: only a run without calls is replaced)
             self._report_text(f"SLA did not run: {run.replaced_by} replaced its attention after ApplySLA "
                               "(put ApplySLA after that node, or remove it)", logging.WARNING)
             return
-        if st.calls == 0 and interrupted:
-            return  # stopped before its first model call: nothing to report, and nothing is wrong with the patch
         if st.calls == 0:
             log.warning("SLA was applied to this model but attention never went through it during this sampling "
                         "run: another node may have replaced optimized_attention_override without chaining, or "

@@ -20,7 +20,7 @@ class CFGGuider:
             to = dict(self.model_options["transformer_options"])
             to["sigmas"] = sigmas[i:i + 1].expand(x.shape[0])
             to["sample_sigmas"] = sigmas
-            v = model.apply_model(x, to["sigmas"], self.context, transformer_options=to)
+            v = model.apply_model(x, to["sigmas"], c_crossattn=self.context, transformer_options=to)
             x = x + (sigmas[i + 1] - sigmas[i]) * v
         return x
 
