@@ -123,7 +123,10 @@ def main():
     ops, WanModel, guard_filter = comfy_modules()
     pack = load_pack()
     from comfyui_sla.sla.runtime import patch as P
+    from comfyui_sla.sla.families import WAN
     from comfyui_sla.sla.runtime.settings import SLASettings
+    from comfyui_sla.sla.runtime.sla_patch import SLAPatch
+    from comfyui_sla.sla.runtime.weights import ProjLWeights
 
     try:
         import comfy_kitchen  # noqa: F401
@@ -145,10 +148,8 @@ def main():
         d = cfg["dim"] // cfg["num_heads"]
         proj = {i: (torch.randn(d, d, generator=g) * 0.02, torch.randn(d, generator=g) * 0.02)
                 for i in range(cfg["num_layers"])}
-        wid = P.register_proj_l(proj, source=f"bench-{cfg['dim']}")
-        return {"optimized_attention_override": P.make_attention_override(SLASettings(keep_ratio=keep,
-                                                                                      weights_id=wid)),
-                "sigmas": t}
+        patch = SLAPatch(WAN, SLASettings(keep_ratio=keep), ProjLWeights(proj, f"bench-{cfg['dim']}"))
+        return {"optimized_attention_override": P.make_attention_override(patch), "sigmas": t}
 
     def no_self_attention(func, *a, **kw):
         q, k = a[0], a[1]

@@ -1,5 +1,5 @@
 """One named test per row of issue 11's probe table: crafted or damaged checkpoints end in a clear CheckpointError,
-the converter leaves nothing behind, the proj_l registry forgets, dense_blocks beyond the model warn."""
+the converter leaves nothing behind, proj_l weights are freed with their model, dense_blocks beyond the model warn."""
 from __future__ import annotations
 
 import gc
@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+import weakref
 
 import pytest
 import torch
@@ -22,7 +23,6 @@ import wan_factory as wf
 from comfyui_sla.nodes import sla_nodes as N
 from comfyui_sla.sla.checkpoint import CheckpointError, load_checkpoint, load_proj_l
 from comfyui_sla.sla.checkpoint import convert as CV
-from comfyui_sla.sla.runtime import weights as W
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -298,12 +298,15 @@ def comfy(tmp_path):
         yield comfy
 
 
+def _patch(m):
+    return m.model_options["transformer_options"]["optimized_attention_override"].sla_patch
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="measures RSS through /proc")
 def test_same_path_loaded_200_times_while_it_changes_keeps_memory_flat(comfy, tmp_path):
     base = wf.make_wan_state_dict(proj_l=False)
     stock = comfy.sd.load_diffusion_model_state_dict(base)
     path = tmp_path / "w.safetensors"
-    start_entries = W.registry_size()
     rss = []
     for i in range(200):
         proj = {f"blocks.{b}.self_attn.attn_op.local_attn.proj_l.{p}": torch.full(
@@ -311,33 +314,33 @@ def test_same_path_loaded_200_times_while_it_changes_keeps_memory_flat(comfy, tm
         wf.save_safetensors(proj, path)
         os.utime(path, ns=(10 ** 18 + i, 10 ** 18 + i))  # a changed file: new mtime every time
         m = N.SLAWeightsLoader().load(stock, "w.safetensors")[0]
-        wid = m.model_options["transformer_options"]["optimized_attention_override"].sla_patch.settings.weights_id
-        assert W.get_proj_l(wid, 1, "cpu", torch.float16)[0][0, 0] == i + 1  # the new file's values, device copy
+        assert _patch(m).weights.get(1, "cpu", torch.float16)[0][0, 0] == i + 1  # the new file's values
+        gone = weakref.ref(_patch(m).weights)
         del m
         gc.collect()
-        assert W.registry_size() == start_entries  # freed with its model
+        assert gone() is None  # freed with its model
         rss.append(_rss_mb())
     assert rss[-1] - rss[20] < 15, f"RSS grew {rss[-1] - rss[20]:.1f} MB over 180 loads"
 
 
-def test_registry_entry_lives_while_a_clone_or_reconfiguration_refers_to_it(comfy, tmp_path):
+def test_weights_live_while_a_clone_or_reconfiguration_refers_to_them(comfy, tmp_path):
     proj = {f"blocks.{b}.self_attn.attn_op.local_attn.proj_l.{p}": torch.ones((128, 128) if p == "weight" else 128)
             for b in range(3) for p in ("weight", "bias")}
     wf.save_safetensors(proj, tmp_path / "w.safetensors")
     stock = comfy.sd.load_diffusion_model_state_dict(wf.make_wan_state_dict(proj_l=False))
     m = N.SLAWeightsLoader().load(stock, "w.safetensors")[0]
-    wid = m.model_options["transformer_options"]["optimized_attention_override"].sla_patch.settings.weights_id
+    weights = weakref.ref(_patch(m).weights)
     m2 = N.ApplySLA().apply(m, 0.5, 0.0, 1.0, "", "128", "64", "softmax", 0, "torch", True)[0]
     m3 = m2.clone()
     del m
     gc.collect()
-    assert W.has_weights(wid)
+    assert weights() is _patch(m2).weights  # the reconfigured model keeps them
     del m2
     gc.collect()
-    assert W.has_weights(wid)  # the clone still uses it
+    assert weights() is not None  # the clone still uses them
     del m3
     gc.collect()
-    assert not W.has_weights(wid)
+    assert weights() is None
 
 
 def test_dense_blocks_beyond_the_model_warn_with_its_block_count(comfy, caplog):

@@ -1,4 +1,4 @@
-"""The functional API outside ComfyUI: ``sla`` imported on its own still reaches the Triton kernels."""
+"""The functional API outside ComfyUI: the pack's one import name, options named in errors, the backends."""
 import os
 import subprocess
 import sys
@@ -12,17 +12,25 @@ from comfyui_sla.sla.reference import sla_reference, sla_torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_standalone_sla_package_loads_the_kernels():
+def test_the_pack_has_one_import_name():
+    # From a clone, scripts load the pack as ``comfyui_sla`` (_load_pack.py), the same name ComfyUI's load by path
+    # hands over to: the kernels are reached through it, and no other module name is planted. ``sla`` imported on
+    # its own (no parent package) has no kernels and says so instead of registering a second copy.
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import torch\n"
-            "from sla.functional import _kernels\n"
+            "before = set(sys.modules)\n"
+            "from _load_pack import load_pack; load_pack()\n"
+            "from comfyui_sla.sla.functional import _kernels\n"
             "k = _kernels()\n"
             "q = torch.randn(1, 70, 1, 64)\n"
             "out = k.sla_forward(q, q, q, 1, compute_dtype='fp32')\n"
-            "print(k.__name__, tuple(out.shape))\n")
+            "new = sorted(m for m in set(sys.modules) - before if 'sla' in m.lower() and not m.startswith('comfyui_sla'))\n"
+            "import sla.functional as alone\n"
+            "try:\n    alone._kernels(); standalone = 'kernels'\nexcept ImportError:\n    standalone = 'none'\n"
+            "print(k.__name__, tuple(out.shape), new, standalone)\n")
     env = dict(os.environ, TRITON_INTERPRET="1")
     res = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split() == ["_sla_pack.kernels", "(1,", "70,", "1,", "64)"]
+    assert res.stdout.split() == ["comfyui_sla.kernels", "(1,", "70,", "1,", "64)", "[]", "none"]
 
 
 def test_bad_shapes_and_options_are_named():

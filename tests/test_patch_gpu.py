@@ -4,7 +4,18 @@ import torch
 
 from comfyui_sla.sla.runtime import patch as P
 from comfyui_sla.sla.functional import triton_available
+from comfyui_sla.sla.families import WAN
 from comfyui_sla.sla.runtime.settings import SLASettings
+from comfyui_sla.sla.runtime.sla_patch import SLAPatch
+from comfyui_sla.sla.runtime.weights import ProjLWeights
+
+
+def sdpa_attention(q, k, v, heads, **kwargs):
+    """ComfyUI's dense attention on [B, L, H*D] q, k, v (what the override falls back to)."""
+    b, length, hd = q.shape
+    qh, kh, vh = (t.view(b, -1, heads, hd // heads).transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh)
+    return out.transpose(1, 2).reshape(b, length, hd)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -21,10 +32,10 @@ def test_override_triton_matches_torch_on_cuda(length, heads, block_q):
         pytest.skip("Triton kernel unavailable")
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(2, length, heads * 128, device="cuda", generator=g).bfloat16() for _ in range(3))
-    wid = P.register_proj_l({0: (torch.randn(128, 128) * 0.05, torch.randn(128) * 0.05)})
-    base = SLASettings(keep_ratio=0.2, min_tokens=0, weights_id=wid, block_q=block_q)
-    ov_t = P.make_attention_override(base.replace(backend="auto"))
-    ov_c = P.make_attention_override(base.replace(backend="torch"))
+    w = ProjLWeights({0: (torch.randn(128, 128) * 0.05, torch.randn(128) * 0.05)})
+    base = SLASettings(keep_ratio=0.2, min_tokens=0, block_q=block_q)
+    ov_t = P.make_attention_override(SLAPatch(WAN, base.replace(backend="auto"), w))
+    ov_c = P.make_attention_override(SLAPatch(WAN, base.replace(backend="torch"), w))
     out_t, out_c = _call(ov_t, q, k, v, heads), _call(ov_c, q, k, v, heads)
     assert ov_t.sla_patch.stats.backends == {"triton": 1} and ov_c.sla_patch.stats.backends == {"torch": 1}
     assert out_t.shape == q.shape and out_t.dtype == torch.bfloat16
@@ -41,18 +52,17 @@ def test_run_report_times_attention_with_cuda_events():
 
     import triton.testing
     from comfyui_sla.sla.functional import sparse_linear_attention
-    from comfyui_sla.sla.runtime.runtime import sdpa_attention
     heads, length, blocks = 12, 16384, 4
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(1, length, heads * 128, device="cuda", generator=g).bfloat16() for _ in range(3))
-    wid = P.register_proj_l({i: (torch.randn(128, 128) * 0.05, torch.randn(128) * 0.05) for i in range(blocks)})
-    ov = P.make_attention_override(SLASettings(keep_ratio=0.10, min_tokens=0, weights_id=wid))
+    weights = ProjLWeights({i: (torch.randn(128, 128) * 0.05, torch.randn(128) * 0.05) for i in range(blocks)})
+    ov = P.make_attention_override(SLAPatch(WAN, SLASettings(keep_ratio=0.10, min_tokens=0), weights))
     rt, sent = ov.sla_patch, []
     rt.report = sent.append
     rt.begin_run()
     sigma = torch.tensor([0.9], device="cuda")
     for _step in range(6):
-        interval = rt.enter_model_call(sigma)
+        interval = rt.enter_model_call(sigma, {})
         for b in range(blocks):  # ComfyUI's dense function: the report times one dense call beside a sparse one
             ov(sdpa_attention, q, k, v, heads=heads, transformer_options={"block_index": b},
                _inside_attn_wrapper=True)
@@ -64,7 +74,7 @@ def test_run_report_times_attention_with_cuda_events():
     ql, kl, vl = (t.view(1, length, heads, 128) for t in (q, k, v))  # (B, L, H, D), as the override passes them
     qh, kh, vh = (t.transpose(1, 2) for t in (ql, kl, vl))
     dense_ms = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(qh, kh, vh))
-    w, b = P.get_proj_l(wid, 0, torch.device("cuda"), torch.bfloat16)
+    w, b = weights.get(0, torch.device("cuda"), torch.bfloat16)
     sla_ms = triton.testing.do_bench(lambda: sparse_linear_attention(ql, kl, vl, keep_ratio=0.10, proj_weight=w,
                                                                      proj_bias=b))
     reported, direct = float(m.group(1)), dense_ms / sla_ms

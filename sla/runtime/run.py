@@ -78,6 +78,8 @@ class RunState:
 
     def _keep_at(self, sigma: float) -> float:
         sched = self.schedule
+        if sched is None:  # steps tracked for a capture only
+            return self.settings.keep_ratio
         progress = 0.0
         if sched.linear:
             if self.percent_to_sigma is not None:
