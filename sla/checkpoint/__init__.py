@@ -12,7 +12,8 @@ runtime (settings, patch, kernels) nor ComfyUI):
                 (container from the first bytes), ``SafetensorsWriter``, ``CheckpointError``.
 ``keys``        key names: trainer prefixes, base-weight namings (``NAMINGS``), proj_l aliases, Wan families.
 ``layouts``     the ``LAYOUTS`` table: one ``Layout`` row per recognised layout, chosen from a file's ``Facts``.
-``info``        ``CheckpointInfo`` (family, layout, shape facts, SLA blocks, ``summary()``), ``TILE``, ``WAN_HEAD_DIM``.
+``info``        ``CheckpointInfo`` (family, layout, shape facts, SLA blocks, ``summary()``), ``TILE``, ``WAN_HEAD_DIM``,
+                the recorded SLA settings' one mapping to pack names (``SETTINGS``, ``recorded_settings``).
 ``shapes``      shape checks: ``describe_base`` (dim, blocks, family), ``expected_shapes`` / ``check_base_shapes``,
                 int8 tile scales, proj_l pairs.
 ``outputs``     ``OutputTensor`` per base tensor through ``TRANSFORMS`` (dequant / patch / copy), ``target_dtype``.
@@ -47,10 +48,11 @@ from .handover import consume_on_copy, plain_tensors
 from .io import CheckpointError, open_source, sniff
 from .keys import PROJ_L_KEY
 from .load import ALL_BLOCKS, LoadedCheckpoint, dequantize_int8_tiles, load_checkpoint, load_proj_l
-from .info import TILE, CheckpointInfo
+from .info import METADATA_PREFIX, TILE, CheckpointInfo, recorded_settings
 from .outputs import target_dtype
-from .plan import METADATA_PREFIX, plan_checkpoint
+from .plan import plan_checkpoint
 
 __all__ = ["CheckpointError", "CheckpointInfo", "LoadedCheckpoint", "load_checkpoint", "load_proj_l",
            "ALL_BLOCKS", "TILE", "METADATA_PREFIX", "PROJ_L_KEY", "dequantize_int8_tiles",
-           "plan_checkpoint", "target_dtype", "consume_on_copy", "plain_tensors", "open_source", "sniff"]
+           "plan_checkpoint", "recorded_settings", "target_dtype", "consume_on_copy", "plain_tensors", "open_source",
+           "sniff"]

@@ -28,13 +28,12 @@ from typing import Callable, Optional
 
 import torch
 
-from ..spec import CHECKPOINT_DEFAULTS, format_blocks
-from .info import CheckpointInfo
+from ..spec import format_blocks
+from .info import METADATA_PREFIX, CheckpointInfo, settings_metadata, with_defaults
 from .io import CheckpointError, SafetensorsWriter, open_source
 from .keys import PROJ_L_KEY
 from .load import file_error, iter_bands, load_proj_l, plan_base_model, read_proj_l
 from .outputs import output_dtype
-from .plan import METADATA_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,7 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
                 raise CheckpointError(f"{sla_weights!r} has proj_l for blocks {bad} but {src!r} has "
                                       f"{info.num_blocks} blocks")
             info.sla_blocks = sorted(extra)
-            info.sla_settings = extra_info.sla_settings or dict(CHECKPOINT_DEFAULTS)
+            info.sla_settings = extra_info.sla_settings or with_defaults({})
             info.layout = f"{info.layout} + {extra_info.layout} proj_l"
         proj_blocks = sorted(extra) if extra is not None else sorted(plan.proj_l)
         entries, jobs = [], []
@@ -187,7 +186,6 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
             d = info.head_dim
             entries.append((PROJ_L_KEY.format(i=i, p="weight"), (d, d), torch.float32))
             entries.append((PROJ_L_KEY.format(i=i, p="bias"), (d,), torch.float32))
-        settings = info.sla_settings or dict(CHECKPOINT_DEFAULTS)
         meta = {
             "format": "pt",
             METADATA_PREFIX + "format": "comfyui-sla/1",
@@ -196,9 +194,8 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
             METADATA_PREFIX + "num_blocks": str(info.num_blocks),
             METADATA_PREFIX + "sla_blocks": format_blocks(info.sla_blocks),
             METADATA_PREFIX + "source_quantized": "int8-128x128-tiles" if info.quantized else "no",
+            **settings_metadata(info.sla_settings),
         }
-        for k in ("keep_ratio", "block_q", "block_k", "feature_map"):
-            meta[METADATA_PREFIX + k] = str(settings.get(k, CHECKPOINT_DEFAULTS[k]))
         total = len(entries)
         d = os.path.dirname(os.path.abspath(dst))
         tmp = os.path.join(d, PARTIAL.format(name=os.path.basename(dst), pid=os.getpid()))

@@ -13,9 +13,9 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from ..spec import CHECKPOINT_DEFAULTS, format_blocks
+from ..spec import format_blocks
 from .io import CheckpointError, Reader, open_source
-from .info import TILE, WAN_HEAD_DIM, CheckpointInfo
+from .info import TILE, WAN_HEAD_DIM, CheckpointInfo, read_settings, with_defaults
 from .outputs import OutputTensor, output_dtype
 from .plan import Plan, plan_checkpoint
 
@@ -290,15 +290,8 @@ def _load_simpletuner(reader: Reader, payload: dict, num_blocks: Optional[int]
         raise CheckpointError(f"{path!r}: SimpleTuner proj_l state.{WAN_HEAD_DIM}:{wan[0][1]} holds non-finite "
                               "values; the file is corrupt")
     info = CheckpointInfo(layout="simpletuner", container=reader.kind, proj_l_shared=True, head_dim=WAN_HEAD_DIM)
-    st = payload.get("settings") or {}
-    info.sla_settings = dict(CHECKPOINT_DEFAULTS)
-    for src, dst, f in (("topk", "keep_ratio", float), ("blkq", "block_q", int), ("blkk", "block_k", int),
-                        ("feature_map", "feature_map", str)):
-        if src in st:
-            try:
-                info.sla_settings[dst] = f(st[src])
-            except (TypeError, ValueError):
-                pass
+    st = payload.get("settings")
+    info.sla_settings = with_defaults(read_settings(st if isinstance(st, dict) else {}, "simpletuner", path))
     if num_blocks:
         info.num_blocks = num_blocks
         info.sla_blocks = list(range(num_blocks))
