@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from comfyui_sla.sla import checkpoint as C
-from comfyui_sla.sla.checkpoint import handover, info as ckpt_info, io as ckpt_io, keys as K, load as LD
+from comfyui_sla.sla.checkpoint import handover, info as ckpt_info, io as ckpt_io, keys as K, stream as ST
 from wan_factory import (TD_PROJ_L, add_prefixes, dequantize_tiles, make_wan_state_dict, native_reference,
                          save_pth, save_safetensors, simpletuner_payload, to_diffusers, to_turbodiffusion,
                          to_turbodiffusion_quant)
@@ -283,12 +283,12 @@ def test_small_bands_same_result(native, tmp_path, monkeypatch, ext):
     """Streaming in many small row bands (partial tiles, bands of 1 row) gives the same tensors."""
     q, base, proj = _quant_expected(native)
     p = _write(q, tmp_path, "q", ext)
-    monkeypatch.setattr(LD, "BAND_ELEMS", 100)
+    monkeypatch.setattr(ST, "BAND_ELEMS", 100)
     _assert_same(C.load_checkpoint(p), base, proj)
     from comfyui_sla.sla.checkpoint.convert import convert
     out = tmp_path / "o.safetensors"
     convert(p, out, None)  # keep the file's dtypes: int8 -> bf16 (its bias dtype), fp32 norms stay fp32
-    monkeypatch.setattr(LD, "BAND_ELEMS", 1 << 23)
+    monkeypatch.setattr(ST, "BAND_ELEMS", 1 << 23)
     _assert_same(C.load_checkpoint(out), base, proj)
 
 

@@ -18,7 +18,9 @@ runtime (settings, patch, kernels) nor ComfyUI):
                 int8 tile scales, proj_l pairs.
 ``outputs``     ``OutputTensor`` per base tensor through ``TRANSFORMS`` (dequant / patch / copy), ``target_dtype``.
 ``plan``        ``plan_checkpoint``: key names and shapes -> output tensors + ``CheckpointInfo`` (a ``Plan``).
-``load``        ``load_checkpoint`` / ``load_proj_l``: banded streaming, int8 tile dequantisation, dtype casts.
+``stream``      ``stream_outputs``: the one loop over a plan's tensors (row bands, int8 tile dequantisation, dtype
+                casts, NaN/Inf checks, progress), shared by the loaders and the converter; ``read_proj_l``.
+``load``        ``load_checkpoint`` / ``load_proj_l`` (and ``read_base_model``, shared with ``sla.quant_load``).
 ``handover``    ``consume_on_copy`` / ``plain_tensors``: hand a state dict to a model builder without a 2nd copy.
 ``convert``     the converter (``python3 -m sla.convert``, a shim over ``convert.main``).
 ==============  =====================================================================================================
@@ -47,10 +49,11 @@ modified.
 from .handover import consume_on_copy, plain_tensors
 from .io import CheckpointError, open_source, sniff
 from .keys import PROJ_L_KEY
-from .load import ALL_BLOCKS, LoadedCheckpoint, dequantize_int8_tiles, load_checkpoint, load_proj_l
+from .load import ALL_BLOCKS, LoadedCheckpoint, load_checkpoint, load_proj_l
 from .info import METADATA_PREFIX, TILE, CheckpointInfo, recorded_settings
 from .outputs import target_dtype
 from .plan import plan_checkpoint
+from .stream import dequantize_int8_tiles
 
 __all__ = ["CheckpointError", "CheckpointInfo", "LoadedCheckpoint", "load_checkpoint", "load_proj_l",
            "ALL_BLOCKS", "TILE", "METADATA_PREFIX", "PROJ_L_KEY", "dequantize_int8_tiles",

@@ -30,10 +30,10 @@ import torch
 
 from ..spec import format_blocks
 from .info import METADATA_PREFIX, CheckpointInfo, settings_metadata, with_defaults
-from .io import CheckpointError, SafetensorsWriter, open_source
+from .io import CheckpointError, SafetensorsWriter, file_error, open_source
 from .keys import PROJ_L_KEY
-from .load import file_error, iter_bands, load_proj_l, plan_base_model, read_proj_l
-from .outputs import output_dtype
+from .load import load_proj_l, plan_base_model
+from .stream import cast_to, planned_entries, read_proj_l, stream_outputs
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,6 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
     remove_stale_partials(dst)
     tmp = None
     reader = None
-    current = None
     try:
         reader = open_source(src)
         plan = plan_base_model(reader, " (SLA weights only, no base model): pass the base model as IN and this file "
@@ -177,11 +176,8 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
             info.sla_settings = extra_info.sla_settings or with_defaults({})
             info.layout = f"{info.layout} + {extra_info.layout} proj_l"
         proj_blocks = sorted(extra) if extra is not None else sorted(plan.proj_l)
-        entries, jobs = [], []
-        for o in plan.outputs:
-            dt = output_dtype(o, dtype)
-            entries.append((o.key, o.shape, dt))
-            jobs.append((o, dt))
+        targets = cast_to(dtype)
+        entries = planned_entries(reader, plan, targets)
         for i in proj_blocks:
             d = info.head_dim
             entries.append((PROJ_L_KEY.format(i=i, p="weight"), (d, d), torch.float32))
@@ -201,14 +197,9 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
         tmp = os.path.join(d, PARTIAL.format(name=os.path.basename(dst), pid=os.getpid()))
         with open(tmp, "wb") as f:
             w = SafetensorsWriter(f, entries, meta)
-            done = 0
-            for o, dt in jobs:
-                current = o.src
-                w.write_parts(o.key, iter_bands(reader, o, dt))
-                reader.drop(o.src)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+            for t in stream_outputs(reader, plan, targets, progress, total):
+                w.write_parts(t.key, t.bands)
+            done = len(plan.outputs)
             for i, (pw, pb) in sorted((extra if extra is not None else read_proj_l(reader, plan)).items()):
                 w.write(PROJ_L_KEY.format(i=i, p="weight"), pw.contiguous())
                 w.write(PROJ_L_KEY.format(i=i, p="bias"), pb.contiguous())
@@ -227,7 +218,7 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
         where = tmp if tmp is not None else src
         raise CheckpointError(f"converting {src!r} to {dst!r} failed writing/reading {where!r}: {e}") from e
     except Exception as e:
-        raise file_error(src, e, current) from e
+        raise file_error(src, e) from e
     finally:
         if reader is not None:
             reader.close()
