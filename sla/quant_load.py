@@ -7,12 +7,17 @@ dtypes: bf16 weights, fp32 norms; any int8 tile outside the blocks dequantised t
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+from typing import List
+
 import torch
 
 from . import checkpoint as C
 from .checkpoint import load as L
-from .checkpoint.outputs import output_dtype
+from .checkpoint.outputs import OutputTensor, output_dtype
+from .checkpoint.stream import ProgressFn, Targets
 from .quant import is_w8a8_block_linear
 
 log = logging.getLogger(__name__)
@@ -22,7 +27,7 @@ __all__ = ["SCALE_SUFFIX", "load_checkpoint_int8", "expected_layer_names", "summ
 SCALE_SUFFIX = ".int8_scale"  # state-dict key of a W8A8 layer's tile scales, beside its int8 ``.weight``
 
 
-def load_checkpoint_int8(path, progress: L.ProgressFn = None) -> C.LoadedCheckpoint:
+def load_checkpoint_int8(path, progress: ProgressFn = None) -> C.LoadedCheckpoint:
     """Load an SLA Wan ``-quant`` checkpoint with int8 block Linears kept as int8.
 
     Returns:
@@ -33,57 +38,40 @@ def load_checkpoint_int8(path, progress: L.ProgressFn = None) -> C.LoadedCheckpo
         CheckpointError for unusable files and for files without int8 tiles (nothing to keep: load them with
         another weight_dtype).
     """
-    reader = C.open_source(path)
-    try:
-        plan = L.plan_base_model(reader, ": it holds no base model")
-        info = plan.info
-        if not info.quantized:
-            raise C.CheckpointError(
-                f"{reader.path!r} (layout {info.layout}) has no int8 tiles: weight_dtype 'int8 (W8A8)' serves "
-                "TurboDiffusion's -quant checkpoints; pick default, bf16, fp16 or fp8 for this file")
-        info.weight_dtype = "int8 (W8A8)"
-        total = len(plan.outputs) + len(plan.proj_l)
-        sd = {}
-        kept, dequantised = 0, []
-        for done, o in enumerate(plan.outputs, 1):
-            layer = o.key[: -len(".weight")] if o.key.endswith(".weight") else ""
-            if o.kind == "dequant" and is_w8a8_block_linear(layer):
-                sd[o.key] = _owned(reader, o.src, torch.int8)
-                sc = _owned(reader, o.scale, torch.float32)
-                if not torch.isfinite(sc).all():
-                    raise C.CheckpointError(f"{reader.path!r}: scale {o.scale!r} holds non-finite values; the file "
-                                            "is corrupt")
-                sd[layer + SCALE_SUFFIX] = sc
-                kept += 1
-            else:
-                if o.kind == "dequant":
-                    dequantised.append(o.key)
-                sd[o.key] = L._materialise(reader, o, output_dtype(o, None))
-            reader.drop(o.src)
-            if o.scale:
-                reader.drop(o.scale)
-            if progress is not None:
-                progress(done, total)
-        if dequantised:
-            log.info("SLA W8A8: %d int8 layers outside the Wan blocks' Linears are dequantised (e.g. %s)",
-                     len(dequantised), dequantised[0])
-        proj = L.read_proj_l(reader, plan)
-        if progress is not None:
-            progress(total, total)
-        L._warn_partial(info, reader.path)
-        log.info("SLA checkpoint %s: %s; %d Linear layers kept as int8 tiles", reader.path, info.summary(), kept)
-        return C.LoadedCheckpoint(sd, proj, info, dict(getattr(reader, "metadata", {}) or {}))
-    finally:
-        reader.close()
+    dequantised: List[str] = []
+    ck = L.read_base_model(path, _keep_block_tiles(dequantised), _require_tiles, ": it holds no base model",
+                           progress)
+    if dequantised:
+        log.info("SLA W8A8: %d int8 layers outside the Wan blocks' Linears are dequantised (e.g. %s)",
+                 len(dequantised), dequantised[0])
+    log.info("SLA checkpoint %s: %s; %d Linear layers kept as int8 tiles", os.fspath(path), ck.info.summary(),
+             len(expected_layer_names(ck.state_dict)))
+    return ck
 
 
-def _owned(reader, key: str, dtype: torch.dtype) -> torch.Tensor:
-    """A copy of one source tensor in ``dtype`` that no longer references the file's map."""
-    src = reader.get(key)
-    try:
-        return src.to(dtype, copy=True).contiguous()
-    finally:
-        reader.release(src)
+def _require_tiles(path: str, info: C.CheckpointInfo) -> None:
+    """Refuse a file without int8 tiles (before any tensor is read); note the weight dtype otherwise."""
+    if not info.quantized:
+        raise C.CheckpointError(
+            f"{path!r} (layout {info.layout}) has no int8 tiles: weight_dtype 'int8 (W8A8)' serves "
+            "TurboDiffusion's -quant checkpoints; pick default, bf16, fp16 or fp8 for this file")
+    info.weight_dtype = "int8 (W8A8)"
+
+
+def _keep_block_tiles(dequantised: List[str]) -> Targets:
+    """Targets keeping the int8 tiles of Wan block Linears: int8 ``L.weight`` [out, in] as stored and fp32
+    ``L.int8_scale`` [ceil(out/128), ceil(in/128)]; everything else in the file's dtypes (int8 tiles of other layers
+    dequantised, their keys appended to ``dequantised``)."""
+    def targets(reader, o: OutputTensor):
+        layer = o.key[: -len(".weight")] if o.key.endswith(".weight") else ""
+        if o.kind != "dequant" or not is_w8a8_block_linear(layer):
+            if o.kind == "dequant":
+                dequantised.append(o.key)
+            return [(o, output_dtype(o, None))]
+        tiles = dataclasses.replace(o, kind="copy", scale=None)
+        scale = OutputTensor(layer + SCALE_SUFFIX, o.scale, "scale", reader.shape(o.scale), reader.dtype(o.scale))
+        return [(tiles, torch.int8), (scale, torch.float32)]
+    return targets
 
 
 def expected_layer_names(state_dict) -> list:

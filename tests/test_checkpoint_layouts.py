@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from comfyui_sla.sla import checkpoint as C
-from comfyui_sla.sla.checkpoint import handover, io as ckpt_io, keys as K, load as LD
+from comfyui_sla.sla.checkpoint import handover, info as ckpt_info, io as ckpt_io, keys as K, stream as ST
 from wan_factory import (TD_PROJ_L, add_prefixes, dequantize_tiles, make_wan_state_dict, native_reference,
                          save_pth, save_safetensors, simpletuner_payload, to_diffusers, to_turbodiffusion,
                          to_turbodiffusion_quant)
@@ -250,6 +250,22 @@ def test_converted_metadata_roundtrip(native, tmp_path):
     assert TD_PROJ_L.format(i=0, p="weight") not in L.state_dict
 
 
+def test_recorded_settings_one_mapping(native, tmp_path, caplog):
+    """SimpleTuner's names and the converter's metadata reach the same pack names; a bad value is dropped, named."""
+    payload = simpletuner_payload(torch.zeros(128, 128), torch.zeros(128), settings={"topk": "high", "blkq": 64})
+    torch.save(payload, tmp_path / "sla_attention.pt")
+    with caplog.at_level(logging.WARNING):
+        _, info = C.load_proj_l(tmp_path / "sla_attention.pt")
+    assert "topk='high'" in caplog.text
+    assert C.recorded_settings(info) == {"keep_ratio": 0.1, "block_q": 64, "block_k": 64, "feature_map": "softmax"}
+    meta = ckpt_info.settings_metadata({"keep_ratio": 0.25, "block_q": 64})
+    assert meta == {"sla.keep_ratio": "0.25", "sla.block_q": "64", "sla.block_k": "64", "sla.feature_map": "softmax"}
+    L = C.load_checkpoint(save_safetensors(native, tmp_path / "c.safetensors",
+                                           metadata={"sla.source_layout": "turbodiffusion", **meta}))
+    assert C.recorded_settings(L.info) == {"keep_ratio": 0.25, "block_q": 64, "block_k": 64, "feature_map": "softmax"}
+    assert C.recorded_settings(C.CheckpointInfo()) == {}  # nothing recorded: nothing claimed
+
+
 @pytest.mark.parametrize("shape", [(320, 256), (256, 320), (100, 77), (129, 1), (1, 300), (384, 640)])
 @pytest.mark.parametrize("chunk", [1, 1000, 1 << 23])
 def test_dequantize_int8_tiles(shape, chunk):
@@ -267,12 +283,12 @@ def test_small_bands_same_result(native, tmp_path, monkeypatch, ext):
     """Streaming in many small row bands (partial tiles, bands of 1 row) gives the same tensors."""
     q, base, proj = _quant_expected(native)
     p = _write(q, tmp_path, "q", ext)
-    monkeypatch.setattr(LD, "BAND_ELEMS", 100)
+    monkeypatch.setattr(ST, "BAND_ELEMS", 100)
     _assert_same(C.load_checkpoint(p), base, proj)
     from comfyui_sla.sla.checkpoint.convert import convert
     out = tmp_path / "o.safetensors"
     convert(p, out, None)  # keep the file's dtypes: int8 -> bf16 (its bias dtype), fp32 norms stay fp32
-    monkeypatch.setattr(LD, "BAND_ELEMS", 1 << 23)
+    monkeypatch.setattr(ST, "BAND_ELEMS", 1 << 23)
     _assert_same(C.load_checkpoint(out), base, proj)
 
 

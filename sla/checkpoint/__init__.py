@@ -12,12 +12,15 @@ runtime (settings, patch, kernels) nor ComfyUI):
                 (container from the first bytes), ``SafetensorsWriter``, ``CheckpointError``.
 ``keys``        key names: trainer prefixes, base-weight namings (``NAMINGS``), proj_l aliases, Wan families.
 ``layouts``     the ``LAYOUTS`` table: one ``Layout`` row per recognised layout, chosen from a file's ``Facts``.
-``info``        ``CheckpointInfo`` (family, layout, shape facts, SLA blocks, ``summary()``), ``TILE``, ``WAN_HEAD_DIM``.
+``info``        ``CheckpointInfo`` (family, layout, shape facts, SLA blocks, ``summary()``), ``TILE``, ``WAN_HEAD_DIM``,
+                the recorded SLA settings' one mapping to pack names (``SETTINGS``, ``recorded_settings``).
 ``shapes``      shape checks: ``describe_base`` (dim, blocks, family), ``expected_shapes`` / ``check_base_shapes``,
                 int8 tile scales, proj_l pairs.
 ``outputs``     ``OutputTensor`` per base tensor through ``TRANSFORMS`` (dequant / patch / copy), ``target_dtype``.
 ``plan``        ``plan_checkpoint``: key names and shapes -> output tensors + ``CheckpointInfo`` (a ``Plan``).
-``load``        ``load_checkpoint`` / ``load_proj_l``: banded streaming, int8 tile dequantisation, dtype casts.
+``stream``      ``stream_outputs``: the one loop over a plan's tensors (row bands, int8 tile dequantisation, dtype
+                casts, NaN/Inf checks, progress), shared by the loaders and the converter; ``read_proj_l``.
+``load``        ``load_checkpoint`` / ``load_proj_l`` (and ``read_base_model``, shared with ``sla.quant_load``).
 ``handover``    ``consume_on_copy`` / ``plain_tensors``: hand a state dict to a model builder without a 2nd copy.
 ``convert``     the converter (``python3 -m sla.convert``, a shim over ``convert.main``).
 ==============  =====================================================================================================
@@ -46,11 +49,13 @@ modified.
 from .handover import consume_on_copy, plain_tensors
 from .io import CheckpointError, open_source, sniff
 from .keys import PROJ_L_KEY
-from .load import ALL_BLOCKS, LoadedCheckpoint, dequantize_int8_tiles, load_checkpoint, load_proj_l
-from .info import TILE, CheckpointInfo
+from .load import ALL_BLOCKS, LoadedCheckpoint, load_checkpoint, load_proj_l
+from .info import METADATA_PREFIX, TILE, CheckpointInfo, recorded_settings
 from .outputs import target_dtype
-from .plan import METADATA_PREFIX, plan_checkpoint
+from .plan import plan_checkpoint
+from .stream import dequantize_int8_tiles
 
 __all__ = ["CheckpointError", "CheckpointInfo", "LoadedCheckpoint", "load_checkpoint", "load_proj_l",
            "ALL_BLOCKS", "TILE", "METADATA_PREFIX", "PROJ_L_KEY", "dequantize_int8_tiles",
-           "plan_checkpoint", "target_dtype", "consume_on_copy", "plain_tensors", "open_source", "sniff"]
+           "plan_checkpoint", "recorded_settings", "target_dtype", "consume_on_copy", "plain_tensors", "open_source",
+           "sniff"]

@@ -28,13 +28,12 @@ from typing import Callable, Optional
 
 import torch
 
-from ..spec import CHECKPOINT_DEFAULTS, format_blocks
-from .info import CheckpointInfo
-from .io import CheckpointError, SafetensorsWriter, open_source
+from ..spec import format_blocks
+from .info import METADATA_PREFIX, CheckpointInfo, settings_metadata, with_defaults
+from .io import CheckpointError, SafetensorsWriter, file_error, open_source
 from .keys import PROJ_L_KEY
-from .load import file_error, iter_bands, load_proj_l, plan_base_model, read_proj_l
-from .outputs import output_dtype
-from .plan import METADATA_PREFIX
+from .load import load_proj_l, plan_base_model
+from .stream import cast_to, planned_entries, read_proj_l, stream_outputs
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,6 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
     remove_stale_partials(dst)
     tmp = None
     reader = None
-    current = None
     try:
         reader = open_source(src)
         plan = plan_base_model(reader, " (SLA weights only, no base model): pass the base model as IN and this file "
@@ -175,19 +173,15 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
                 raise CheckpointError(f"{sla_weights!r} has proj_l for blocks {bad} but {src!r} has "
                                       f"{info.num_blocks} blocks")
             info.sla_blocks = sorted(extra)
-            info.sla_settings = extra_info.sla_settings or dict(CHECKPOINT_DEFAULTS)
+            info.sla_settings = extra_info.sla_settings or with_defaults({})
             info.layout = f"{info.layout} + {extra_info.layout} proj_l"
         proj_blocks = sorted(extra) if extra is not None else sorted(plan.proj_l)
-        entries, jobs = [], []
-        for o in plan.outputs:
-            dt = output_dtype(o, dtype)
-            entries.append((o.key, o.shape, dt))
-            jobs.append((o, dt))
+        targets = cast_to(dtype)
+        entries = planned_entries(reader, plan, targets)
         for i in proj_blocks:
             d = info.head_dim
             entries.append((PROJ_L_KEY.format(i=i, p="weight"), (d, d), torch.float32))
             entries.append((PROJ_L_KEY.format(i=i, p="bias"), (d,), torch.float32))
-        settings = info.sla_settings or dict(CHECKPOINT_DEFAULTS)
         meta = {
             "format": "pt",
             METADATA_PREFIX + "format": "comfyui-sla/1",
@@ -196,22 +190,16 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
             METADATA_PREFIX + "num_blocks": str(info.num_blocks),
             METADATA_PREFIX + "sla_blocks": format_blocks(info.sla_blocks),
             METADATA_PREFIX + "source_quantized": "int8-128x128-tiles" if info.quantized else "no",
+            **settings_metadata(info.sla_settings),
         }
-        for k in ("keep_ratio", "block_q", "block_k", "feature_map"):
-            meta[METADATA_PREFIX + k] = str(settings.get(k, CHECKPOINT_DEFAULTS[k]))
         total = len(entries)
         d = os.path.dirname(os.path.abspath(dst))
         tmp = os.path.join(d, PARTIAL.format(name=os.path.basename(dst), pid=os.getpid()))
         with open(tmp, "wb") as f:
             w = SafetensorsWriter(f, entries, meta)
-            done = 0
-            for o, dt in jobs:
-                current = o.src
-                w.write_parts(o.key, iter_bands(reader, o, dt))
-                reader.drop(o.src)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+            for t in stream_outputs(reader, plan, targets, progress, total):
+                w.write_parts(t.key, t.bands)
+            done = len(plan.outputs)
             for i, (pw, pb) in sorted((extra if extra is not None else read_proj_l(reader, plan)).items()):
                 w.write(PROJ_L_KEY.format(i=i, p="weight"), pw.contiguous())
                 w.write(PROJ_L_KEY.format(i=i, p="bias"), pb.contiguous())
@@ -230,7 +218,7 @@ def convert(src: str, dst: str, dtype: Optional[torch.dtype] = torch.bfloat16, o
         where = tmp if tmp is not None else src
         raise CheckpointError(f"converting {src!r} to {dst!r} failed writing/reading {where!r}: {e}") from e
     except Exception as e:
-        raise file_error(src, e, current) from e
+        raise file_error(src, e) from e
     finally:
         if reader is not None:
             reader.close()

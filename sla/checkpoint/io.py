@@ -14,6 +14,7 @@ be returned by ``open_source``. Every failure to read is a ``CheckpointError`` n
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -24,7 +25,7 @@ import re
 import struct
 import sys
 import zipfile
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple
 
 import torch
 
@@ -33,6 +34,25 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the key or problem and what was expected."""
+
+
+def file_error(path, e: BaseException, key: Optional[str] = None) -> CheckpointError:
+    """Any failure while reading ``path`` as a CheckpointError naming the file (and tensor when known)."""
+    at = f" at tensor {key!r}" if key else ""
+    first = (str(e).splitlines() or [""])[0][:300]
+    return CheckpointError(f"{os.fspath(path)!r}: cannot be read{at}: {type(e).__name__}: {first}")
+
+
+@contextlib.contextmanager
+def read_errors(path, key: Optional[str] = None) -> Iterator[None]:
+    """Within the block, any failure but a CheckpointError becomes ``file_error(path, e, key)``: RecursionError,
+    IndexError, OSError ... from a corrupt file are still problems with that file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise file_error(path, e, key) from e
 
 
 class Reader(Protocol):

@@ -2,8 +2,8 @@
 
 ``plan_outputs`` gives one ``OutputTensor`` per base tensor, in file order: int8 tiles + scale are dequantised
 (``dequant``), TurboDiffusion's Linear patch embedding is reshaped to a Conv3d (``patch``), everything else is
-copied (``copy``; ComfyUI's scaled / quantised layers pass uncast). No tensor data is read here: ``load`` and
-``convert`` carry the entries out.
+copied (``copy``; ComfyUI's scaled / quantised layers pass uncast). No tensor data is read here:
+``stream.stream_outputs`` carries the entries out for the loaders and the converter.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class OutputTensor:
 
     key: str  # ComfyUI-native output key
     src: str  # source key (raw, as in the file)
-    kind: str  # a TRANSFORMS name: "copy" | "patch" (Linear -> Conv3d reshape) | "dequant"
+    kind: str  # a TRANSFORMS name: "copy" | "patch" (Linear -> Conv3d reshape) | "dequant"; or "scale" (W8A8 reading)
     shape: Tuple[int, ...]
     src_dtype: torch.dtype
     scale: Optional[str] = None  # source key of the tile scales (dequant)

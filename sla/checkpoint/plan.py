@@ -13,17 +13,14 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 
-from ..spec import CHECKPOINT_DEFAULTS
 from . import keys as K
-from .info import TILE, WAN_HEAD_DIM, CheckpointInfo
+from .info import METADATA_PREFIX, TILE, WAN_HEAD_DIM, CheckpointInfo, read_settings, with_defaults
 from .io import CheckpointError, Reader
 from .layouts import Facts, detect_layout
 from .outputs import OutputTensor, TransformContext, plan_outputs
 from .shapes import SCALE_SUFFIXES, check_base_shapes, check_proj_l, describe_base
 
 log = logging.getLogger(__name__)
-
-METADATA_PREFIX = "sla."
 
 
 @dataclasses.dataclass
@@ -149,20 +146,6 @@ def _kept_layers(path: str, wan: Dict[str, str]) -> Tuple[Set[str], bool]:
     return layers, keep_all
 
 
-def settings_from_metadata(meta: Dict[str, str]) -> Dict[str, object]:
-    """SLA settings recorded by the converter (``sla.keep_ratio`` ...), the checkpoint defaults where absent."""
-    s: Dict[str, object] = dict(CHECKPOINT_DEFAULTS)
-    conv = {"keep_ratio": float, "block_q": int, "block_k": int, "feature_map": str}
-    for k, f in conv.items():
-        v = meta.get(METADATA_PREFIX + k)
-        if v is not None:
-            try:
-                s[k] = f(v)
-            except ValueError:
-                log.warning("SLA: ignoring bad metadata %s=%r", METADATA_PREFIX + k, v)
-    return s
-
-
 # ----------------------------------------------------------------------------------------------- the plan
 
 def plan_checkpoint(reader: Reader, require_base: bool = True) -> Plan:
@@ -195,6 +178,7 @@ def plan_checkpoint(reader: Reader, require_base: bool = True) -> Plan:
 
     info.layout = detect_layout(Facts(naming, proj_style, has_base, info.quantized, len(pshape) == 2,
                                       tuple(prefixes), info.source_layout))
-    info.sla_settings = (settings_from_metadata(meta) if info.source_layout
-                         else (dict(CHECKPOINT_DEFAULTS) if proj else {}))
+    # Files from the converter record their settings; others were fine-tuned at TurboDiffusion's defaults.
+    info.sla_settings = (with_defaults(read_settings(meta, "metadata", path)) if info.source_layout
+                         else (with_defaults({}) if proj else {}))
     return Plan(outputs, proj, info, has_base)
