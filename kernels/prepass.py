@@ -41,7 +41,7 @@ def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, st
     (:func:`_store_partials`).
 
     The summary is accumulated as its transpose V^T phi(K), so phi(k) enters the product as computed (no
-    transpose through shared memory; docs/KERNEL_NOTES.md#design), and is added transposed. COLSUM_MMA: block
+    transpose through shared memory; docs/KERNEL_NOTES.md#design), and is stored transposed. COLSUM_MMA: block
     column sums as ones @ x on the tensor cores instead of cross-warp reductions (16-bit inputs only).
     """
     offs_d = tl.arange(0, HEAD_D)
