@@ -100,14 +100,15 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
                      proj_weight: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
                      feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
                      compute_dtype: str = "auto", *, lut: torch.Tensor | None = None, return_lut: bool = False,
-                     out: torch.Tensor | None = None, config: dict | None = None):
+                     out: torch.Tensor | None = None, config: dict | None = None,
+                     prepass_config: dict | None = None):
     """SLA forward through the Triton kernels. q, k, v: (B, L, H, D) views (unit stride on D).
 
     ``keep``: key blocks kept per query-block row, in [1, Nk] (``sla.spec.keep_count``). Returns a contiguous
     (B, L, H, D) tensor in q's dtype (and the LUT used, when ``return_lut``). ``lut`` (B, H, Nq, keep) int32
     sorted rows replaces the predicted mask (tests, benchmarks); ``out`` a contiguous (B, L, H, D) buffer of q's
     dtype to write into (tests poison it to prove every element is written); ``config`` keys replacing
-    :func:`main_config`'s (benchmarks, tests).
+    :func:`main_config`'s and ``prepass_config`` keys replacing ``prepass.prepass_config``'s (benchmarks, tests).
     """
     check_inputs(q, k, v, block_q, block_k)
     check_choice("feature_map", feature_map, FEATURE_MAPS)
@@ -133,7 +134,7 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
         raise ValueError(f"out must be a contiguous {tuple(q.shape)} {q.dtype} tensor, got "
                          f"{tuple(out.shape)} {out.dtype}")
 
-    qmean, kmean, kv, ks, ktot = prepass(q, k, v, block_q, block_k, feature_map, cdt)
+    qmean, kmean, kv, ks, ktot = prepass(q, k, v, block_q, block_k, feature_map, cdt, prepass_config)
     if lut is None:
         lut = lut_from_means(qmean, kmean, ktot, length, keep)
     else:

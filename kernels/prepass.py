@@ -1,9 +1,21 @@
 """The SLA pre-pass: one read of q, k and v (in the caller's (B, L, H, D) layout, through strides) that writes only
 small per-(batch, head) summaries: fp32 block means of q and k for the block mask, the sum of k (smooth-k), and
-the linear branch's phi(K)^T V and sum phi(K), accumulated in fp32 with atomics."""
-from __future__ import annotations
+the linear branch's phi(K)^T V and sum phi(K).
 
-import math
+Deterministic (docs/KERNEL_NOTES.md#determinism): the key blocks of one (b, h) are split into chunks, one program
+each; a program writes its chunk's partial sums (phi(K)^T V, sum phi(K), sum K; fp32) with plain stores to its
+own slot of a workspace (n_chunks, B*H*D*(D+2)), and one ``torch.sum`` over the chunk axis (no atomics; its plan
+depends only on the shape and the device) gives the totals. The chunking is a function of the shape and the GPU's
+multiprocessor count only, so the same inputs give the same bits on one GPU, run after run.
+
+Workspace: n_chunks * B*H * D*(D+2) * 4 bytes, with n_chunks * B*H ~ key_progs_per_sm * SMs (at least B*H): at
+the default 8 key programs per SM and D=128, ~1 056 slots of 66.5 KB on a 132-SM H100 / H200, 69 MB at
+B=1 H=12 L=32 760 and 72 MB at B=1 H=40 L=75 600; ``key_progs_per_sm=2`` gives 18 / 19 MB (fewer, longer key
+programs). ``DETERMINISTIC=False`` (benchmarks only: the pre-pass as it was) adds the partials with fp32 atomics
+into one zeroed slot instead; the order of those additions, hence the sums' low bits and near-tied blocks of the
+mask, changes from run to run.
+"""
+from __future__ import annotations
 
 import torch
 import triton
@@ -13,20 +25,23 @@ from ..sla.spec import FEATURE_MAPS
 from .attend import _phi
 from .stages import launch, tl_dtype
 
-# ~8 programs per SM of 4 warps (latency-bound), column sums on the tensor cores
-# (docs/KERNEL_NOTES.md#versions-time--whole-op-at-shape-a-main--the-main-kernel-alone, v4).
-PREPASS_DEFAULT = dict(progs_per_sm=8, num_warps=4, num_stages=3, COLSUM_MMA=True)
+# ~8 query and 8 key programs per SM of 4 warps (latency-bound; short programs keep the tail short), column sums
+# on the tensor cores (docs/KERNEL_NOTES.md#versions-time--whole-op-at-shape-a-main--the-main-kernel-alone, v4).
+# Each key program fills one workspace slot (docs/KERNEL_NOTES.md#determinism).
+PREPASS_DEFAULT = dict(progs_per_sm=8, key_progs_per_sm=8, num_warps=4, num_stages=3, COLSUM_MMA=True,
+                       DETERMINISTIC=True)
 
 
 @triton.jit
 def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
-                  pid_c, pid_bh, b, h, L, NK, CHUNK_K,
+                  pid_c, pid_bh, b, h, L, NK, CHUNK_K, SLOT,
                   BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, FMAP: tl.constexpr, CDT: tl.constexpr,
-                  COLSUM_MMA: tl.constexpr):
-    """Key blocks [pid_c * CHUNK_K, ...) of one (b, h): their means, and the chunk's share of the summaries.
+                  COLSUM_MMA: tl.constexpr, DETERMINISTIC: tl.constexpr):
+    """Key blocks [pid_c * CHUNK_K, ...) of one (b, h): their means, and the chunk's share of the summaries
+    (:func:`_store_partials`).
 
     The summary is accumulated as its transpose V^T phi(K), so phi(k) enters the product as computed (no
-    transpose through shared memory; docs/KERNEL_NOTES.md#design), and is added transposed. COLSUM_MMA: block
+    transpose through shared memory; docs/KERNEL_NOTES.md#design), and is stored transposed. COLSUM_MMA: block
     column sums as ones @ x on the tensor cores instead of cross-warp reductions (16-bit inputs only).
     """
     offs_d = tl.arange(0, HEAD_D)
@@ -60,10 +75,32 @@ def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, st
         else:
             ks += tl.sum(fk.to(tl.float32), 0)
         kvt = tl.dot(tl.trans(v.to(CDT)), fk, kvt, input_precision=prec)
+    _store_partials(KV, KS, KTOT, kvt, ks, kt, pid_c, pid_bh, SLOT, HEAD_D, DETERMINISTIC)
+
+
+@triton.jit
+def _store_partials(KV, KS, KTOT, kvt, ks, kt, pid_c, pid_bh, SLOT, HEAD_D: tl.constexpr,
+                    DETERMINISTIC: tl.constexpr):
+    """One chunk's partial sums into the workspace: kvt = V^T phi(K) (D, D), ks = sum phi(K), kt = sum K, fp32.
+
+    KV / KS / KTOT point at slot 0's (B*H, D, D) / (B*H, D) / (B*H, D) parts; slot c starts SLOT elements after
+    slot c - 1. DETERMINISTIC: plain stores into slot pid_c (summed in a fixed order by the launcher); else fp32
+    atomics into slot 0 (the order of the additions, hence the result's low bits, varies between runs).
+    """
+    offs_d = tl.arange(0, HEAD_D)
     offs_t = offs_d[:, None] + offs_d[None, :] * HEAD_D          # kvt[i, j] -> KV[j, i]
-    tl.atomic_add(KV + pid_bh * HEAD_D * HEAD_D + offs_t, kvt, sem="relaxed")
-    tl.atomic_add(KS + pid_bh * HEAD_D + offs_d, ks, sem="relaxed")
-    tl.atomic_add(KTOT + pid_bh * HEAD_D + offs_d, kt, sem="relaxed")
+    kv_ptrs = KV + pid_bh * HEAD_D * HEAD_D + offs_t
+    ks_ptrs = KS + pid_bh * HEAD_D + offs_d
+    kt_ptrs = KTOT + pid_bh * HEAD_D + offs_d
+    if DETERMINISTIC:
+        slot = pid_c.to(tl.int64) * SLOT
+        tl.store(kv_ptrs + slot, kvt)
+        tl.store(ks_ptrs + slot, ks)
+        tl.store(kt_ptrs + slot, kt)
+    else:
+        tl.atomic_add(kv_ptrs, kvt, sem="relaxed")
+        tl.atomic_add(ks_ptrs, ks, sem="relaxed")
+        tl.atomic_add(kt_ptrs, kt, sem="relaxed")
 
 
 @triton.jit
@@ -93,17 +130,17 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
                     stride_qb, stride_ql, stride_qh,
                     stride_kb, stride_kl, stride_kh,
                     stride_vb, stride_vl, stride_vh,
-                    H, L, NQ, NK, CHUNK_Q, CHUNK_K, NCH,
+                    H, L, NQ, NK, CHUNK_Q, CHUNK_K, NCH, SLOT,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
-                    FMAP: tl.constexpr, CDT: tl.constexpr, COLSUM_MMA: tl.constexpr):
+                    FMAP: tl.constexpr, CDT: tl.constexpr, COLSUM_MMA: tl.constexpr, DETERMINISTIC: tl.constexpr):
     """Grid (NCH + query chunks, B * H): programs 0..NCH-1 of axis 0 take CHUNK_K key blocks of one (b, h) each,
     the programs after them CHUNK_Q query blocks each (two streams in one launch keep more loads in flight).
 
     Q, K, V: (B, L, H, D) views, unit stride on D, bf16 / fp16 / fp32. QMEAN (B, H, NQ, D), KMEAN (B, H, NK, D):
-    fp32 block means of the inputs as given (a partial last block divides by its true count). KTOT (B, H, D) fp32
-    += sum of k (smooth-k's sequence mean is KTOT / L). KV (B, H, D, D) += phi(k)^T v and KS (B, H, D) += sum
-    phi(k), fp32; phi is applied to k rounded to the compute dtype CDT and rounded back to it before the
-    products, as upstream does. KTOT, KV and KS are zero-initialised by the launcher.
+    fp32 block means of the inputs as given (a partial last block divides by its true count). Per key chunk c,
+    fp32, in its workspace slot (:func:`_store_partials`): KTOT (B, H, D) = sum of k (smooth-k's sequence mean is
+    the total over the chunks / L), KV (B, H, D, D) = phi(k)^T v and KS (B, H, D) = sum phi(k); phi is applied to
+    k rounded to the compute dtype CDT and rounded back to it before the products, as upstream does.
     """
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -111,15 +148,17 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
     h = pid_bh % H
     if pid_c < NCH:
         _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
-                      pid_c, pid_bh, b, h, L, NK, CHUNK_K, BLOCK_K, HEAD_D, FMAP, CDT, COLSUM_MMA)
+                      pid_c, pid_bh, b, h, L, NK, CHUNK_K, SLOT, BLOCK_K, HEAD_D, FMAP, CDT, COLSUM_MMA,
+                      DETERMINISTIC)
     else:
         _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_c - NCH, pid_bh, b, h, L, NQ, CHUNK_Q,
                          BLOCK_Q, HEAD_D, COLSUM_MMA)
 
 
 def prepass_config(dtype: torch.dtype, override: dict | None = None) -> dict:
-    """Pre-pass launch configuration (progs_per_sm, num_warps, num_stages, COLSUM_MMA) for q, k, v of ``dtype``;
-    ``override`` replaces keys (benchmarks, tests).
+    """Pre-pass launch configuration for q, k, v of ``dtype``: progs_per_sm / key_progs_per_sm (query / key chunk
+    programs per multiprocessor, over all heads), num_warps, num_stages, COLSUM_MMA, DETERMINISTIC (False: the
+    atomic baseline, benchmarks only); ``override`` replaces keys (benchmarks, tests).
 
     fp32 inputs are staged in shared memory as fp32: 3 stages of them are over the 99 KB of sm_86 / sm_89 /
     sm_120 at D=128 (docs/KERNEL_NOTES.md#gpu-generations-and-triton-versions-offline-compile-check), so 2.
@@ -132,40 +171,78 @@ def prepass_config(dtype: torch.dtype, override: dict | None = None) -> dict:
     return cfg
 
 
-def _num_sms(device: torch.device) -> int:
+def num_sms(device: torch.device) -> int:
+    """Multiprocessors of ``device`` (4 off the GPU: the interpreter); the pre-pass chunking depends on it."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return 4
 
 
-def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dtype, config: dict | None = None):
-    """Run the pre-pass. Returns fp32 qmean (B,H,Nq,D), kmean (B,H,Nk,D), kv (B,H,D,D), ks (B,H,D), ktot (B,H,D).
+def chunking(n_blocks: int, bh: int, progs_per_sm: int, n_sms: int) -> tuple[int, int]:
+    """(blocks per chunk, chunks per (b, h)) splitting ``n_blocks`` blocks of each of ``bh`` heads over about
+    ``progs_per_sm * n_sms`` programs: a function of the shape and the GPU only, never of timing."""
+    per_prog = max(1, triton.cdiv(n_blocks * bh, progs_per_sm * n_sms))
+    return per_prog, triton.cdiv(n_blocks, per_prog)
+
+
+def workspace_bytes(b: int, h: int, length: int, d: int, n_sms: int, block_k: int = 64,
+                    config: dict | None = None) -> int:
+    """Bytes of the fp32 partial-sum workspace :func:`prepass` allocates for (B, L, H, D) inputs on a GPU of
+    ``n_sms`` multiprocessors: one slot of B*H*D*(D+2) per key chunk (one slot when not DETERMINISTIC)."""
+    pcfg = prepass_config(torch.bfloat16, config)
+    _, n_chunks = chunking(triton.cdiv(length, block_k), b * h, pcfg["key_progs_per_sm"], n_sms)
+    return (n_chunks if pcfg["DETERMINISTIC"] else 1) * b * h * d * (d + 2) * 4
+
+
+def _split(acc: torch.Tensor, b: int, h: int, d: int):
+    """Views kv (.., B, H, D, D), ks (.., B, H, D), ktot (.., B, H, D) of the last axis of ``acc``
+    (.., B*H*D*(D+2)), the layout of one workspace slot."""
+    lead = acc.shape[:-1]
+    n_kv, n_ks = b * h * d * d, b * h * d
+    return (acc[..., :n_kv].view(*lead, b, h, d, d), acc[..., n_kv:n_kv + n_ks].view(*lead, b, h, d),
+            acc[..., n_kv + n_ks:].view(*lead, b, h, d))
+
+
+def sum_slots(ws: torch.Tensor) -> torch.Tensor:
+    """(n, S) fp32 partial sums -> (S,) totals, in an order fixed by the shape (torch's reductions use no atomics
+    and pick their plan from the shape and the device alone); one slot is returned as is."""
+    if ws.shape[0] == 1:
+        return ws[0]
+    return ws.sum(0)
+
+
+def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dtype, config: dict | None = None,
+            return_workspace: bool = False):
+    """Run the pre-pass. Returns fp32 qmean (B,H,Nq,D), kmean (B,H,Nk,D), kv (B,H,D,D), ks (B,H,D), ktot (B,H,D)
+    (and, when ``return_workspace``, the (n_chunks, B*H*D*(D+2)) fp32 partial sums they were summed from).
 
     ``config``: keys replacing :func:`prepass_config`'s (benchmarks, tests).
     """
     b, length, h, d = q.shape
     nq, nk = triton.cdiv(length, block_q), triton.cdiv(length, block_k)
     dev = q.device
+    pcfg = prepass_config(q.dtype, config)
+    det = bool(pcfg["DETERMINISTIC"])
     qmean = torch.empty(b, h, nq, d, device=dev, dtype=torch.float32)
     kmean = torch.empty(b, h, nk, d, device=dev, dtype=torch.float32)
-    acc = torch.zeros(b * h * d * (d + 2), device=dev, dtype=torch.float32)   # one memset for all three
-    kv = acc[:b * h * d * d].view(b, h, d, d)
-    ks = acc[b * h * d * d:b * h * d * (d + 1)].view(b, h, d)
-    ktot = acc[b * h * d * (d + 1):].view(b, h, d)
-    # Chunks of whole query and key blocks, a few programs per multiprocessor each for k/v and for q.
-    unit = block_q * block_k // math.gcd(block_q, block_k)
-    n_units = triton.cdiv(length, unit)
-    pcfg = prepass_config(q.dtype, config)
-    per_prog = max(1, triton.cdiv(n_units * b * h, pcfg["progs_per_sm"] * _num_sms(dev)))
-    chunk_tokens = per_prog * unit
-    n_chunks = triton.cdiv(length, chunk_tokens)
+    chunk_q, n_chunks_q = chunking(nq, b * h, pcfg["progs_per_sm"], num_sms(dev))
+    chunk_k, n_chunks_k = chunking(nk, b * h, pcfg["key_progs_per_sm"], num_sms(dev))
+    # A slot per key chunk (plain stores, summed below; no memset needed: every program writes its whole slot);
+    # the atomic baseline adds into one zeroed slot.
+    slot = b * h * d * (d + 2)
+    ws = torch.empty(n_chunks_k, slot, device=dev, dtype=torch.float32) if det else \
+        torch.zeros(1, slot, device=dev, dtype=torch.float32)
+    kv_ws, ks_ws, kt_ws = _split(ws, b, h, d)
     colsum = bool(pcfg.get("COLSUM_MMA")) and q.dtype == k.dtype and q.dtype in (torch.bfloat16, torch.float16)
-    launch("SLA pre-pass", _prepass_kernel, (2 * n_chunks, b * h),
-           (q, k, v, qmean, kmean, kv, ks, ktot,
+    launch("SLA pre-pass", _prepass_kernel, (n_chunks_k + n_chunks_q, b * h),
+           (q, k, v, qmean, kmean, kv_ws, ks_ws, kt_ws,
             q.stride(0), q.stride(1), q.stride(2),
             k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2),
-            h, length, nq, nk, chunk_tokens // block_q, chunk_tokens // block_k, n_chunks),
+            h, length, nq, nk, chunk_q, chunk_k, n_chunks_k, slot),
            dict(BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FEATURE_MAPS.index(feature_map), CDT=tl_dtype(cdt),
-                COLSUM_MMA=colsum), dev, pcfg["num_warps"], pcfg["num_stages"])
+                COLSUM_MMA=colsum, DETERMINISTIC=det), dev, pcfg["num_warps"], pcfg["num_stages"])
+    kv, ks, ktot = _split(sum_slots(ws), b, h, d)
+    if return_workspace:
+        return qmean, kmean, kv, ks, ktot, ws
     return qmean, kmean, kv, ks, ktot

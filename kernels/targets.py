@@ -94,7 +94,8 @@ def cases(arch: int):
         types = {n: f"*{idt}" for n in ("Q", "K", "V")}
         types.update({n: "*fp32" for n in ("QMEAN", "KMEAN", "KV", "KS", "KTOT")})
         consts = dict(BLOCK_Q=128, BLOCK_K=64, HEAD_D=d, FMAP=0, CDT=tl_dt[cdt],
-                      COLSUM_MMA=bool(pre["COLSUM_MMA"]) and idt != "fp32")
+                      COLSUM_MMA=bool(pre["COLSUM_MMA"]) and idt != "fp32",
+                      DETERMINISTIC=bool(pre["DETERMINISTIC"]))
         yield ("_prepass_kernel", f"d{d} {idt} in {cdt}", _prepass_kernel, types, consts,
                dict(num_warps=pre["num_warps"], num_stages=pre["num_stages"]))
     for nk in TOPK_WIDTHS:

@@ -12,6 +12,7 @@ import torch
 
 from comfyui_sla.kernels import sla_forward, sla_forward_impl, supports
 from comfyui_sla.sla import block_lut, block_scores, sla_reference
+from comfyui_sla.sla.reference import feature_map as phi
 from comfyui_sla.sla.spec import keep_count, num_blocks
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -220,16 +221,75 @@ def test_torch_compile_sees_one_opaque_op():
     torch.testing.assert_close(compiled(q, k, v), f(q, k, v), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("progs_per_sm", [1, 64])
-def test_prepass_chunking_does_not_change_the_sums(progs_per_sm):
-    """Longer or shorter chunks per pre-pass program (fewer or more atomics into the summaries) give the same
-    means and summaries: every key and query block is counted once."""
+@pytest.mark.parametrize("progs", [dict(progs_per_sm=1, key_progs_per_sm=1), dict(progs_per_sm=64),
+                                   dict(key_progs_per_sm=64), dict(DETERMINISTIC=False)])
+def test_prepass_chunking_does_not_change_the_sums(progs):
+    """Longer or shorter chunks per pre-pass program (fewer or more workspace slots), or the atomic baseline, give
+    the same means and summaries: every key and query block is counted once."""
     from comfyui_sla.kernels.prepass import prepass
     q, k, v = make(2, 333, 2, 64, torch.float32, 11, layout="flat")
     ref = prepass(q, k, v, 128, 64, "softmax", torch.float32)
-    got = prepass(q, k, v, 128, 64, "softmax", torch.float32, config=dict(progs_per_sm=progs_per_sm))
+    got = prepass(q, k, v, 128, 64, "softmax", torch.float32, config=progs)
     for name, a, b in zip(("qmean", "kmean", "kv", "ks", "ktot"), got, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def summaries_float64(k, v, fmap, cdt):
+    """The pre-pass totals in float64: sum k (B, H, D), sum phi(k) (B, H, D) and phi(k)^T v (B, H, D, D), with
+    phi applied to k rounded to ``cdt`` and its result and v rounded to ``cdt`` (the kernel's rule)."""
+    kd = k.double().permute(0, 2, 1, 3)
+    fk = phi(k.to(cdt).float(), fmap).to(cdt).double().permute(0, 2, 1, 3)
+    vd = v.to(cdt).double().permute(0, 2, 1, 3)
+    return kd.sum(2), fk.sum(2), fk.transpose(-1, -2) @ vd
+
+
+# (B, L, H, D, dtype, compute dtype, feature map, pre-pass config): ragged L, several key chunks per (b, h)
+DET_CASES = [
+    (2, 333, 2, 64, torch.float32, torch.float32, "softmax", None),
+    (1, 461, 2, 128, torch.float16, torch.float16, "elu", None),
+    (2, 333, 1, 64, torch.float16, torch.float16, "relu", dict(key_progs_per_sm=2)),
+]
+
+
+@pytest.mark.parametrize("case", DET_CASES, ids=lambda c: f"{c[1]}-{c[3]}-{str(c[4])[6:]}-{c[6]}-{c[7]}")
+def test_prepass_partial_sums_match_float64(case):
+    """Each key chunk's slot holds its own partial sums; their fixed-order total is the float64 sum over all keys,
+    and the workspace is exactly the size workspace_bytes reports."""
+    from comfyui_sla.kernels.prepass import chunking, num_sms, prepass, sum_slots, workspace_bytes
+    b, length, h, d, dtype, cdt, fmap, cfg = case
+    q, k, v = make(b, length, h, d, dtype, length + d, layout="flat")
+    _, n_chunks = chunking(num_blocks(length, 64), b * h, (cfg or {}).get("key_progs_per_sm", 8), num_sms(q.device))
+    assert n_chunks >= 3, "the case must split every (b, h) over several key chunks"
+    *_, kv, ks, ktot, ws = prepass(q, k, v, 128, 64, fmap, cdt, config=cfg, return_workspace=True)
+    assert ws.shape == (n_chunks, b * h * d * (d + 2))
+    assert ws.numel() * 4 == workspace_bytes(b, h, length, d, num_sms(q.device), 64, cfg)
+    assert torch.equal(sum_slots(ws), torch.cat([kv.flatten(), ks.flatten(), ktot.flatten()]))
+    ref_ktot, ref_ks, ref_kv = summaries_float64(k.cpu(), v.cpu(), fmap, cdt)
+    for name, got, ref in (("ktot", ktot, ref_ktot), ("ks", ks, ref_ks), ("kv", kv, ref_kv)):
+        err = ((got.cpu().double() - ref).norm() / ref.norm()).item()
+        assert err < 2e-6, (name, err)
+    # the first chunk's slot alone is the sum over its key blocks only
+    per, _ = chunking(num_blocks(length, 64), b * h, (cfg or {}).get("key_progs_per_sm", 8), num_sms(q.device))
+    first_ktot = ws[0, b * h * d * (d + 1):].view(b, h, d)
+    torch.testing.assert_close(first_ktot.cpu().double(), k[:, :per * 64].cpu().double().sum(1), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("case", DET_CASES[:2], ids=lambda c: f"{c[1]}-{str(c[4])[6:]}")
+def test_op_repeats_bit_for_bit(case):
+    """The same inputs give the same output, LUT and pre-pass sums, bit for bit (no atomics anywhere)."""
+    b, length, h, d, dtype, cdt, fmap, _ = case
+    q, k, v = make(b, length, h, d, dtype, 3 * length, layout="flat")
+    gen = torch.Generator().manual_seed(length)
+    w, bias = (torch.randn(d, d, generator=gen) * 0.2).to(DEV), (torch.randn(d, generator=gen) * 0.2).to(DEV)
+    cdt_name = "fp32" if cdt == torch.float32 else "auto"
+    runs = [sla_forward_impl(q, k, v, blocks(q, 0.3), w, bias, fmap, 128, 64, cdt_name, return_lut=True)
+            for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    from comfyui_sla.kernels.prepass import prepass
+    sums = [prepass(q, k, v, 128, 64, fmap, cdt) for _ in range(2)]
+    for name, a, b in zip(("qmean", "kmean", "kv", "ks", "ktot"), *sums):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize("d", [64, 128])
