@@ -363,3 +363,38 @@ def test_block_index_patch_sets_index_and_chains():
     out = patch({"img": 1, "transformer_options": to},
                 {"original_block": lambda a: order.append("block") or {"img": a["img"] + 1}})
     assert out == {"img": 2} and to["block_index"] == 4 and order == [("previous", 4), "block"]
+
+
+# --------------------------------------------------------------------------------------------- ComfyUI >= 0.33 kwargs
+
+@pytest.mark.parametrize("extra,sparse", [(dict(low_precision_attention=True), True),
+                                          (dict(scale=0.5), False), (dict(enable_gqa=True), False),
+                                          (dict(attn_bias=torch.zeros(1)), False)])
+def test_newer_attention_kwargs(extra, sparse):
+    # A different softmax scale, grouped heads or an unknown tensor are not what SLA computes: the call goes on,
+    # kwargs and all, to the previous/dense attention; a precision hint does not change what SLA computes.
+    seen = []
+
+    def previous(func, *args, **kwargs):
+        seen.append(kwargs)
+        return func(*args, **kwargs)
+
+    ov = make_override(SLASettings(min_tokens=0), previous=previous)
+    q, k, v = qkv()
+    call(ov, q, k, v, **extra)
+    assert ov.sla_patch.stats.sparse == int(sparse)
+    if not sparse:
+        assert len(seen) == 1 and all(seen[0][n] is extra[n] for n in extra)
+
+
+def test_auto_backend_is_one_rule_for_the_api_and_the_patch(monkeypatch):
+    # 'auto' asks sla.functional.kernel_refusal in both places: where it finds nothing against the kernel, the
+    # patch picks the kernel too; where it names a reason, both run the PyTorch path.
+    from comfyui_sla.sla import functional as F
+    patch = make_override(SLASettings(min_tokens=0)).sla_patch
+    q4 = torch.zeros(1, 64, 2, 128)
+    assert SC.pick_backend(patch, q4, q4, q4) == "torch" and F.kernel_refusal(q4, q4, q4, 128, 64)
+    monkeypatch.setattr(SC, "kernel_refusal", lambda *a: None)
+    assert SC.pick_backend(patch, q4, q4, q4) == "triton"
+    forced = make_override(SLASettings(min_tokens=0, backend="torch")).sla_patch
+    assert SC.pick_backend(forced, q4, q4, q4) == "torch"
