@@ -9,9 +9,8 @@ depends only on the shape and the device) gives the totals. The chunking is a fu
 multiprocessor count only, so the same inputs give the same bits on one GPU, run after run.
 
 Workspace: n_chunks * B*H * D*(D+2) * 4 bytes, with n_chunks * B*H ~ key_progs_per_sm * SMs (at least B*H): at
-the default 8 key programs per SM and D=128, ~1 056 slots of 66.5 KB on a 132-SM H100 / H200, 69 MB at
-B=1 H=12 L=32 760 and 72 MB at B=1 H=40 L=75 600; ``key_progs_per_sm=2`` gives 18 / 19 MB (fewer, longer key
-programs). ``DETERMINISTIC=False`` (benchmarks only: the pre-pass as it was) adds the partials with fp32 atomics
+the default 4 key programs per SM and D=128, ~528 slots of 66.5 KB on a 132-SM H100 / H200, 34 MB at
+B=1 H=12 L=32 760 and 37 MB at B=1 H=40 L=75 600 (8 per SM: 69 / 72 MB, measured no faster overall). ``DETERMINISTIC=False`` (benchmarks only: the pre-pass as it was) adds the partials with fp32 atomics
 into one zeroed slot instead; the order of those additions, hence the sums' low bits and near-tied blocks of the
 mask, changes from run to run.
 """
@@ -25,10 +24,11 @@ from ..sla.spec import FEATURE_MAPS
 from .attend import _phi
 from .stages import launch, tl_dtype
 
-# ~8 query and 8 key programs per SM of 4 warps (latency-bound; short programs keep the tail short), column sums
-# on the tensor cores (docs/KERNEL_NOTES.md#versions-time--whole-op-at-shape-a-main--the-main-kernel-alone, v4).
-# Each key program fills one workspace slot (docs/KERNEL_NOTES.md#determinism).
-PREPASS_DEFAULT = dict(progs_per_sm=8, key_progs_per_sm=8, num_warps=4, num_stages=3, COLSUM_MMA=True,
+# ~8 query programs per SM of 4 warps (latency-bound; short programs keep the tail short), column sums on the
+# tensor cores (docs/KERNEL_NOTES.md#versions-time--whole-op-at-shape-a-main--the-main-kernel-alone, v4). Each key
+# program fills one workspace slot: 4 per SM halves the workspace of 8 within 1% of the op
+# (docs/KERNEL_NOTES.md#determinism).
+PREPASS_DEFAULT = dict(progs_per_sm=8, key_progs_per_sm=4, num_warps=4, num_stages=3, COLSUM_MMA=True,
                        DETERMINISTIC=True)
 
 
