@@ -86,6 +86,8 @@ def describe_override(fn) -> str:
     if fn is None:
         return "a node that removed the attention override"
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    if "set_model_optimized_attention" in name:  # what ComfyUI's Model Attention Backend node installs
+        return "ComfyUI's Model Attention Backend (set_model_optimized_attention)"
     module = getattr(fn, "__module__", None) or ""
     return f"another attention override ({module + '.' if module else ''}{name})"
 
