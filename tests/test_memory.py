@@ -27,9 +27,9 @@ def test_memory_flat_over_load_apply_sample_cycles_with_the_map_node(comfy):  # 
     for i in range(CYCLES):
         model = N.SLADiffusionModelLoader().load(name, "default")[0]
         m = apply_node(model, keep=0.5 if i % 2 else 0.3)
-        assert N.SLAAttentionMap.VALIDATE_INPUTS(block=1, head=0, step=1, unique_id="map") is True  # arms
-        latent = sample(comfy, m)
-        image, grid = N.SLAAttentionMap().draw(m, {"samples": latent}, 1, 0, 1, unique_id="map")
+        assert N.SLAAttentionMap.VALIDATE_INPUTS(block=1, head=0, step=0, unique_id="map") is True  # arms
+        latent = sample(comfy, m, steps=1)
+        image, grid = N.SLAAttentionMap().draw(m, {"samples": latent}, 1, 0, 0, unique_id="map")
         assert image.shape[-1] == 3 and runtime(m).stats.sparse > 0
         assert not runtime(m).captures and capture.armed_count() == 0  # drawn: freed, disarmed
         del model, m, image, grid, latent

@@ -115,7 +115,8 @@ def test_per_step_schedule_and_report_reach_the_node(comfy):
     text = comfy.sent[0][1]
     assert "8 sparse / 0 dense" in text and "per step 0.40 0.20 0.20 0.20" in text
     assert re.search(r"attention \d+\.\dx (faster|slower) \(.* vs ~.* dense\), step ~\d+\.\dx \(est\.\) "
-                     r"\(CPU timing\)$", text), text
+                     r"\(CPU timing\)$", text, re.M), text
+    assert re.search(r"\nsampling run [\d.]+ m?s \(4 model calls, [\d.]+ m?s each\)$", text), text
 
 
 def test_report_arithmetic():
@@ -131,6 +132,9 @@ def test_report_arithmetic():
                                  "realised keep 0.100 (sparsity 90%)",
                                  "attention 6.1x faster (400 ms vs ~2.4 s dense), step ~1.5x (est.)"]
     assert report_text(st, SLASettings(), None).count("\n") == 1   # no timing: no timing line
+    # the whole sampling run as measured, beside attention's share
+    text = report_text(st, SLASettings(), None, {"seconds": 9.6, "model_calls": 8})
+    assert text.split("\n")[-1] == "sampling run 9.6 s (8 model calls, 1.2 s each)"
 
 
 def test_linear_schedule_follows_sigma_across_a_split(comfy):

@@ -8,6 +8,7 @@ traced code.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, List, Optional, Tuple
 
 import torch
@@ -57,12 +58,16 @@ class RunState:
         # ComfyUI's call from them (ops.rebuild_call).
         self.call_options: Optional[dict] = None
         self.replaced_by: Optional[str] = None  # another node's override that replaced ours on the sampled model
+        self.model_calls = 0
+        self.started = time.perf_counter()
+        self.seconds: Optional[float] = None  # wall time of the whole run, set by close()
 
     # -- per model call (the model-call wrapper) ---------------------------------------------------------------
     def enter_model_call(self, t, options: Optional[dict]) -> Optional[Interval]:
         """Before each model call (``t``: its sigmas): locate the step when a schedule or a capture needs it (one
         host read per model call), remember the call's transformer_options, start the call's timer."""
         self.call_options = options
+        self.model_calls += 1
         if self.track_steps and torch.is_tensor(t):
             sigma = float(t.detach().reshape(-1).max())
             if sigma != self._step_sigma:
@@ -120,7 +125,10 @@ class RunState:
         return None
 
     def close(self) -> None:
-        """The run is over: drop references to its tensors (sigmas, transformer_options)."""
+        """The run is over: its wall time (after the GPU's queued work), and no more references to its tensors."""
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # once per run, outside the hot path: what the user waited for
+        self.seconds = time.perf_counter() - self.started
         self.call_options = None
         self._last_sigmas = None
         self.captures = None

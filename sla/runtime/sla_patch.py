@@ -214,7 +214,8 @@ class SLAPatch:
     def _finish_report(self, run: RunState) -> None:
         """Log the short run report and send it to the node (where ComfyUI can show text on a node)."""
         try:
-            text = report_text(run.stats, self.settings, run.timing.summary())
+            text = report_text(run.stats, self.settings, run.timing.summary(),
+                               {"seconds": run.seconds, "model_calls": run.model_calls})
         except Exception as e:  # a report must never fail a finished run
             log.debug("SLA: no run report (%s)", e, exc_info=True)
             return

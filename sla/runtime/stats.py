@@ -87,10 +87,11 @@ def _ms(ms: float) -> str:
     return f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
 
 
-def report_text(stats: RunStats, settings, timing: Optional[dict]) -> str:
-    """The run report shown on the node: a few short lines (calls and why, realised keep, timing).
+def report_text(stats: RunStats, settings, timing: Optional[dict], run: Optional[dict] = None) -> str:
+    """The run report shown on the node: a few short lines (calls and why, realised keep, timing, the run).
 
     ``timing``: :meth:`RunTiming.summary`'s dict (attn_ms, dense_ms, model_ms or None, cpu) or None.
+    ``run``: {'seconds': wall time of the sampling run, measured, 'model_calls': n} or None.
     """
     reasons = ", ".join(f"{r} {n}" for r, n in sorted(stats.dense.items(), key=lambda x: -x[1])
                         if r not in PASS_THROUGH)
@@ -117,4 +118,8 @@ def report_text(stats: RunStats, settings, timing: Optional[dict]) -> str:
         if timing.get("cpu"):
             line += " (CPU timing)"
         lines.append(line)
+    if run is not None and run.get("model_calls"):
+        seconds, calls = run["seconds"], run["model_calls"]
+        lines.append(f"sampling run {_ms(seconds * 1000)} ({calls} model call{'s' if calls != 1 else ''}, "
+                     f"{_ms(seconds * 1000 / calls)} each)")
     return "\n".join(lines)
