@@ -174,8 +174,8 @@ class ComfyEnv:
         if not valid[0]:
             raise RuntimeError(f"prompt did not validate: {valid[1]} {valid[3]}")
         server = ServerStub()
-        try:  # ComfyUI >= 0.4 reads cache_args["ram"] while executing; main.py passes both keys
-            executor = self.execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0.0})
+        try:  # ComfyUI >= 0.4 reads cache_args["ram"] (>= 0.33 also "ram_inactive") while executing, as main.py passes
+            executor = self.execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0.0, "ram_inactive": 0.0})
         except TypeError:  # 0.3.x: PromptExecutor(server, cache_type=False, cache_size=None)
             executor = self.execution.PromptExecutor(server)
         executor.execute(prompt, prompt_id, {}, valid[2])

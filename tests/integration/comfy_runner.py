@@ -177,6 +177,44 @@ class SLATestCompile:
         return (m,)
 
 
+LOWVRAM = {}    # label -> {"patched": modules given per-call weight patches, "offloaded": modules ComfyUI offloaded}
+
+
+class SLATestLowVram:
+    """A clone that ComfyUI loads in low-VRAM mode, as on a GPU too small for the model (the CPU never is). A
+    PREPARE_SAMPLING wrapper (model_options survive the sampler's clones) gives the patcher's ``partially_load``
+    (what ``load_models_gpu`` calls) a 1-byte budget for that load, so ``ModelPatcher.load`` offloads every cast layer
+    and hands LoRA over as per-call ``weight_function`` patches instead of patching the weights."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "label": ("STRING", {"default": "lowvram"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "apply"
+    CATEGORY = "testing"
+
+    def apply(self, model, label):
+        import comfy.patcher_extension as pe
+
+        def prepare(executor, patcher, *args, **kwargs):
+            load = patcher.partially_load
+            patcher.partially_load = lambda device_to, extra_memory=0, force_patch_weights=False: load(
+                device_to, 1, force_patch_weights=force_patch_weights)
+            try:
+                out = executor(patcher, *args, **kwargs)
+            finally:
+                del patcher.partially_load
+            mods = list(patcher.model.diffusion_model.named_modules())
+            LOWVRAM[label] = {"patched": sorted(n for n, m in mods if getattr(m, "weight_function", None)),
+                              "offloaded": sorted(n for n, m in mods if hasattr(m, "prev_comfy_cast_weights"))}
+            return out
+
+        m = model.clone()
+        m.add_wrapper_with_key(pe.WrappersMP.PREPARE_SAMPLING, "sla_test_lowvram", prepare)
+        return (m,)
+
+
 class SLATestSaveImage:
     """Output node: saves an IMAGE to ``<work>/latents/<name>.pt``."""
 
@@ -211,7 +249,7 @@ class SLATestDecode:
 
 
 TEST_NODES = {"SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,
-              "SLATestCompile": SLATestCompile, "SLATestSaveImage": SLATestSaveImage, "SLATestDecode": SLATestDecode}
+              "SLATestCompile": SLATestCompile, "SLATestLowVram": SLATestLowVram, "SLATestSaveImage": SLATestSaveImage, "SLATestDecode": SLATestDecode}
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -381,6 +419,21 @@ def scenarios():
     @scen
     def quant_int8_lora(g):  # LoRA on the int8 model: dequantise, add, requantise at patch time
         sample(g, apply_sla(g, lora(g, sla_loader(g, CKPT_QUANT, weight_dtype=INT8)), keep=0.3), "quant_int8_lora")
+
+    @scen
+    def quant_int8_lora_lowvram(g):  # the same, loaded in low-VRAM mode: LoRA applied per call to dequantised tiles
+        m = g.add("SLATestLowVram", model=lora(g, sla_loader(g, CKPT_QUANT, weight_dtype=INT8)), label="int8_lora")
+        sample(g, apply_sla(g, m, keep=0.3), "quant_int8_lora_lowvram")
+
+    @scen
+    def quant_lora_lowvram(g):  # the dequantised twin in low-VRAM mode (ComfyUI's own cast layers)
+        m = g.add("SLATestLowVram", model=lora(g, sla_loader(g, CKPT_QUANT)), label="lora")
+        sample(g, apply_sla(g, m, keep=0.3), "quant_lora_lowvram")
+
+    @scen
+    def quant_int8_lowvram(g):  # low-VRAM mode without LoRA: the int8 layers still run from their offloaded tiles
+        m = g.add("SLATestLowVram", model=sla_loader(g, CKPT_QUANT, weight_dtype=INT8), label="int8")
+        sample(g, apply_sla(g, m, keep=0.3), "quant_int8_lowvram")
 
     # Wan2.2-style split sampling. Wan's flow schedule (shift 8), 4 'simple' steps: sigmas 1.0, 0.96, 0.889, 0.727;
     # start_percent 0.4 is sigma 0.923, so SLA runs in steps 3-4 only, i.e. exactly in the second half.
@@ -731,6 +784,7 @@ def main(argv=None):
         print(f"[runner] {name}: {status} ({results['scenarios'][name]['seconds']} s)", flush=True)
 
     results["compiles"] = COMPILES
+    results["lowvram"] = LOWVRAM
     results["total_s"] = time.perf_counter() - t0
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
