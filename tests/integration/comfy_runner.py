@@ -515,25 +515,62 @@ def _jsonable(x):
         return repr(x)
 
 
-def widget_schema(cls) -> dict:
-    """{"inputs": [{name, section, type, widget, control_after_generate, image_upload, options}],
-    "outputs": [types]} from a node class's INPUT_TYPES / RETURN_TYPES (V1, or V3 through its V1 view)."""
-    spec = cls.INPUT_TYPES()
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # ComfyUI >= 0.2x V3 input: a combo whose options bring their own inputs
+
+
+def input_entries(spec: dict, prefix: str = "") -> list:
+    """[{name, section, type, widget, control_after_generate, image_upload, options, dynamic}] of a V1
+    INPUT_TYPES dict. A dynamic combo is a COMBO widget whose ``dynamic`` maps each option to the entries of its
+    own inputs (named ``<combo>.<input>``, as ComfyUI's executor and the frontend name them); hidden ones are no
+    widgets."""
     inputs = []
     for section in ("required", "optional"):
         for name, entry in (spec.get(section) or {}).items():
             typ = entry[0]
             opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
-            is_combo = isinstance(typ, (list, tuple)) or typ == "COMBO"
-            widget = (is_combo or typ in WIDGET_TYPES) and not opts.get("forceInput", False)
-            options = list(typ) if isinstance(typ, (list, tuple)) else opts.get("options")
-            inputs.append({"name": name, "section": section, "type": "COMBO" if is_combo else str(typ),
+            dynamic = None
+            if typ == DYNAMIC_COMBO:
+                dynamic = {o["key"]: input_entries(o.get("inputs") or {}, f"{prefix}{name}.")
+                           for o in opts.get("options") or []}
+            is_combo = isinstance(typ, (list, tuple)) or typ in ("COMBO", DYNAMIC_COMBO)
+            widget = (is_combo or typ in WIDGET_TYPES) and not opts.get("forceInput", False) and \
+                not opts.get("hidden", False)
+            options = list(typ) if isinstance(typ, (list, tuple)) else list(dynamic) if dynamic is not None \
+                else opts.get("options")
+            inputs.append({"name": prefix + name, "section": section, "type": "COMBO" if is_combo else str(typ),
                            "widget": bool(widget),
                            "control_after_generate": bool(opts.get("control_after_generate", False)),
                            "image_upload": bool(opts.get("image_upload", False)),
-                           "options": _jsonable(list(options)) if options is not None else None})
+                           "options": _jsonable(list(options)) if options is not None else None,
+                           "default": _jsonable(opts.get("default", options[0] if options else None)),
+                           "dynamic": dynamic})
+    return inputs
+
+
+def widget_schema(cls) -> dict:
+    """{"inputs": input_entries(INPUT_TYPES), "outputs": [types], "output_node": bool} of a node class (V1, or V3
+    through its V1 view)."""
+    inputs = input_entries(cls.INPUT_TYPES())
     outputs = [t if isinstance(t, str) else "COMBO" for t in getattr(cls, "RETURN_TYPES", ()) or ()]
     return {"inputs": inputs, "outputs": outputs, "output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
+
+
+def widget_entries(inputs: list, values=None) -> list:
+    """The widget entries in widgets_values order: a dynamic combo is followed by the widgets of the option that
+    ``values`` select there (its first option when ``values`` is None or too short)."""
+    out, pos = [], 0
+    for i in inputs:
+        if not i["widget"]:
+            continue
+        out.append(i)
+        at = pos
+        pos += 1 + i["control_after_generate"] + i["image_upload"]
+        if i.get("dynamic"):
+            key = values[at] if values is not None and at < len(values) else next(iter(i["dynamic"]), None)
+            nested = widget_entries(i["dynamic"].get(key, []), None if values is None else values[pos:])
+            out += nested
+            pos += sum(1 + e["control_after_generate"] + e["image_upload"] for e in nested)
+    return out
 
 
 def node_schemas(nodes_mod) -> dict:
@@ -555,12 +592,10 @@ NODE_MODEL_FOLDERS = {("CLIPLoader", "clip_name"): "text_encoders", ("CLIPVision
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 
 
-def ui_widget_names(schema: dict) -> list:
-    """widgets_values slot names as the frontend lays them out (hidden control/upload values included)."""
+def ui_widget_names(schema: dict, values=None) -> list:
+    """widgets_values slot names as the frontend lays them out (hidden control/upload values as None)."""
     names = []
-    for i in schema["inputs"]:
-        if not i["widget"]:
-            continue
+    for i in widget_entries(schema["inputs"], values):
         names.append(i["name"])
         if i["control_after_generate"]:
             names.append(None)
@@ -597,9 +632,12 @@ def ui_to_api(wf: dict, schemas: dict) -> dict:
         if n["type"] in FRONTEND_ONLY or n.get("mode", 0) in (2, 4):  # muted / bypassed
             continue
         inputs = {}
-        for name, value in zip(ui_widget_names(schemas[n["type"]]), n.get("widgets_values") or []):
+        values = n.get("widgets_values") or []
+        for name, value in zip(ui_widget_names(schemas[n["type"]], values), values):
             if name is not None:
                 inputs[name] = value
+        for i in widget_entries(schemas[n["type"]]["inputs"], values):  # widgets newer than the file: defaults
+            inputs.setdefault(i["name"], i["default"])
         for i in n["inputs"]:
             if i.get("link") is not None:
                 link = links[i["link"]]
