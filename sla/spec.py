@@ -1,8 +1,8 @@
 """The SLA knobs, defined once: choice lists, defaults, the keep-count rule and their validation.
 
 Plain Python (no torch, no Triton), so every layer imports it: ``nodes/`` for widgets, ``sla/`` for the math and
-the settings record, ``kernels/`` for what its launchers accept. Semantics in ``docs/KERNEL_NOTES.md`` and
-``../shared/SLA_FACTS.md`` section 1 (thu-ml/SLA ``main``, what TurboWan checkpoints were trained with).
+the settings record, ``kernels/`` for what its launchers accept. Semantics in ``docs/KERNEL_NOTES.md`` (thu-ml/SLA
+``main``, what TurboWan checkpoints were trained with).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ naming, the same as Wan's original and TurboDiffusion's) plus, optionally, Turbo
 ``blocks.{i}.self_attn.attn_op.local_attn.proj_l.{weight,bias}``. The ``to_*`` functions turn that native dict into
 the other published layouts; ``save_pth`` / ``save_safetensors`` write them.
 
-Layouts (see /work/shared/SLA_FACTS.md section 2 and the loader in ``sla/checkpoint/``):
+Layouts (see the loader in ``sla/checkpoint/``):
 
 - native:           ComfyUI names, ``patch_embedding.weight`` as Conv3d [dim, in_dim, 1, 2, 2].
 - turbodiffusion:   same names, ``patch_embedding.weight`` flattened to a Linear [dim, in_dim*1*2*2] in (c, kt, kh, kw)

@@ -4,7 +4,7 @@ Used by ``comfy_runner.py`` (which runs in its own process, one per checkout: tw
 and the vendored stand-in of ``tests/stubs``, cannot share one interpreter since both own the top-level ``comfy``
 and ``nodes`` modules).
 
-Steps follow /work/shared/SLA_FACTS.md section 3 ("Headless run"):
+Steps (what ComfyUI's main.py does, minus the server):
 
 1. ``comfy.cli_args.args.cpu = True`` before ``comfy.model_management`` is imported;
 2. a temporary models folder registered with ``folder_paths.add_model_folder_path``;
