@@ -51,6 +51,11 @@ def _apply_weight_function(f, w: torch.Tensor) -> torch.Tensor:
     return f(w)
 
 
+def _is_cpu(device) -> bool:
+    import comfy.model_management
+    return comfy.model_management.is_device_cpu(device)
+
+
 def _tile_patch_type():
     """``comfy.model_patcher.LowVramPatch`` for int8 layers under dynamic VRAM (the class is swapped in place, so
     ComfyUI's pins and prepared patch copies stay with the same object)."""
@@ -177,7 +182,7 @@ def make_ops():
         def forward(self, x, *args, **kwargs):
             if not self.sla_int8:
                 return super().forward(x, *args, **kwargs)
-            if hasattr(self, "_v") and x.device.type != "cpu":  # a dynamic-VRAM slot (comfy_aimdo)
+            if hasattr(self, "_v") and not _is_cpu(x.device):  # a dynamic-VRAM slot (comfy_aimdo), as comfy.ops tests
                 return self._forward_dynamic(x)
             w, s, b = self.weight, self.sla_scale(), self.bias
             if w.device != x.device:  # low-VRAM: the layer stayed in the offload device
