@@ -15,7 +15,7 @@ back); values beyond a tile's range then saturate at +-127 steps, logged as a wa
 low-VRAM partial loading (patches applied at each call) the layer dequantises, applies the patches and runs the
 float matmul.
 
-Dynamic VRAM (ComfyUI with comfy_aimdo, the GPU default since 0.16): the patcher leaves the int8 codes in CPU
+Dynamic VRAM (ComfyUI with comfy_aimdo, its GPU default since early 2026): the patcher leaves the int8 codes in CPU
 memory, gives the layer a VRAM slot (``_v``) and hands LoRA over as ``weight_lowvram_function`` instead of patching
 weights. The layer then runs ComfyUI's own ``comfy.ops.cast_bias_weight`` asking for int8: per call, the codes (and
 bias) are copied into the slot only when it is not resident (first call, or after ComfyUI evicted it); on such a

@@ -479,7 +479,7 @@ def test_workflows_against_real_comfyui(comfy_path, tmp_path):
     for name, v in results["workflow_validation"].items():
         assert v["valid"], f"{name}: ComfyUI rejects it: {v['error']} {v['node_errors']}"
     for node_type, names in CORE_WIDGETS.items():
-        # a dynamic combo's own inputs (ComfyUI >= 0.2x SaveVideo: format -> format.codec) by their last name
+        # a dynamic combo's own inputs (0.33 SaveVideo: format -> format.codec) by their last name
         real = tuple(i["name"].split(".")[-1] for i in widget_entries(schemas[node_type]["inputs"]))
         # newer ComfyUI appends widgets (0.33: CreateVideo bit_depth); saved values stay valid by position
         assert real[:len(names)] == names, f"{node_type}: table {names} != ComfyUI {real}"

@@ -515,7 +515,7 @@ def _jsonable(x):
         return repr(x)
 
 
-DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # ComfyUI >= 0.2x V3 input: a combo whose options bring their own inputs
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # V3 input (0.33 has them): a combo whose options bring their own inputs
 
 
 def input_entries(spec: dict, prefix: str = "") -> list:
