@@ -139,10 +139,10 @@ res["lowvram"] = {"patched": sum(1 for n in W.int8_layers(dm8) if dm8.get_submod
                   "vs_ref": rel(run(dm8), y_ref_lora)}
 m8.unpatch_model()
 
-# Dynamic VRAM (ComfyUI with comfy_aimdo, its GPU default since early 2026) needs a GPU: emulated on the CPU by standing in
-# for comfy_aimdo's VRAM slots only. ComfyUI's own ModelPatcherDynamic.load sets the layers up (VRAM slot,
-# weight_lowvram_function) and its own comfy.ops cast code moves and patches the weights; the stand-in keeps each
-# slot's bytes in a CPU tensor and reports a slot resident until evict() (ComfyUI compares fault signatures).
+# Dynamic VRAM (ComfyUI with comfy_aimdo, its GPU default since early 2026) needs a GPU: emulated on the CPU by
+# standing in for comfy_aimdo's VRAM slots only. ComfyUI's own ModelPatcherDynamic.load sets the layers up (VRAM
+# slot, weight_lowvram_function) and its own comfy.ops cast code moves and patches the weights; the stand-in keeps
+# each slot's bytes in a CPU tensor and reports a slot resident until evict() (ComfyUI compares fault signatures).
 import comfy.ops
 if hasattr(comfy.ops, "cast_modules_with_vbar"):
     import ctypes
