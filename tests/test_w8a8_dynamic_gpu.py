@@ -40,7 +40,8 @@ if not hasattr(comfy.ops, "cast_modules_with_vbar"):
 import comfy_aimdo.control, comfy.memory_management, comfy.model_patcher
 devices = comfy.model_management.get_all_torch_devices()
 try:  # as main.py: comfy_aimdo on every device, then the dynamic patcher as the core one
-    ok = comfy_aimdo.control.init_devices((d.index, int(comfy.cli_args.args.vram_headroom * 1024 ** 3)) for d in devices)
+    headroom = int(comfy.cli_args.args.vram_headroom * 1024 ** 3)
+    ok = comfy_aimdo.control.init_devices((d.index, headroom) for d in devices)
 except TypeError:
     ok = comfy_aimdo.control.init_devices(d.index for d in devices)
 if not ok:

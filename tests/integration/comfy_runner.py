@@ -249,7 +249,8 @@ class SLATestDecode:
 
 
 TEST_NODES = {"SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,
-              "SLATestCompile": SLATestCompile, "SLATestLowVram": SLATestLowVram, "SLATestSaveImage": SLATestSaveImage, "SLATestDecode": SLATestDecode}
+              "SLATestCompile": SLATestCompile, "SLATestLowVram": SLATestLowVram, "SLATestSaveImage": SLATestSaveImage,
+              "SLATestDecode": SLATestDecode}
 
 
 # ---------------------------------------------------------------------------------------------- prompts
