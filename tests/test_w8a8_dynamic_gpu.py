@@ -32,12 +32,21 @@ _SCRIPT = r"""
 import importlib.util, json, logging, sys
 comfy_path, root, ckpt = sys.argv[1:4]
 sys.path.insert(0, comfy_path); sys.path.insert(0, root + "/tests/integration")
+import comfy.cli_args
+try:  # as main.py, before anything touches CUDA
+    import comfy_aimdo.control
+    try:
+        comfy_aimdo.control.init(simple_vram_headroom=None)
+    except TypeError:  # older comfy-aimdo
+        comfy_aimdo.control.init()
+except ImportError:
+    print(json.dumps({"skip": "no comfy_aimdo"})); sys.exit(0)
 from comfy_env import install_placeholders
 install_placeholders()
-import comfy.cli_args, comfy.model_management, comfy.ops
+import comfy.model_management, comfy.ops
 if not hasattr(comfy.ops, "cast_modules_with_vbar"):
     print(json.dumps({"skip": "this ComfyUI has no dynamic VRAM"})); sys.exit(0)
-import comfy_aimdo.control, comfy.memory_management, comfy.model_patcher
+import comfy.memory_management, comfy.model_patcher
 devices = comfy.model_management.get_all_torch_devices()
 try:  # as main.py: comfy_aimdo on every device, then the dynamic patcher as the core one
     headroom = int(comfy.cli_args.args.vram_headroom * 1024 ** 3)
