@@ -482,7 +482,7 @@ def scenarios():
     def compiled_aot_eager(g):
         compile_graph(g, "aot_eager")
 
-    # Issue 12: the run report on the node, keep_schedule, the attention map.
+    # The run report on the node, keep_schedule, the attention map.
     @scen
     def report_schedule(g):  # 6 key blocks: 0.6 keeps 3 (0.5), 0.3 keeps 1 (0.167), the last value holds
         sample(g, apply_sla(g, sla_loader(g), keep=0.3, keep_schedule="0.6, 0.3"), "report_schedule")

@@ -277,7 +277,7 @@ def test_lora_on_int8_model_in_low_vram_mode(run):
     assert max_diff(run.latent("quant_int8_lowvram"), run.latent("quant_int8")) < SAME
 
 
-# ---------------------------------------------------------------------------------------------- issue 12
+# ---------------------------------------------------------------------------------- run report, schedule, map
 
 def node_texts(run, scenario) -> dict:
     """node id -> texts sent to it (decoded from the binary TEXT frames of the real send_progress_text)."""
