@@ -14,6 +14,14 @@ weights in place (``weight_inplace_update``) keeps the file's scales (the restor
 back); values beyond a tile's range then saturate at +-127 steps, logged as a warning naming the layer. With
 low-VRAM partial loading (patches applied at each call) the layer dequantises, applies the patches and runs the
 float matmul.
+
+Dynamic VRAM (ComfyUI with comfy_aimdo, its GPU default since early 2026): the patcher leaves the int8 codes in CPU
+memory, gives the layer a VRAM slot (``_v``) and hands LoRA over as ``weight_lowvram_function`` instead of patching
+weights. The layer then runs ComfyUI's own ``comfy.ops.cast_bias_weight`` asking for int8: per call, the codes (and
+bias) are copied into the slot only when it is not resident (first call, or after ComfyUI evicted it); on such a
+copy ComfyUI runs the patch once, here through :class:`TileLowVramPatch` (dequantise, add, requantise on grown
+scales kept on the layer), and keeps the patched codes in the slot, so resident calls copy and patch nothing, exactly
+as for ComfyUI's own cast layers.
 """
 from __future__ import annotations
 
@@ -41,6 +49,36 @@ def _apply_weight_function(f, w: torch.Tensor) -> torch.Tensor:
     if isinstance(f, mp.LowVramPatch):
         return comfy.lora.calculate_weight(f.patches[f.key], w, f.key)
     return f(w)
+
+
+def _is_cpu(device) -> bool:
+    import comfy.model_management
+    return comfy.model_management.is_device_cpu(device)
+
+
+def _tile_patch_type():
+    """``comfy.model_patcher.LowVramPatch`` for int8 layers under dynamic VRAM (the class is swapped in place, so
+    ComfyUI's pins and prepared patch copies stay with the same object)."""
+    if "patch" in _ops_cache:
+        return _ops_cache["patch"]
+    import comfy.model_patcher as mp
+
+    class TileLowVramPatch(mp.LowVramPatch):
+        sla_layer = None  # weakref to the int8 Linear
+
+        def __call__(self, codes: torch.Tensor) -> torch.Tensor:
+            """int8 codes [out, in] of the file (any dtype, compute device) -> patched int8 codes [out, in]; their tile
+            scales (fp32 [ceil(out/128), ceil(in/128)]) go to the layer's ``_sla_lowvram_scale``."""
+            layer = self.sla_layer()
+            base = getattr(layer, _SCALE).to(codes.device)
+            w = super().__call__(dequantize_tiles(codes, base, torch.float32))  # calculate_weight in fp32
+            scale = grown_scales(w, base)
+            q, _ = requantize_on_grid(w, scale)
+            layer.__dict__["_sla_lowvram_scale"] = scale
+            return q
+
+    _ops_cache["patch"] = TileLowVramPatch
+    return TileLowVramPatch
 
 
 def make_ops():
@@ -78,8 +116,9 @@ def make_ops():
             rest = {k: v for k, v in state_dict.items() if k.startswith(prefix) and k not in (wk, sk)}
             super()._load_from_state_dict(rest, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                           error_msgs)
-            if wk in missing_keys:
-                missing_keys.remove(wk)
+            for k in (wk, sk):  # registered during this call: torch lists them as missing
+                if k in missing_keys:
+                    missing_keys.remove(k)
 
         def sla_scale(self) -> torch.Tensor:
             """The tile scales of the current ``weight``: patched ones while ``weight`` is the patched object."""
@@ -112,9 +151,39 @@ def make_ops():
             self.weight = new
             self.__dict__["_sla_patch"] = (weakref.ref(new), scale.to(q.device))
 
+        def _forward_dynamic(self, x):
+            """Dynamic VRAM: ComfyUI's cast fills the VRAM slot with int8 codes and runs LoRA (see the module
+            docstring). x [..., in] -> [..., out] in x's dtype."""
+            import comfy.ops
+            lv = self.__dict__.get("weight_lowvram_function")
+            patch_type = _tile_patch_type()
+            if lv is not None and type(lv) is patch_type.__base__:
+                lv.__class__, lv.sla_layer = patch_type, weakref.ref(self)
+            # ComfyUI would hand other weight functions int8 codes: they run below on the dequantised weight.
+            fns, self.weight_function = self.weight_function, []
+            try:
+                w, b, offload = comfy.ops.cast_bias_weight(self, x, dtype=torch.int8, bias_dtype=x.dtype,
+                                                           offloadable=True)
+            finally:
+                self.weight_function = fns
+            try:
+                # With a patch, the slot holds patched codes (fresh or resident): their scales are the layer's.
+                s = self.__dict__["_sla_lowvram_scale"] if lv is not None else self.sla_scale()
+                s = s.to(x.device)
+                if fns:
+                    wf = dequantize_tiles(w, s, torch.float32)
+                    for f in fns:
+                        wf = f(wf)
+                    return torch.nn.functional.linear(x, wf.to(x.dtype), b)
+                return w8a8_linear(x, w, s, b, name=self.sla_name)
+            finally:
+                comfy.ops.uncast_bias_weight(self, w, b, offload)
+
         def forward(self, x, *args, **kwargs):
             if not self.sla_int8:
                 return super().forward(x, *args, **kwargs)
+            if hasattr(self, "_v") and not _is_cpu(x.device):  # a dynamic-VRAM slot (comfy_aimdo), as comfy.ops tests
+                return self._forward_dynamic(x)
             w, s, b = self.weight, self.sla_scale(), self.bias
             if w.device != x.device:  # low-VRAM: the layer stayed in the offload device
                 w, s = w.to(x.device, non_blocking=True), s.to(x.device, non_blocking=True)

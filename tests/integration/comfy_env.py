@@ -4,7 +4,7 @@ Used by ``comfy_runner.py`` (which runs in its own process, one per checkout: tw
 and the vendored stand-in of ``tests/stubs``, cannot share one interpreter since both own the top-level ``comfy``
 and ``nodes`` modules).
 
-Steps follow /work/shared/SLA_FACTS.md section 3 ("Headless run"):
+Steps (what ComfyUI's main.py does, minus the server):
 
 1. ``comfy.cli_args.args.cpu = True`` before ``comfy.model_management`` is imported;
 2. a temporary models folder registered with ``folder_paths.add_model_folder_path``;
@@ -174,8 +174,8 @@ class ComfyEnv:
         if not valid[0]:
             raise RuntimeError(f"prompt did not validate: {valid[1]} {valid[3]}")
         server = ServerStub()
-        try:  # ComfyUI >= 0.4 reads cache_args["ram"] while executing; main.py passes both keys
-            executor = self.execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0.0})
+        try:  # ComfyUI >= 0.4 reads cache_args["ram"] (>= 0.33 also "ram_inactive") while executing, as main.py passes
+            executor = self.execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0.0, "ram_inactive": 0.0})
         except TypeError:  # 0.3.x: PromptExecutor(server, cache_type=False, cache_size=None)
             executor = self.execution.PromptExecutor(server)
         executor.execute(prompt, prompt_id, {}, valid[2])

@@ -177,6 +177,44 @@ class SLATestCompile:
         return (m,)
 
 
+LOWVRAM = {}    # label -> {"patched": modules given per-call weight patches, "offloaded": modules ComfyUI offloaded}
+
+
+class SLATestLowVram:
+    """A clone that ComfyUI loads in low-VRAM mode, as on a GPU too small for the model (the CPU never is). A
+    PREPARE_SAMPLING wrapper (model_options survive the sampler's clones) gives the patcher's ``partially_load``
+    (what ``load_models_gpu`` calls) a 1-byte budget for that load, so ``ModelPatcher.load`` offloads every cast layer
+    and hands LoRA over as per-call ``weight_function`` patches instead of patching the weights."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "label": ("STRING", {"default": "lowvram"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "apply"
+    CATEGORY = "testing"
+
+    def apply(self, model, label):
+        import comfy.patcher_extension as pe
+
+        def prepare(executor, patcher, *args, **kwargs):
+            load = patcher.partially_load
+            patcher.partially_load = lambda device_to, extra_memory=0, force_patch_weights=False: load(
+                device_to, 1, force_patch_weights=force_patch_weights)
+            try:
+                out = executor(patcher, *args, **kwargs)
+            finally:
+                del patcher.partially_load
+            mods = list(patcher.model.diffusion_model.named_modules())
+            LOWVRAM[label] = {"patched": sorted(n for n, m in mods if getattr(m, "weight_function", None)),
+                              "offloaded": sorted(n for n, m in mods if hasattr(m, "prev_comfy_cast_weights"))}
+            return out
+
+        m = model.clone()
+        m.add_wrapper_with_key(pe.WrappersMP.PREPARE_SAMPLING, "sla_test_lowvram", prepare)
+        return (m,)
+
+
 class SLATestSaveImage:
     """Output node: saves an IMAGE to ``<work>/latents/<name>.pt``."""
 
@@ -211,7 +249,8 @@ class SLATestDecode:
 
 
 TEST_NODES = {"SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,
-              "SLATestCompile": SLATestCompile, "SLATestSaveImage": SLATestSaveImage, "SLATestDecode": SLATestDecode}
+              "SLATestCompile": SLATestCompile, "SLATestLowVram": SLATestLowVram, "SLATestSaveImage": SLATestSaveImage,
+              "SLATestDecode": SLATestDecode}
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -382,6 +421,21 @@ def scenarios():
     def quant_int8_lora(g):  # LoRA on the int8 model: dequantise, add, requantise at patch time
         sample(g, apply_sla(g, lora(g, sla_loader(g, CKPT_QUANT, weight_dtype=INT8)), keep=0.3), "quant_int8_lora")
 
+    @scen
+    def quant_int8_lora_lowvram(g):  # the same, loaded in low-VRAM mode: LoRA applied per call to dequantised tiles
+        m = g.add("SLATestLowVram", model=lora(g, sla_loader(g, CKPT_QUANT, weight_dtype=INT8)), label="int8_lora")
+        sample(g, apply_sla(g, m, keep=0.3), "quant_int8_lora_lowvram")
+
+    @scen
+    def quant_lora_lowvram(g):  # the dequantised twin in low-VRAM mode (ComfyUI's own cast layers)
+        m = g.add("SLATestLowVram", model=lora(g, sla_loader(g, CKPT_QUANT)), label="lora")
+        sample(g, apply_sla(g, m, keep=0.3), "quant_lora_lowvram")
+
+    @scen
+    def quant_int8_lowvram(g):  # low-VRAM mode without LoRA: the int8 layers still run from their offloaded tiles
+        m = g.add("SLATestLowVram", model=sla_loader(g, CKPT_QUANT, weight_dtype=INT8), label="int8")
+        sample(g, apply_sla(g, m, keep=0.3), "quant_int8_lowvram")
+
     # Wan2.2-style split sampling. Wan's flow schedule (shift 8), 4 'simple' steps: sigmas 1.0, 0.96, 0.889, 0.727;
     # start_percent 0.4 is sigma 0.923, so SLA runs in steps 3-4 only, i.e. exactly in the second half.
     @scen
@@ -428,7 +482,7 @@ def scenarios():
     def compiled_aot_eager(g):
         compile_graph(g, "aot_eager")
 
-    # Issue 12: the run report on the node, keep_schedule, the attention map.
+    # The run report on the node, keep_schedule, the attention map.
     @scen
     def report_schedule(g):  # 6 key blocks: 0.6 keeps 3 (0.5), 0.3 keeps 1 (0.167), the last value holds
         sample(g, apply_sla(g, sla_loader(g), keep=0.3, keep_schedule="0.6, 0.3"), "report_schedule")
@@ -462,25 +516,62 @@ def _jsonable(x):
         return repr(x)
 
 
-def widget_schema(cls) -> dict:
-    """{"inputs": [{name, section, type, widget, control_after_generate, image_upload, options}],
-    "outputs": [types]} from a node class's INPUT_TYPES / RETURN_TYPES (V1, or V3 through its V1 view)."""
-    spec = cls.INPUT_TYPES()
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # V3 input (0.33 has them): a combo whose options bring their own inputs
+
+
+def input_entries(spec: dict, prefix: str = "") -> list:
+    """[{name, section, type, widget, control_after_generate, image_upload, options, dynamic}] of a V1
+    INPUT_TYPES dict. A dynamic combo is a COMBO widget whose ``dynamic`` maps each option to the entries of its
+    own inputs (named ``<combo>.<input>``, as ComfyUI's executor and the frontend name them); hidden ones are no
+    widgets."""
     inputs = []
     for section in ("required", "optional"):
         for name, entry in (spec.get(section) or {}).items():
             typ = entry[0]
             opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
-            is_combo = isinstance(typ, (list, tuple)) or typ == "COMBO"
-            widget = (is_combo or typ in WIDGET_TYPES) and not opts.get("forceInput", False)
-            options = list(typ) if isinstance(typ, (list, tuple)) else opts.get("options")
-            inputs.append({"name": name, "section": section, "type": "COMBO" if is_combo else str(typ),
+            dynamic = None
+            if typ == DYNAMIC_COMBO:
+                dynamic = {o["key"]: input_entries(o.get("inputs") or {}, f"{prefix}{name}.")
+                           for o in opts.get("options") or []}
+            is_combo = isinstance(typ, (list, tuple)) or typ in ("COMBO", DYNAMIC_COMBO)
+            widget = (is_combo or typ in WIDGET_TYPES) and not opts.get("forceInput", False) and \
+                not opts.get("hidden", False)
+            options = list(typ) if isinstance(typ, (list, tuple)) else list(dynamic) if dynamic is not None \
+                else opts.get("options")
+            inputs.append({"name": prefix + name, "section": section, "type": "COMBO" if is_combo else str(typ),
                            "widget": bool(widget),
                            "control_after_generate": bool(opts.get("control_after_generate", False)),
                            "image_upload": bool(opts.get("image_upload", False)),
-                           "options": _jsonable(list(options)) if options is not None else None})
+                           "options": _jsonable(list(options)) if options is not None else None,
+                           "default": _jsonable(opts.get("default", options[0] if options else None)),
+                           "dynamic": dynamic})
+    return inputs
+
+
+def widget_schema(cls) -> dict:
+    """{"inputs": input_entries(INPUT_TYPES), "outputs": [types], "output_node": bool} of a node class (V1, or V3
+    through its V1 view)."""
+    inputs = input_entries(cls.INPUT_TYPES())
     outputs = [t if isinstance(t, str) else "COMBO" for t in getattr(cls, "RETURN_TYPES", ()) or ()]
     return {"inputs": inputs, "outputs": outputs, "output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
+
+
+def widget_entries(inputs: list, values=None) -> list:
+    """The widget entries in widgets_values order: a dynamic combo is followed by the widgets of the option that
+    ``values`` select there (its first option when ``values`` is None or too short)."""
+    out, pos = [], 0
+    for i in inputs:
+        if not i["widget"]:
+            continue
+        out.append(i)
+        at = pos
+        pos += 1 + i["control_after_generate"] + i["image_upload"]
+        if i.get("dynamic"):
+            key = values[at] if values is not None and at < len(values) else next(iter(i["dynamic"]), None)
+            nested = widget_entries(i["dynamic"].get(key, []), None if values is None else values[pos:])
+            out += nested
+            pos += sum(1 + e["control_after_generate"] + e["image_upload"] for e in nested)
+    return out
 
 
 def node_schemas(nodes_mod) -> dict:
@@ -502,12 +593,10 @@ NODE_MODEL_FOLDERS = {("CLIPLoader", "clip_name"): "text_encoders", ("CLIPVision
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 
 
-def ui_widget_names(schema: dict) -> list:
-    """widgets_values slot names as the frontend lays them out (hidden control/upload values included)."""
+def ui_widget_names(schema: dict, values=None) -> list:
+    """widgets_values slot names as the frontend lays them out (hidden control/upload values as None)."""
     names = []
-    for i in schema["inputs"]:
-        if not i["widget"]:
-            continue
+    for i in widget_entries(schema["inputs"], values):
         names.append(i["name"])
         if i["control_after_generate"]:
             names.append(None)
@@ -544,9 +633,12 @@ def ui_to_api(wf: dict, schemas: dict) -> dict:
         if n["type"] in FRONTEND_ONLY or n.get("mode", 0) in (2, 4):  # muted / bypassed
             continue
         inputs = {}
-        for name, value in zip(ui_widget_names(schemas[n["type"]]), n.get("widgets_values") or []):
+        values = n.get("widgets_values") or []
+        for name, value in zip(ui_widget_names(schemas[n["type"]], values), values):
             if name is not None:
                 inputs[name] = value
+        for i in widget_entries(schemas[n["type"]]["inputs"], values):  # widgets newer than the file: defaults
+            inputs.setdefault(i["name"], i["default"])
         for i in n["inputs"]:
             if i.get("link") is not None:
                 link = links[i["link"]]
@@ -731,6 +823,7 @@ def main(argv=None):
         print(f"[runner] {name}: {status} ({results['scenarios'][name]['seconds']} s)", flush=True)
 
     results["compiles"] = COMPILES
+    results["lowvram"] = LOWVRAM
     results["total_s"] = time.perf_counter() - t0
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
