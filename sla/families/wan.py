@@ -23,7 +23,8 @@ class WanFamily(ModelFamily):
     defaults = dict(keep_ratio=DEFAULT_KEEP_RATIO, block_q=DEFAULT_BLOCK_Q, block_k=DEFAULT_BLOCK_K,
                     feature_map=DEFAULT_FEATURE_MAP, min_tokens=DEFAULT_MIN_TOKENS)
     head_dims = (128,)
-    model_keys = ("block_index", "total_blocks", "block_type", "grid_sizes")
+    # (not grid_sizes: its sizes turn symbolic under dynamic shapes, and a call site holds constants only)
+    model_keys = ("block_index", "total_blocks", "block_type")
 
     def head_dim(self, dm) -> Optional[int]:
         attn = getattr(self.blocks(dm)[0], "self_attn", None)

@@ -50,12 +50,6 @@ _sites_lock = threading.Lock()
 _SCALARS = (bool, int, float, str, type(None))
 
 
-def _constant(value) -> bool:
-    if isinstance(value, _SCALARS):
-        return True
-    return isinstance(value, tuple) and all(isinstance(x, _SCALARS) for x in value)
-
-
 @torch._dynamo.assume_constant_result
 def _intern(record) -> int:
     with _sites_lock:
@@ -81,9 +75,9 @@ def call_site(func, args, kwargs, model_keys=()) -> int:
         scalars = []
         for key in model_keys:
             v = to.get(key)
-            if isinstance(v, torch.Size):
-                v = tuple(v)
-            if key in to and _constant(v):
+            # block_index is the op's own argument (it may be symbolic: dynamo makes an int that changes between
+            # calls of one frame an input); a call site holds constants only
+            if key in to and key != "block_index" and isinstance(v, _SCALARS):
                 scalars.append((key, v))
         scalars = tuple(scalars)
     record = (func, len(args),
@@ -93,9 +87,10 @@ def call_site(func, args, kwargs, model_keys=()) -> int:
     return _intern(record)
 
 
-def rebuild_call(site: int, q, k, v, options: Optional[dict]):
+def rebuild_call(site: int, q, k, v, options: Optional[dict], block: int = -1):
     """(func, args, kwargs) of call site ``site`` with tensors q, k, v, its transformer_options being ``options``
-    (the model call's, or empty) updated with the scalar entries the tracer saw for this call."""
+    (the model call's, or empty) updated with the entries the tracer saw for this call and ``block_index`` (when
+    ``block`` >= 0)."""
     func, n_args, fixed_args, fixed_kwargs, scalars = _sites[site]
     args = [q, k, v] + [None] * (n_args - 3)
     for i, a in fixed_args:
@@ -104,6 +99,8 @@ def rebuild_call(site: int, q, k, v, options: Optional[dict]):
     if scalars is not None:
         to = dict(options or {})
         to.update(scalars)
+        if block >= 0:
+            to["block_index"] = block
         kwargs["transformer_options"] = to
     return func, tuple(args[:n_args]), kwargs
 

@@ -84,7 +84,7 @@ class SLAPatch:
         call = AttentionCall(q, k, v, heads, block)
 
         def dense():
-            func, args, kwargs = ops.rebuild_call(site, q, k, v, self.run.call_options)
+            func, args, kwargs = ops.rebuild_call(site, q, k, v, self.run.call_options, block)
             return self.previous(func, *args, **kwargs) if self.previous is not None else func(*args, **kwargs)
         out = self._serve(call, sigmas, dense)
         if any(out is t or out.data_ptr() == t.data_ptr() for t in (q, k, v)):

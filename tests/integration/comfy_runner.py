@@ -248,7 +248,44 @@ class SLATestDecode:
         return (torch.sigmoid(x).permute(1, 2, 3, 0).contiguous(),)
 
 
-TEST_NODES = {"SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,
+RECORDED = {}   # label -> what an override installed before SLA saw of each self-attention call it received
+
+
+class SLATestRecordingOverride:
+    """Another pack's attention override, installed like one (chaining to any override already there). It reads
+    what ComfyUI passes (KeyError when something is missing, as ComfyUI's Sage3 patch would raise) and records, per
+    self-attention call it receives: block_index, total_blocks, the step from sigmas within sample_sigmas, whether
+    cond_or_uncond is there, the kwargs' names and the positional count."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "label": ("STRING", {"default": "recorded"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing"
+
+    def patch(self, model, label):
+        seen = RECORDED.setdefault(label, [])
+        m = model.clone()
+        to = m.model_options.setdefault("transformer_options", {})
+        before = to.get("optimized_attention_override")
+
+        def recording(func, *args, **kwargs):
+            opts = kwargs["transformer_options"]
+            q, k = args[0], args[1]
+            if q.shape == k.shape and not kwargs.get("skip_reshape"):
+                sample_sigmas, sigmas = opts["sample_sigmas"], opts["sigmas"]
+                step = int(torch.isclose(sample_sigmas, sigmas[0]).nonzero()[0])
+                seen.append([opts["block_index"], opts["total_blocks"], step, "cond_or_uncond" in opts,
+                             sorted(kwargs), len(args)])
+            return before(func, *args, **kwargs) if before is not None else func(*args, **kwargs)
+
+        to["optimized_attention_override"] = recording
+        return (m,)
+
+
+TEST_NODES = {"SLATestRecordingOverride": SLATestRecordingOverride, "SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,
               "SLATestCompile": SLATestCompile, "SLATestLowVram": SLATestLowVram, "SLATestSaveImage": SLATestSaveImage,
               "SLATestDecode": SLATestDecode}
 
@@ -344,6 +381,27 @@ def scenarios():
     @scen
     def keep1_zero(g):  # all blocks kept, proj_l == 0: must equal the unpatched model
         sample(g, apply_sla(g, sla_loader(g, CKPT_ZERO), keep=1.0), "keep1_zero")
+
+    @scen
+    def chained_alone(g):  # another pack's override without SLA: every self-attention call reaches it
+        sample(g, g.add("SLATestRecordingOverride", model=unet_loader(g), label="alone"), "chained_alone")
+
+    @scen
+    def chained_before_sla(g):  # the same override under ApplySLA: it gets exactly the calls SLA leaves dense
+        other = g.add("SLATestRecordingOverride", model=unet_loader(g), label="before_sla")
+        sample(g, apply_sla(g, other, keep=0.3, dense_blocks="1"), "chained_before_sla")
+
+    @scen
+    def chained_before_sla_compiled(g):  # ... and under torch.compile
+        other = g.add("SLATestRecordingOverride", model=unet_loader(g), label="before_sla_compiled")
+        patched = apply_sla(g, other, keep=0.3, dense_blocks="1")
+        sample(g, g.add("SLATestCompile", model=patched, backend="aot_eager", label="chained"),
+               "chained_before_sla_compiled")
+
+    @scen
+    def backend_node_after_sla(g):  # ComfyUI's Model Attention Backend after ApplySLA replaces our override
+        sample(g, g.add("ModelAttentionBackend", model=apply_sla(g, unet_loader(g), keep=0.3),
+                        attention="pytorch attention"), "backend_node_after_sla")
 
     @scen
     def keep03_zero(g):
@@ -741,10 +799,25 @@ class _Capture(logging.Handler):
             pass
 
 
+_DRAWN = []  # captures the SLA Attention Map node took from a patch (it frees them: the test redraws this copy)
+
+
+def record_drawn_captures():
+    """Keep a reference to every capture a map node draws (``SLAPatch.take_capture``), for :func:`save_capture`."""
+    from comfyui_sla.sla.runtime.sla_patch import SLAPatch
+    take = SLAPatch.take_capture
+
+    def recording(self, map_node):
+        cap = take(self, map_node)
+        if cap is not None:
+            _DRAWN.append(cap)
+        return cap
+    SLAPatch.take_capture = recording
+
+
 def save_capture(path):
-    """The q/k the pack captured for the SLA Attention Map node (its process-wide table), for the test to redraw."""
-    table = sys.modules["_comfyui_sla_capture"].results
-    (req,) = table.values()
+    """The q/k of the last capture the pack drew for the SLA Attention Map node, for the test to redraw."""
+    req = _DRAWN[-1]
     torch.save({"q": req.q.cpu(), "k": req.k.cpu(), "keep": req.keep, "block_q": req.block_q,
                 "block_k": req.block_k, "sparse": req.sparse, "step": req.step, "block": req.block,
                 "head": req.head}, path)
@@ -798,6 +871,7 @@ def main(argv=None):
     if args.validate_workflows:
         results["workflow_validation"] = validate_workflows(env, args.validate_workflows, results["schemas"])
 
+    record_drawn_captures()
     runs = [(name, graph.prompt) for name, graph in scenarios().items()]
     runs += [(f"workflow:{os.path.basename(p)}", headless_workflow_prompt(p, results["schemas"]))
              for p in args.run_workflows]
@@ -823,6 +897,7 @@ def main(argv=None):
         print(f"[runner] {name}: {status} ({results['scenarios'][name]['seconds']} s)", flush=True)
 
     results["compiles"] = COMPILES
+    results["recorded"] = RECORDED
     results["lowvram"] = LOWVRAM
     results["total_s"] = time.perf_counter() - t0
     with open(os.path.join(work, "results.json"), "w") as f:

@@ -353,3 +353,35 @@ def test_keep_comparison_workflow_runs_headless_and_reports_per_branch(run):
             assert re.search(r"attention \d+\.\dx (faster|slower) .*\(CPU timing\)", text), text
         else:
             assert "0 sparse / 12 dense" in text and "disabled 12" in text and "(all dense)" in text, text
+
+
+# ---------------------------------------------------------------------------------------------- chaining
+
+def test_an_override_before_sla_gets_exactly_the_calls_sla_leaves_dense(run):
+    # The recording override reads sigmas, sample_sigmas, block_index and total_blocks (a KeyError would fail the
+    # run): with SLA after it, it receives the dense block's calls only, each as it receives it without SLA.
+    alone = run.results["recorded"]["alone"]
+    with_sla = run.results["recorded"]["before_sla"]
+    assert len(alone) == 3 * 3 and {r[0] for r in alone} == {0, 1, 2}
+    assert with_sla == [r for r in alone if r[0] == 1]   # block 1 (dense_blocks) at every step, same call
+    assert all(r[1] == 3 and r[3] for r in with_sla)      # total_blocks, cond_or_uncond: ComfyUI's options
+    assert run.scenario("chained_before_sla")
+
+
+def test_chaining_under_torch_compile_is_the_same_and_compiles_once(run):
+    eager = run.results["recorded"]["before_sla"]
+    compiled = run.results["recorded"]["before_sla_compiled"]
+    assert compiled == eager
+    frames = run.results["compiles"]["chained"]
+    assert frames and frames[-1] == frames[0], frames   # nothing compiled after the first model call
+    torch.testing.assert_close(run.latent("chained_before_sla_compiled"), run.latent("chained_before_sla"),
+                               atol=SAME, rtol=0)
+
+
+def test_attention_backend_node_after_sla_is_reported(run):
+    s = run.results["scenarios"]["backend_node_after_sla"]
+    if s["status"] == "error" and "ModelAttentionBackend" in (s["error"] or ""):
+        pytest.skip("this ComfyUI has no Model Attention Backend node")
+    s = run.scenario("backend_node_after_sla")
+    texts = " ".join(text for _node, text in s["node_texts"]) + " ".join(r["msg"] for r in s["logs"])
+    assert "SLA did not run" in texts and "Model Attention Backend" in texts, texts
