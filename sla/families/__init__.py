@@ -7,9 +7,10 @@ supported families, otherwise). A new family is one module here defining a :clas
 from __future__ import annotations
 
 from .base import AttentionCall, ModelFamily, UnsupportedModel
+from .minimax_h3 import MINIMAX_H3
 from .wan import WAN
 
-FAMILIES = (WAN,)
+FAMILIES = (WAN, MINIMAX_H3)
 
 
 def family_of(diffusion_model) -> ModelFamily:
