@@ -27,7 +27,9 @@ The routing is the training router of the Turbo-SLA LoRA (LightX2V ``dynamic_spa
 which is SLA's block mask without the linear branch: per head over the whole packed sequence, block means of q
 and of k - mean_S(k), score = pooled q . pooled k, top ``keep`` key blocks per query block, then exact softmax
 attention (scale D^-0.5) over the kept blocks only. No prefix protection, no diagonal, no linear branch, every
-block and step. Deliberate differences (tests/test_minimax_h3.py measures them):
+block and step. With no proj_l the main kernel and the PyTorch path compute that block-sparse softmax alone (the
+kernel's pre-pass still sums phi(K)^T V on the way, unused). Deliberate differences (tests/test_minimax_h3.py
+measures them):
 
 * the pooled blocks and scores stay in fp32 here; LightX2V stores the pooled blocks (and the score matmul's
   output) in bf16. Rounding only swaps blocks whose scores tie to bf16 resolution, i.e. blocks the router holds
