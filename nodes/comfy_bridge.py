@@ -244,6 +244,9 @@ def _warn_foreign_dense_blocks(settings: SLASettings, n_blocks: int) -> None:
 def check_proj_l(model, proj_l: dict, warn_missing: bool = True) -> None:
     """proj_l against the model: head size (error naming the key), block range (error), coverage (warning)."""
     family, dm = model_family(model)
+    if proj_l and not family.linear_branch:
+        raise ValueError(f"SLA weights have proj_l ({PROJ_L_KEY.format(i=min(proj_l), p='weight')}, ...) but "
+                         f"{family.description} run SLA without a linear branch: the weights belong to another model")
     head = family.head_dim(dm)
     n = family.num_blocks(dm)
     for i, (w, _b) in sorted(proj_l.items()):

@@ -7,9 +7,10 @@ supported families, otherwise). A new family is one module here defining a :clas
 from __future__ import annotations
 
 from .base import AttentionCall, ModelFamily, UnsupportedModel
+from .minimax_h3 import MINIMAX_H3
 from .wan import WAN
 
-FAMILIES = (WAN,)
+FAMILIES = (WAN, MINIMAX_H3)
 
 
 def family_of(diffusion_model) -> ModelFamily:
@@ -23,4 +24,13 @@ def family_of(diffusion_model) -> ModelFamily:
                            f"{type(diffusion_model).__name__ if diffusion_model is not None else 'missing'}")
 
 
-__all__ = ["FAMILIES", "AttentionCall", "ModelFamily", "UnsupportedModel", "family_of"]
+def family_named(name: str) -> ModelFamily:
+    """The family whose ``name`` is ``name`` (KeyError otherwise): how the custom op's fake finds the output
+    layout from a string argument."""
+    for family in FAMILIES:
+        if family.name == name:
+            return family
+    raise KeyError(name)
+
+
+__all__ = ["FAMILIES", "AttentionCall", "ModelFamily", "UnsupportedModel", "family_named", "family_of"]

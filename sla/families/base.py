@@ -55,6 +55,8 @@ class ModelFamily:
     head_dims: attention head sizes its models have.
     model_keys: the ``transformer_options`` entries the model's forward writes before its attention calls
     (block_index, ...): a compiled call handed to another override gets them as the tracer saw them.
+    block_loop: the model method holding the block loop (where ComfyUI writes ``block_index``, if it does).
+    linear_branch: whether the family's SLA fine-tunes carry proj_l (False: sparse-only, as trained).
     """
 
     name: str = ""
@@ -63,6 +65,8 @@ class ModelFamily:
     defaults: Mapping[str, object] = {}
     head_dims: Tuple[int, ...] = ()
     model_keys: Tuple[str, ...] = ("block_index", "total_blocks", "block_type")
+    block_loop: str = "forward_orig"
+    linear_branch: bool = True
 
     # -- the model --------------------------------------------------------------------------------------------
     def recognise(self, dm) -> bool:
@@ -85,7 +89,7 @@ class ModelFamily:
     def sets_block_index(self, dm) -> bool:
         """Whether ComfyUI's block loop of ``type(dm)`` writes ``transformer_options["block_index"]`` itself;
         where it does not, the patch installs a per-block ``patches_replace`` patch that does."""
-        return _source_mentions(type(dm), "forward_orig", "block_index")
+        return _source_mentions(type(dm), self.block_loop, "block_index")
 
     # -- one attention call (traced code) -----------------------------------------------------------------------
     def read_call(self, args, kwargs) -> Union[str, AttentionCall]:
@@ -100,6 +104,11 @@ class ModelFamily:
     def from_heads(self, out: torch.Tensor, call: AttentionCall) -> torch.Tensor:
         """The (B, L, H, D) output in the layout ComfyUI expects back from this call."""
         raise NotImplementedError
+
+    def output_like(self, q: torch.Tensor) -> torch.Tensor:
+        """An empty contiguous tensor of the shape and dtype ComfyUI expects back from a self-attention call whose
+        q is ``q`` (the fake of the custom op under torch.compile: it may read shapes only). Default: q's."""
+        return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 
 _source_cache: dict = {}

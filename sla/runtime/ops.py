@@ -6,9 +6,11 @@ dynamo guard (docs/RUNTIME.md). The patch is found through ``token``, a one-elem
 ordinary graph input: two clones with different settings share a compiled graph and still each reach their own
 patch, also where ComfyUI's TorchCompileModel drops the guards on ``transformer_options``.
 
-* ``comfyui_sla::self_attention(q, k, v, token, heads, block, sigmas, site) -> out``: one self-attention call
-  (q, k, v as ComfyUI passed them); runs SLA, or hands the call to the previous override / ComfyUI's attention,
-  rebuilt from call site ``site``; returns a fresh contiguous tensor in q's dtype.
+* ``comfyui_sla::self_attention(q, k, v, token, heads, block, sigmas, site, family) -> out``: one
+  self-attention call (q, k, v as ComfyUI passed them); runs SLA, or hands the call to the previous override /
+  ComfyUI's attention, rebuilt from call site ``site``; returns a fresh contiguous tensor in q's dtype, shaped as
+  model family ``family`` (its name) expects (:meth:`~sla.families.base.ModelFamily.output_like`: Wan q's shape,
+  MiniMax H3 ``[1, S, H*D]`` for q ``[1, H, S, D]``).
 * ``comfyui_sla::note_call(token, reason)``: counts a call left to the previous/dense attention (cross-attention,
   masked, other layouts); it declares ``token`` mutated only so that no compiler removes it.
 
@@ -26,6 +28,8 @@ import weakref
 from typing import Optional
 
 import torch
+
+from ..families import family_named
 
 _NS = "comfyui_sla"
 _patches: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
@@ -120,12 +124,12 @@ def _register_self_attention():
 
     @torch.library.custom_op(f"{_NS}::self_attention", mutates_args=())
     def self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, token: torch.Tensor, heads: int,
-                       block: int, sigmas: Optional[torch.Tensor], site: int) -> torch.Tensor:
+                       block: int, sigmas: Optional[torch.Tensor], site: int, family: str) -> torch.Tensor:
         return patch_of(token).attend_compiled(q, k, v, heads, block, sigmas, site)
 
     @self_attention.register_fake
-    def _fake(q, k, v, token, heads, block, sigmas, site):
-        return torch.empty_like(q, memory_format=torch.contiguous_format)
+    def _fake(q, k, v, token, heads, block, sigmas, site, family):
+        return family_named(family).output_like(q)
 
     return self_attention
 

@@ -71,7 +71,8 @@ def make_attention_override(patch: SLAPatch) -> Callable:
         if sigmas is not None and not torch.is_tensor(sigmas):
             sigmas = torch.tensor(float(sigmas))
         site = ops.call_site(func, args, kwargs, family.model_keys)
-        return ops.self_attention(call.q, call.k, call.v, patch.token, call.heads, call.block, sigmas, site)
+        return ops.self_attention(call.q, call.k, call.v, patch.token, call.heads, call.block, sigmas, site,
+                                  family.name)
 
     sla_attention_override.sla_patch = patch
     return sla_attention_override

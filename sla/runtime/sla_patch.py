@@ -80,7 +80,8 @@ class SLAPatch:
 
     def attend_compiled(self, q, k, v, heads: int, block: int, sigmas, site: int) -> torch.Tensor:
         """A self-attention call from the compiled model (op ``self_attention``); the dense path rebuilds
-        ComfyUI's call from its call site (:func:`.ops.rebuild_call`). Returns a fresh contiguous tensor."""
+        ComfyUI's call from its call site (:func:`.ops.rebuild_call`). Returns a fresh contiguous tensor in the
+        family's output layout (the shape of its :meth:`~sla.families.base.ModelFamily.output_like`)."""
         call = AttentionCall(q, k, v, heads, block)
 
         def dense():

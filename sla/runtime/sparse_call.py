@@ -50,6 +50,10 @@ def sla_call(patch: "SLAPatch", run: "RunState", q4, k4, v4, block: Optional[int
             return None, R_PROJ
         if not weights.is_zero(block):  # a zero proj_l adds nothing, and the kernel skips the linear branch
             proj = weights.get(block, q4.device)
+    elif not patch.family.linear_branch:
+        log_once(("sparse-only", patch.uid), logging.INFO,
+                 "SLA: %s: block-sparse attention without a linear branch (keep %.2f), as its SLA fine-tunes were "
+                 "trained", patch.family.name, run.keep)
     else:
         log_once(("training-free", patch.uid), logging.INFO,
                  "SLA: this model has no SLA (proj_l) weights, it was not fine-tuned for SLA: running "

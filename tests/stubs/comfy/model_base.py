@@ -24,3 +24,7 @@ class BaseModel(torch.nn.Module):
 
 class WAN21(BaseModel):
     pass
+
+
+class MiniMaxH3(BaseModel):
+    pass

@@ -1,18 +1,46 @@
-"""Stand-in of comfy/ldm/modules/attention.py: ``wrap_attn`` (the per-model override hook) and a dense
-``optimized_attention`` on [B, L, H*D] tensors."""
+"""Stand-in of comfy/ldm/modules/attention.py: ``wrap_attn`` (the per-model override hook),
+``AttentionTensorContainer`` (ComfyUI >= 0.33: single-owner q, k, v, unwrapped before an override without a
+``container_function``) and a dense ``optimized_attention`` on [B, L, H*D] tensors (or [B, H, L, D] with
+``skip_reshape``)."""
 import functools
 
 import torch
 
 
+class AttentionTensorContainer:
+    """Single-owner tensor input consumed by an attention backend."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def peek(self):
+        if self.tensor is None:
+            raise RuntimeError("attention tensor container has already been consumed")
+        return self.tensor
+
+    def take(self):
+        tensor = self.peek()
+        self.tensor = None
+        return tensor
+
+
 def wrap_attn(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        containers = None
+        if len(args) >= 3 and isinstance(args[0], AttentionTensorContainer):
+            containers = args[:3]
         if "_inside_attn_wrapper" in kwargs:
+            if containers is not None:
+                args = tuple(c.take() for c in containers) + args[3:]
             return func(*args, **kwargs)
         kwargs["_inside_attn_wrapper"] = True
         try:
             to = kwargs.get("transformer_options", None)
+            if containers is not None:  # no container_function anywhere here: unwrap for override and func
+                args = tuple(c.take() for c in containers) + args[3:]
             if to is not None and "optimized_attention_override" in to:
                 return to["optimized_attention_override"](func, *args, **kwargs)
             return func(*args, **kwargs)
