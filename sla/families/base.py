@@ -95,6 +95,25 @@ class ModelFamily:
     def read_call(self, args, kwargs) -> Union[str, AttentionCall]:
         """The call as an :class:`AttentionCall` when it is this family's self-attention, else the reason it is
         not (R_CROSS, R_MASK, R_LAYOUT)."""
+        q, k, v = arg(args, kwargs, 0, "q"), arg(args, kwargs, 1, "k"), arg(args, kwargs, 2, "v")
+        heads = arg(args, kwargs, 3, "heads")
+        # (still-wrapped AttentionTensorContainers, from a caller that did not unwrap them, are not ours to consume)
+        if not all(torch.is_tensor(t) for t in (q, k, v)) or not isinstance(heads, int) or heads <= 0:
+            return R_LAYOUT
+        if kwargs.get("enable_gqa") or kwargs.get("scale") is not None:
+            return R_LAYOUT  # grouped heads or a custom softmax scale: not what SLA computes
+        if not self.own_layout(q, heads, kwargs):
+            return R_LAYOUT
+        if k.shape != q.shape or v.shape != q.shape:
+            return R_CROSS
+        if arg(args, kwargs, 4, "mask") is not None:
+            return R_MASK
+        to = kwargs.get("transformer_options")
+        block = to.get("block_index") if isinstance(to, dict) else None
+        return AttentionCall(q, k, v, heads, -1 if block is None else int(block))
+
+    def own_layout(self, q: torch.Tensor, heads: int, kwargs) -> bool:
+        """Whether q (with ``heads`` and the call's reshape kwargs) is in the layout of the family's self-attention."""
         raise NotImplementedError
 
     def to_heads(self, call: AttentionCall) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

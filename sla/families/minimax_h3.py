@@ -45,12 +45,12 @@ measures them):
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
 from ..spec import DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q, DEFAULT_FEATURE_MAP, DEFAULT_MIN_TOKENS
-from .base import R_CROSS, R_LAYOUT, R_MASK, AttentionCall, ModelFamily, arg
+from .base import AttentionCall, ModelFamily
 
 # The Turbo-SLA LoRA's routing: LightX2V's preset sparsity_ratio 0.85.
 H3_KEEP_RATIO = 0.15
@@ -75,23 +75,10 @@ class MiniMaxH3Family(ModelFamily):
         d = getattr(attn, "head_dim", None)
         return int(d) if d else None
 
-    def read_call(self, args, kwargs) -> Union[str, AttentionCall]:
-        q, k, v = arg(args, kwargs, 0, "q"), arg(args, kwargs, 1, "k"), arg(args, kwargs, 2, "v")
-        heads = arg(args, kwargs, 3, "heads")
-        # still-wrapped AttentionTensorContainers (a caller that did not unwrap them) are not ours to consume
-        if not all(torch.is_tensor(t) for t in (q, k, v)) or not isinstance(heads, int) or heads <= 0:
-            return R_LAYOUT
-        if not kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape") or q.dim() != 4:
-            return R_LAYOUT
-        if q.shape[1] != heads or kwargs.get("enable_gqa") or kwargs.get("scale") is not None:
-            return R_LAYOUT  # grouped heads or a custom softmax scale: not what SLA computes
-        if k.shape != q.shape or v.shape != q.shape:
-            return R_CROSS
-        if arg(args, kwargs, 4, "mask") is not None:
-            return R_MASK
-        to = kwargs.get("transformer_options")
-        block = to.get("block_index") if isinstance(to, dict) else None
-        return AttentionCall(q, k, v, heads, -1 if block is None else int(block))
+    def own_layout(self, q, heads, kwargs) -> bool:
+        # [1, H, S, D] views of the qkv buffer, answered [1, S, H*D]
+        return (q.dim() == 4 and q.shape[1] == heads and bool(kwargs.get("skip_reshape"))
+                and not kwargs.get("skip_output_reshape"))
 
     def to_heads(self, call: AttentionCall):
         # [B, H, S, D] -> [B, S, H, D] views: the kernels read them through their strides

@@ -7,12 +7,12 @@ the pack's block-index patch. Every Wan model has D = 128 (1.3B: 12 heads, 30 bl
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 
 from ..spec import DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q, DEFAULT_FEATURE_MAP, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS
-from .base import R_CROSS, R_LAYOUT, R_MASK, AttentionCall, ModelFamily, arg
+from .base import AttentionCall, ModelFamily
 
 
 class WanFamily(ModelFamily):
@@ -34,22 +34,8 @@ class WanFamily(ModelFamily):
             return int(dm.dim) // int(dm.num_heads)
         return None
 
-    def read_call(self, args, kwargs) -> Union[str, AttentionCall]:
-        q, k, v = arg(args, kwargs, 0, "q"), arg(args, kwargs, 1, "k"), arg(args, kwargs, 2, "v")
-        heads = arg(args, kwargs, 3, "heads")
-        if not all(torch.is_tensor(t) for t in (q, k, v)) or not isinstance(heads, int) or heads <= 0:
-            return R_LAYOUT
-        if kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape") or q.dim() != 3:
-            return R_LAYOUT
-        if kwargs.get("enable_gqa") or kwargs.get("scale") is not None:
-            return R_LAYOUT  # grouped heads or a custom softmax scale: not what SLA computes
-        if k.shape != q.shape or v.shape != q.shape:
-            return R_CROSS
-        if arg(args, kwargs, 4, "mask") is not None:
-            return R_MASK
-        to = kwargs.get("transformer_options")
-        block = to.get("block_index") if isinstance(to, dict) else None
-        return AttentionCall(q, k, v, heads, -1 if block is None else int(block))
+    def own_layout(self, q, heads, kwargs) -> bool:
+        return q.dim() == 3 and not kwargs.get("skip_reshape") and not kwargs.get("skip_output_reshape")
 
     def to_heads(self, call: AttentionCall):
         return tuple(t.unflatten(-1, (call.heads, t.shape[-1] // call.heads)) for t in (call.q, call.k, call.v))
