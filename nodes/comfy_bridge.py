@@ -304,8 +304,7 @@ def settings_from_checkpoint(info, family, **overrides) -> SLASettings:
     """SLASettings at the checkpoint's own SLA settings (``info.sla_settings``: keep_ratio, block_q, block_k,
     feature_map from its metadata) over the model family's defaults (Wan: TurboDiffusion's keep 0.10, 128x64,
     softmax)."""
-    recorded = dict(getattr(info, "sla_settings", None) or {})
-    fields = {k: recorded[k] for k in ("keep_ratio", "block_q", "block_k", "feature_map") if k in recorded}
+    fields = _checkpoint_module().recorded_settings(info) if info is not None else {}
     try:
         return SLASettings(**{**family.defaults, **fields, **overrides})
     except ValueError as e:
