@@ -1,4 +1,4 @@
-"""Issue 12 on the ComfyUI stand-in: keep_schedule parsing and per-step keep, the run report sent to the node,
+"""The run report on the ComfyUI stand-in: keep_schedule parsing and per-step keep, the run report sent to the node,
 and the attention-map capture (its mask pixels equal sla.mask's mask for the captured q/k)."""
 import re
 import sys
