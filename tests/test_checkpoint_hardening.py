@@ -1,4 +1,4 @@
-"""One named test per row of issue 11's probe table: crafted or damaged checkpoints end in a clear CheckpointError,
+"""One named test per row of the checkpoint probe table: crafted or damaged checkpoints end in a clear CheckpointError,
 the converter leaves nothing behind, the proj_l registry forgets, dense_blocks beyond the model warn."""
 from __future__ import annotations
 
