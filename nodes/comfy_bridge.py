@@ -451,7 +451,7 @@ def _save_report_file(text: str) -> Optional[dict]:
         name = f"sla_run_report_{uuid.uuid4().hex[:12]}.txt"
         with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
             f.write(text + "\n")
-        return {"filename": name, "subfolder": "", "type": "temp"}
+        return {"filename": name, "subfolder": "", "type": "temp", "display_name": "SLA run report"}
     except Exception as e:
         log.debug("SLA Run Report: no report file (%s)", e)
         return None

@@ -200,6 +200,7 @@ def test_run_report_node_returns_the_last_runs_report(comfy, monkeypatch, tmp_pa
     assert "sparse / 0 dense self-attention calls" in on_apply
     (saved,) = out["ui"]["files"]   # App mode shows a text result from a .txt file, as for core Save Text
     assert saved["type"] == "temp" and saved["subfolder"] == "" and saved["filename"].endswith(".txt")
+    assert saved["display_name"] == "SLA run report"   # the frontend's label for the result
     assert (tmp_path / saved["filename"]).read_text() == on_apply + "\n"
     assert comfy.sent[-1] == ("12", on_apply)   # and on the report node itself
     # a model without SLA, and a patch whose sampler has not run: the text says so
