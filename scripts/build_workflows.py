@@ -74,6 +74,11 @@ FRONTEND_H = {"SLADiffusionModelLoader": 102, "ApplySLA": 298, "SLAWeightsLoader
               "EmptyHunyuanLatentVideo": 130, "VAELoader": 58, "VAEDecode": 46, "CreateVideo": 102, "SaveVideo": 106,
               "KSampler": 262, "KSamplerAdvanced": 334, "LoadImage": 102, "WanImageToVideo": 210, "ImageStitch": 150,
               "Note": 88}
+# The run report: after a run the frontend (1.49) adds the report text as a widget at the bottom of the node that
+# gets it, inside the node's size (it does not grow the node): room for its three or four lines.
+REPORT_ROOM = 100
+APPLY_SLA_H = FRONTEND_H["ApplySLA"] + REPORT_ROOM
+RUN_REPORT_H = FRONTEND_H["SLARunReport"] + REPORT_ROOM
 TITLE_H = 30        # LiteGraph.NODE_TITLE_HEIGHT: the title bar, drawn above pos
 GAP = 40            # from a node's bottom edge to the next node's title bar
 COL_GAP = 90        # between columns (room for two group margins)
@@ -255,9 +260,9 @@ LIGHT_DECODE_NOTE = (
     "Fast decode for drafts: the 'Fast decode: lighttaew2_1' group (bypassed, purple) decodes with lightx2v's "
     "LightTAE for the Wan 2.1 VAE (models/vae_approx/lighttaew2_1.safetensors, 45 MB). lightx2v publish 0.25 s and "
     "0.4 GB to decode 81 frames at 480p on an H100, against 5.5 s and 10.1 GB for the Wan 2.1 VAE, and call its "
-    "quality near the official VAE's; the full VAE keeps the most detail. Switch: click the group's title and press "
-    "Ctrl+B (or the bypass button of the toolbar above it) to run it; bypass the 'Decode: Wan 2.1 VAE' group the "
-    "same way to skip the full decode while drafting.")
+    "quality near the official VAE's; the full VAE keeps the most detail. Switch: click the group's title, press "
+    "Ctrl+B (or its toolbar's ⋮ > Bypass) to run it; bypass the 'Decode: Wan 2.1 VAE' group the same way to skip "
+    "the full decode while drafting.")
 
 
 def decode_groups(w, samples, x, y, prefix, vae=None, width=340):
@@ -343,11 +348,12 @@ def turbowan_t2v():
         "it too.\n\n" + LIGHT_DECODE_NOTE], x=NOTE_X, y=0, w=NOTE_W, h=900, color=NOTE_COLOR, bgcolor=NOTE_BG)
     loader = w.node("SLADiffusionModelLoader", ["TurboWan2.1-T2V-1.3B-480P.pth", "default"], x=COL_A, y=0,
                     w=COL_W_A, color=SLA_COLOR, bgcolor=SLA_BG)
-    sla = w.node("ApplySLA", apply_sla_widgets(keep=0.10), below=loader, color=SLA_COLOR, bgcolor=SLA_BG,
+    sla = w.node("ApplySLA", apply_sla_widgets(keep=0.10), below=loader, h=APPLY_SLA_H, color=SLA_COLOR,
+                 bgcolor=SLA_BG,
                  labels={"keep_ratio": "Keep ratio", "keep_schedule": "Keep schedule"})
     ids = _text_to_video(w, loader, sla, 5.0, NEGATIVE, "Negative Prompt (unused at cfg 1)",
                          [42, "fixed", 4, 1.0, "lcm", "simple", 1.0], "video/TurboWan_SLA", labels=True)
-    report = w.node("SLARunReport", [], below=ids["ks"], color=SLA_COLOR, bgcolor=SLA_BG)
+    report = w.node("SLARunReport", [], below=ids["ks"], h=RUN_REPORT_H, color=SLA_COLOR, bgcolor=SLA_BG)
     w.link(ids["ms"], 0, report, "model")
     w.link(ids["ks"], 0, report, "samples")
     w.app([(ids["pos"], "text", "What the video shows"),
@@ -385,14 +391,16 @@ def wan22_i2v():
         + LIGHT_DECODE_NOTE], x=NOTE_X, y=0, w=NOTE_W, h=1000, color=NOTE_COLOR, bgcolor=NOTE_BG)
     hi = w.node("SLADiffusionModelLoader", ["TurboWan2.2-I2V-A14B-high-720P.pth", "default"], x=COL_A, y=0,
                 w=COL_W_A, title="Load SLA Diffusion Model (high noise)", color=SLA_COLOR, bgcolor=SLA_BG)
-    hi_sla = w.node("ApplySLA", apply_sla_widgets(keep=0.15), below=hi, title="Apply SLA (high noise expert)",
+    hi_sla = w.node("ApplySLA", apply_sla_widgets(keep=0.15), below=hi, h=APPLY_SLA_H,
+                    title="Apply SLA (high noise expert)",
                     color=SLA_COLOR, bgcolor=SLA_BG)
     hi_shift = w.node("ModelSamplingSD3", [5.0], below=hi_sla)
     w.group("High-noise expert", [hi, hi_sla, hi_shift], GROUP_SLA)
     lo_y = w.bottom(hi_shift) + GROUP_PAD + GAP + GROUP_PAD + GROUP_TITLE + TITLE_H
     lo = w.node("SLADiffusionModelLoader", ["TurboWan2.2-I2V-A14B-low-720P.pth", "default"], x=COL_A, y=lo_y,
                 w=COL_W_A, title="Load SLA Diffusion Model (low noise)", color=SLA_COLOR, bgcolor=SLA_BG)
-    lo_sla = w.node("ApplySLA", apply_sla_widgets(keep=0.10), below=lo, title="Apply SLA (low noise expert)",
+    lo_sla = w.node("ApplySLA", apply_sla_widgets(keep=0.10), below=lo, h=APPLY_SLA_H,
+                    title="Apply SLA (low noise expert)",
                     color=SLA_COLOR, bgcolor=SLA_BG)
     lo_shift = w.node("ModelSamplingSD3", [5.0], below=lo_sla)
     w.group("Low-noise expert", [lo, lo_sla, lo_shift], GROUP_SLA)
@@ -441,6 +449,7 @@ def training_free_wan21():
         "seed.\n\n" + LIGHT_DECODE_NOTE], x=NOTE_X, y=0, w=NOTE_W, h=880, color=NOTE_COLOR, bgcolor=NOTE_BG)
     unet = w.node("UNETLoader", ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], x=COL_A, y=0, w=COL_W_A)
     sla = w.node("ApplySLA", apply_sla_widgets(keep=0.30, start=0.20, end=1.0, dense_blocks="0, 29"), below=unet,
+                 h=APPLY_SLA_H,
                  title="Apply SLA (training-free)", color=SLA_COLOR, bgcolor=SLA_BG)
     _text_to_video(w, unet, sla, 8.0, WAN_NEGATIVE, "Negative Prompt",
                    [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0], "video/Wan21_SLA_training_free")
@@ -508,7 +517,7 @@ def turbowan_keep_comparison():
     for i, (label, keep, on) in enumerate(COMPARE_BRANCHES):
         x = COL_B + (branch_w + COL_GAP) * i
         xs.append(x)
-        sla = w.node("ApplySLA", apply_sla_widgets(keep=keep, enabled=on), x=x, y=0, w=branch_w,
+        sla = w.node("ApplySLA", apply_sla_widgets(keep=keep, enabled=on), x=x, y=0, w=branch_w, h=APPLY_SLA_H,
                      title=f"Apply SLA ({label})", color=SLA_COLOR, bgcolor=SLA_BG)
         ks = w.node("KSampler", [42, "fixed", 4, 1.0, "lcm", "simple", 1.0], below=sla, title=f"KSampler ({label})")
         dec = w.node("VAEDecode", [], below=ks, title=f"VAE Decode ({label})")
