@@ -27,10 +27,10 @@ off, and every card shows its thumbnail. Screenshots (small PNGs) go to ``--shot
 
 ``--placeholders BASE`` first writes empty files named as the workflows' models into the server's base directory
 (``BASE/models/<folder>/<file>``), so the graphs are drawn as for a user who has the files (no missing-model marks
-in the screenshots). With ``--missing-models`` (a server without them) it checks the frontend's missing-model list (a server whose models/ folders lack the
-files, e.g. a fresh ``serve_comfy.py`` base directory): every file of an active node's ``properties.models`` must be
-listed with its folder and address. Needs Chromium (``apt-get install chromium``), aiohttp and Pillow. A manual
-tool, not part of the pytest suite; exits 1 when anything failed.
+in the screenshots). With ``--missing-models`` (a server whose models/ folders lack the files, e.g. a fresh
+``serve_comfy.py`` base directory) it checks the frontend's missing-model list: every file of an active node's
+``properties.models`` must be listed with its folder and address. Needs Chromium (``apt-get install chromium``),
+aiohttp and Pillow. A manual tool, not part of the pytest suite; exits 1 when anything failed.
 """
 from __future__ import annotations
 
@@ -196,7 +196,8 @@ async def close_dialogs(cdp):
 JS_CLOSE_DIALOGS = """
 (() => {
   const buttons = Array.from(document.querySelectorAll(
-    '.p-dialog .p-dialog-close-button, [role=dialog] button[aria-label="Close"], [role=dialog] button[aria-label="close"]'));
+    '.p-dialog .p-dialog-close-button, [role=dialog] button[aria-label="Close"], ' +
+    '[role=dialog] button[aria-label="close"]'));
   buttons.forEach(b => b.click());
   return buttons.length;
 })()
@@ -248,6 +249,11 @@ JS_APP_PANEL = """
    key: e.getAttribute('data-widget-key'), label: (e.querySelector('span') || e).innerText.trim()})))()
 """
 
+JS_VIEW_ERRORS = """
+(() => { const b = Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'View details');
+         if (b) b.click(); return !!b; })()
+"""
+
 JS_MISSING_MODELS = """
 (() => JSON.stringify((%s._s.get('missingModel').missingModelCandidates || []).map(c => ({
    node: Number(c.nodeId), name: c.name, directory: c.directory || null, url: c.url || null}))))()
@@ -266,7 +272,8 @@ JS_FIT = """
   const r = c.canvas.getBoundingClientRect(), view = [r.x + 70, r.y + 100, r.width - 90, r.height - 120];
   const s = Math.min(view[2] / (x1 - x0), view[3] / (y1 - y0), 1.2);
   c.ds.scale = s;
-  c.ds.offset = [(view[0] + (view[2] - s * (x1 - x0)) / 2) / s - x0, (view[1] + (view[3] - s * (y1 - y0)) / 2) / s - y0];
+  c.ds.offset = [(view[0] + (view[2] - s * (x1 - x0)) / 2) / s - x0,
+                 (view[1] + (view[3] - s * (y1 - y0)) / 2) / s - y0];
   c.setDirty(true, true);
   await new Promise(res => setTimeout(res, 800));
   return JSON.stringify([view[0] - 10, view[1] - 10, view[2] + 20, view[3] + 20]);
@@ -393,10 +400,17 @@ def app_problems(wf, live) -> list:
     return problems
 
 
+# Requests the frontend makes to other hosts (model sizes on Hugging Face, node info on the Comfy registry), which
+# ComfyUI's Content-Security-Policy (connect-src 'self') blocks: not the pack's, whatever node or file they name.
+EXTERNAL = ("violates the following Content Security Policy", "Refused to connect because it violates")
+
+
 def pack_messages(messages, patterns) -> list:
-    """Console messages (level, text) that come from the pack: they name one of ``patterns``."""
+    """Console messages (level, text) that come from the pack: they name one of ``patterns`` (and are not a blocked
+    request to another host)."""
     low = [p.lower() for p in patterns]
-    return [(lvl, text) for lvl, text in messages if any(p in text.lower() for p in low)]
+    return [(lvl, text) for lvl, text in messages
+            if any(p in text.lower() for p in low) and not any(e in text for e in EXTERNAL)]
 
 
 def models_problems(wf, missing) -> list:
@@ -454,7 +468,8 @@ JS_TEMPLATES_BROWSER = """
   if (!item) return JSON.stringify({error: `no '${module}' entry under Extensions`});
   item.click();
   await new Promise(r => setTimeout(r, 2500));
-  const cards = Array.from(document.querySelectorAll('[role=dialog] h3')).filter(h => h.className.includes('line-clamp'));
+  const cards = Array.from(document.querySelectorAll('[role=dialog] h3'))
+    .filter(h => h.className.includes('line-clamp'));
   return JSON.stringify({cards: cards.map(h => {
     const card = h.closest('[data-testid]') || h.parentElement.parentElement.parentElement;
     const img = Array.from(card.querySelectorAll('img')).find(i => i.getBoundingClientRect().width > 50);
@@ -578,7 +593,9 @@ async def check(url, shots, chromium, files, models=False, templates=True, windo
             live = await cdp.json(JS_READ % JS_PINIA)
             problems = node_problems(wf, live) + layout_problems(live) + app_problems(wf, live)
             if models:
-                problems += models_problems(wf, await cdp.json(JS_MISSING_MODELS % JS_PINIA))
+                missing = await cdp.json(JS_MISSING_MODELS % JS_PINIA)
+                problems += models_problems(wf, missing)
+                print(f"    missing models listed: {[m['directory'] + '/' + m['name'] for m in missing]}")
             if live["view"] == "app":
                 panel = await cdp.eval(f"JSON.stringify({JS_APP_PANEL})")
                 labels = [p["label"] for p in json.loads(panel)]
@@ -593,6 +610,12 @@ async def check(url, shots, chromium, files, models=False, templates=True, windo
                 await set_view(cdp, "graph")
                 rect = json.loads(await cdp.eval(JS_FIT))
                 await screenshot(cdp, os.path.join(shots, f"{stem}.png"), clip=rect)
+                if models and await cdp.eval(JS_VIEW_ERRORS):   # the errors panel with its Missing Models list
+                    await asyncio.sleep(1.5)
+                    await screenshot(cdp, os.path.join(shots, f"{stem} (missing models).png"))
+                    await cdp.eval("window.app.extensionManager.setting.set('Comfy.RightSidePanel.IsOpen', false)"
+                                   ".then(() => 1)")
+                    await close_dialogs(cdp)
             patterns = [module, urllib.parse.quote(stem), stem, "appModeStore", "linearData", *PACK_NODES]
             messages = cdp.console(since)
             ours = pack_messages(messages, patterns)

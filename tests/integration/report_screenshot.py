@@ -3,7 +3,7 @@
     python3 tests/integration/report_screenshot.py --comfy .comfy/comfy-0.33.0 \
         --workflow "workflows/TurboWan2.1 T2V keep comparison.json" --out docs/keep_comparison_report.png
     python3 tests/integration/report_screenshot.py --comfy .comfy/comfy-0.33.0 --app \
-        --workflow "workflows/TurboWan2.1 T2V 1.3B 480p.app.json" --out "docs/screenshots/App mode after a run.png"
+        --workflow "workflows/TurboWan2.1 T2V 1.3B 480p.app.json" --out docs/screenshots/app-mode-after-a-run.png
 
 Starts ComfyUI (``serve_comfy.py``) on the CPU with the tiny random Wan of the integration tests, opens the workflow
 in headless Chromium as the templates browser does and runs it, made runnable without text encoder / VAE weights
@@ -50,10 +50,12 @@ window.__slaHeadless = (output, t) => {
   for (const [id, node] of Object.entries(p)) {
     const c = node.class_type, inputs = node.inputs;
     if (c === 'SLADiffusionModelLoader') inputs.ckpt_name = t.ckpt;
-    else if (c === 'CLIPTextEncode') p[id] = {class_type: 'SLATestConditioning', inputs: {seed: Number(id), tokens: 12}};
+    else if (c === 'CLIPTextEncode')
+      p[id] = {class_type: 'SLATestConditioning', inputs: {seed: Number(id), tokens: 12}};
     else if (c === 'VAEDecode') p[id] = {class_type: 'SLATestDecode', inputs: {samples: inputs.samples}};
     else if (c === 'CLIPLoader' || c === 'VAELoader') delete p[id];
-    else if (c === 'EmptyHunyuanLatentVideo') Object.assign(inputs, {width: t.width, height: t.height, length: t.length});
+    else if (c === 'EmptyHunyuanLatentVideo')
+      Object.assign(inputs, {width: t.width, height: t.height, length: t.length});
     else if (c === 'ApplySLA') inputs.min_tokens = 0;
   }
   return p;
@@ -133,7 +135,7 @@ async def shoot(url, chromium, workflow, out, app, scale, offset):
             await cdp.eval("(() => { const items = document.querySelectorAll('[data-testid=linear-history-item]'); "
                            "items[items.length - 1].click(); return items.length; })()")
             await asyncio.sleep(1.5)
-            await screenshot(cdp, out[:-len(".png")] + " (report).png", colors=200)
+            await screenshot(cdp, out[:-len(".png")] + "-report.png", colors=200)
             print(f"App results: {items}")
         return status
 
