@@ -4,6 +4,7 @@ ComfyUI imports this folder by its path, under a module name made from that path
 the one package ``comfyui_sla`` (loaded from this folder by ``_load_pack.py``, as the tests and scripts do), so its
 torch custom ops, their runtime table and every module exist once per process however the folder was reached.
 """
+import importlib
 import importlib.util
 import pathlib
 
@@ -20,6 +21,8 @@ elif __package__:
     _spec.loader.exec_module(_loader)
     _pack = _loader.load_pack()
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _pack.NODE_CLASS_MAPPINGS, _pack.NODE_DISPLAY_NAME_MAPPINGS
+    # The image-to-video example's start image, into ComfyUI's input folder (where LoadImage looks) if not there.
+    importlib.import_module(CANONICAL + ".nodes.comfy_bridge").install_example_inputs()
 else:
     # Imported as a plain module (a tool that walks the repository, e.g. pytest collecting from a folder whose
     # name is not a Python identifier): there is no package to import the nodes from, and nothing to register.

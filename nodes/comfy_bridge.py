@@ -18,6 +18,8 @@ Where things live on a patched model (a ``ModelPatcher`` clone):
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from typing import Optional
 
 import torch
@@ -412,3 +414,76 @@ def attention_map(model, map_node, block: int, head: int, step: int):
              min(head, cap.heads - 1), step, "sparse" if cap.sparse else "dense", cap.keep, mask.shape[0],
              mask.shape[1])
     return amap.draw_block_map(mask, background), amap.draw_sparsity_grid(cap.grid)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run report node
+
+NO_SLA_REPORT = ("SLA Run Report: this MODEL has no SLA (connect the model the sampler used, after Apply "
+                 "Sparse-Linear Attention or Load SLA Diffusion Model)")
+NO_RUN_REPORT = "No SLA run report: the sampler that produced 'samples' did not run this model through SLA"
+
+
+def run_report(model, node_id=None) -> dict:
+    """The run report of the last sampling run of ``model``'s SLA patch, as a node result: the text (output and
+    ``ui.text``), the same text in a .txt file of ComfyUI's temp folder (``ui.files``: what App mode shows as a
+    text output, as for core Save Text) and on the node (progress text)."""
+    patch = current_patch(model)
+    text = NO_SLA_REPORT if patch is None else (patch.last_report or NO_RUN_REPORT)
+    ui = {"text": [text]}
+    saved = _save_report_file(text)
+    if saved is not None:
+        ui["files"] = [saved]
+    reporter = node_reporter(node_id)
+    if reporter is not None:
+        try:
+            reporter(text)
+        except Exception as e:  # showing the text on the node is a nicety
+            log.debug("SLA Run Report: could not show the text on the node (%s)", e)
+    return {"ui": ui, "result": (text,)}
+
+
+def _save_report_file(text: str) -> Optional[dict]:
+    """``text`` written to a new .txt in ComfyUI's temp folder: {filename, subfolder, type}; None outside ComfyUI or
+    when the folder cannot be written."""
+    try:
+        import folder_paths
+        folder = folder_paths.get_temp_directory()
+        os.makedirs(folder, exist_ok=True)
+        name = f"sla_run_report_{uuid.uuid4().hex[:12]}.txt"
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        return {"filename": name, "subfolder": "", "type": "temp", "display_name": "SLA run report"}
+    except Exception as e:
+        log.debug("SLA Run Report: no report file (%s)", e)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# example inputs
+
+EXAMPLE_INPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows", "input")
+
+
+def install_example_inputs(source: str = EXAMPLE_INPUTS, target: Optional[str] = None) -> list:
+    """Copy the example workflows' input images (``workflows/input/*``) into ComfyUI's input folder, each only where
+    no file of that name is there yet (LoadImage lists that folder and nothing else); returns the names copied.
+    Never raises: a read-only or missing input folder only means the user picks their own image."""
+    import shutil
+    try:
+        if target is None:
+            import folder_paths
+            target = folder_paths.get_input_directory()
+        copied = []
+        for name in sorted(os.listdir(source)):
+            src, dst = os.path.join(source, name), os.path.join(target, name)
+            if os.path.isfile(src) and not os.path.exists(dst):
+                os.makedirs(target, exist_ok=True)
+                shutil.copyfile(src, dst)
+                copied.append(name)
+        if copied:
+            log.info("ComfyUI-SLA: example input %s copied to %s", ", ".join(copied), target)
+        return copied
+    except Exception as e:
+        log.debug("ComfyUI-SLA: example inputs not copied (%s)", e)
+        return []

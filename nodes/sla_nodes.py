@@ -216,11 +216,39 @@ class SLAAttentionMap:
         return bridge.attention_map(model, unique_id, block, head, step)
 
 
+class SLARunReport:
+    """The run report of the sampling run that produced ``samples``, as text: for App mode and for saving."""
+
+    DESCRIPTION = ("The SLA run report of the sampler run that produced 'samples' (the same lines Apply "
+                   "Sparse-Linear Attention shows: sparse / dense self-attention calls, realised keep, attention "
+                   "and step speed-up), as text: shown on this node, as a text result in App mode and in the "
+                   "queue, and as a STRING output.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", _tip("The SLA model the sampler used (the same connection as the sampler's model).")),
+            "samples": ("LATENT", _tip("The sampler's output: makes this node run after the sampling run it "
+                                       "reports.")),
+        }, "hidden": HIDDEN_ID}
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("report",)
+    OUTPUT_TOOLTIPS = ("The run report text (one line per fact).",)
+    OUTPUT_NODE = True
+    FUNCTION = "report"
+    CATEGORY = CATEGORY
+
+    def report(self, model, samples, unique_id=None):
+        return bridge.run_report(model, unique_id)
+
+
 NODE_CLASS_MAPPINGS = {
     "SLADiffusionModelLoader": SLADiffusionModelLoader,
     "ApplySLA": ApplySLA,
     "SLAWeightsLoader": SLAWeightsLoader,
     "SLAAttentionMap": SLAAttentionMap,
+    "SLARunReport": SLARunReport,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -228,4 +256,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ApplySLA": "Apply Sparse-Linear Attention",
     "SLAWeightsLoader": "Load SLA Weights",
     "SLAAttentionMap": "SLA Attention Map",
+    "SLARunReport": "SLA Run Report",
 }

@@ -4,7 +4,8 @@
 
 The JSON files are the product (ComfyUI's templates browser lists ``<pack>/workflows/*.json``); this script only
 keeps their layout, links and widget lists consistent. ``tests/test_workflows.py`` checks the result against the
-pack's node schemas (and, with COMFYUI_PATH set, against a real ComfyUI's).
+pack's node schemas (and, with COMFYUI_PATH set, against a real ComfyUI's); ``tests/integration/frontend_check.py``
+loads them in the real frontend and checks what it draws.
 
 Sampler settings of the TurboWan workflows come from thu-ml/TurboDiffusion (README "Inference" and
 ``turbodiffusion/inference/wan2.1_t2v_infer.py`` / ``wan2.2_i2v_infer.py``): 4 steps (1-4 supported), no
@@ -14,6 +15,19 @@ the I2V default 200), 0.934, 0.853, 0.609, 0; each step predicts x0 then re-nois
 ``lcm`` sampler does exactly that for flow models), or with ``--ode`` an Euler step (``euler``). The ``simple``
 scheduler with ModelSamplingSD3 shift 5 gives 1.0, 0.938, 0.833, 0.625, 0 for 4 steps, the closest shift. Wan2.2
 I2V switches from the high- to the low-noise expert at t < 0.9, i.e. after 2 of the 4 steps. 81 frames, 16 fps.
+
+Template names and order. ComfyUI lists a pack's ``workflows/*.json`` in its templates browser (``GET
+/api/workflow_templates``: the files as the folder lists them, unsorted) under the pack's folder name; the frontend
+titles each card with the file name (no index file exists for custom nodes), shows ``<name>.jpg`` as its thumbnail,
+keeps the server's order under "Default" and sorts by that title under "A -> Z" (natural order, titles starting
+with a digit last). A name ending in ``.app`` (``*.app.json``) is an App template (the "App" badge and filter). So
+the file names below are the titles, chosen so that A -> Z puts the main workflow first.
+
+Layout. Every node is saved at the size the ComfyUI 0.33 frontend (1.49.6) draws it (``FRONTEND_H``: a node saved
+smaller is grown on load, which pushed it into the node below); the frontend draws the title bar (``TITLE_H``) above
+``pos``. Columns are stacked with ``GAP`` between a node and the next one's title; groups are computed around their
+nodes with room for their own title. Save Video and SLA Run Report grow downwards after a run (video preview,
+report text): each is the last node of its column.
 """
 from __future__ import annotations
 
@@ -28,6 +42,7 @@ NODE_IO = {
     "SLADiffusionModelLoader": ([], [("MODEL", "MODEL"), ("info", "STRING")]),
     "ApplySLA": ([("model", "MODEL")], [("MODEL", "MODEL")]),
     "SLAWeightsLoader": ([("model", "MODEL")], [("MODEL", "MODEL"), ("info", "STRING")]),
+    "SLARunReport": ([("model", "MODEL"), ("samples", "LATENT")], [("report", "STRING")]),
     "UNETLoader": ([], [("MODEL", "MODEL")]),
     "ModelSamplingSD3": ([("model", "MODEL")], [("MODEL", "MODEL")]),
     "CLIPLoader": ([], [("CLIP", "CLIP")]),
@@ -36,7 +51,7 @@ NODE_IO = {
     "VAELoader": ([], [("VAE", "VAE")]),
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
     "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
-    "SaveVideo": ([("video", "VIDEO")], []),
+    "SaveVideo": ([("video", "VIDEO")], [("video", "VIDEO")]),   # the output: ComfyUI 0.33 (older: none)
     "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                   ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
     "KSamplerAdvanced": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
@@ -48,16 +63,49 @@ NODE_IO = {
     "ImageStitch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")]),
     "Note": ([], []),
 }
+# Widget input types, for the widget inputs a workflow names (labels in App mode and on the node).
+WIDGET_TYPES = {("CLIPTextEncode", "text"): "STRING", ("KSampler", "seed"): "INT", ("ApplySLA", "keep_ratio"): "FLOAT",
+                ("ApplySLA", "keep_schedule"): "STRING"}
+
+# Drawn height of each node type in the ComfyUI 0.33 frontend (1.49.6): LGraphNode.computeSize() of a fresh node,
+# the least it draws (a saved size below it is grown on load). Widths are kept as saved (all above its minimum).
+FRONTEND_H = {"SLADiffusionModelLoader": 102, "ApplySLA": 298, "SLAWeightsLoader": 78, "SLARunReport": 46,
+              "UNETLoader": 82, "ModelSamplingSD3": 58, "CLIPLoader": 106, "CLIPTextEncode": 88,
+              "EmptyHunyuanLatentVideo": 130, "VAELoader": 58, "VAEDecode": 46, "CreateVideo": 102, "SaveVideo": 106,
+              "KSampler": 262, "KSamplerAdvanced": 334, "LoadImage": 102, "WanImageToVideo": 210, "ImageStitch": 150,
+              "Note": 88}
+# The run report: after a run the frontend (1.49) adds the report text as a widget at the bottom of the node that
+# gets it, inside the node's size (it does not grow the node): room for its three or four lines.
+REPORT_ROOM = 100
+APPLY_SLA_H = FRONTEND_H["ApplySLA"] + REPORT_ROOM
+RUN_REPORT_H = FRONTEND_H["SLARunReport"] + REPORT_ROOM
+TITLE_H = 30        # LiteGraph.NODE_TITLE_HEIGHT: the title bar, drawn above pos
+GAP = 40            # from a node's bottom edge to the next node's title bar
+COL_GAP = 90        # between columns (room for two group margins)
+GROUP_PAD = 15      # group edge to the nodes inside
+GROUP_TITLE = 40    # a group's title bar (30 px in the frontend) and a margin under it
 
 NOTE_COLOR, NOTE_BG = "#432", "#653"
 SLA_COLOR, SLA_BG = "#223", "#335"
+GROUP_SLA, GROUP_IO, GROUP_FINAL, GROUP_DRAFT = "#88A", "#3f789e", "#3f789e", "#a1309b"   # LiteGraph's palette
+BYPASS = 4          # node mode: bypassed (the frontend draws it purple; the prompt leaves it out)
 
 
 class Workflow:
     def __init__(self):
         self.nodes, self.links, self.groups = [], [], []
+        self.extra = {}
 
-    def node(self, type_, pos, size, widgets, title=None, color=None, bgcolor=None):
+    def node(self, type_, widgets, *, x=None, y=None, w=None, h=None, below=None, title=None, color=None,
+             bgcolor=None, mode=0, labels=None):
+        """Add a node at (x, y), or under node ``below`` (same x and width unless given). The height is at least
+        what the frontend draws. ``labels``: {widget name: label} (shown on the node and in App mode)."""
+        if below is not None:
+            b = self.nodes[below - 1]
+            x = b["pos"][0] if x is None else x
+            w = b["size"][0] if w is None else w
+            y = b["pos"][1] + b["size"][1] + GAP + TITLE_H
+        h = max(h or 0, FRONTEND_H[type_])
         inputs, outputs = NODE_IO[type_]
         props = {} if type_ == "Note" else {"Node name for S&R": type_}
         # Model loaders: the frontend offers to download each file named in a widget that the user lacks.
@@ -65,19 +113,30 @@ class Workflow:
         if models:
             props["models"] = models
         nid = len(self.nodes) + 1
-        n = {"id": nid, "type": type_, "pos": list(pos), "size": list(size), "flags": {},
-             "order": nid - 1, "mode": 0,
+        n = {"id": nid, "type": type_, "pos": [x, y], "size": [w, h], "flags": {},
+             "order": nid - 1, "mode": mode,
              "inputs": [{"name": name, "type": typ, "link": None} for name, typ in inputs],
              "outputs": [{"name": name, "type": typ, "links": [], "slot_index": i}
                          for i, (name, typ) in enumerate(outputs)],
              "properties": props,
              "widgets_values": list(widgets)}
+        for name, label in (labels or {}).items():  # a widget's input slot carries its label
+            n["inputs"].append({"name": name, "type": WIDGET_TYPES[(type_, name)], "widget": {"name": name},
+                                "link": None, "label": label})
         if title:
             n["title"] = title
         if color:
             n["color"], n["bgcolor"] = color, bgcolor
         self.nodes.append(n)
         return nid
+
+    def bottom(self, nid):
+        n = self.nodes[nid - 1]
+        return n["pos"][1] + n["size"][1]
+
+    def right(self, nid):
+        n = self.nodes[nid - 1]
+        return n["pos"][0] + n["size"][0]
 
     def link(self, src, src_slot, dst, dst_input):
         s, d = self.nodes[src - 1], self.nodes[dst - 1]
@@ -89,11 +148,22 @@ class Workflow:
         d["inputs"][slot]["link"] = lid
         self.links.append([lid, src, src_slot, dst, slot, typ])
 
-    def group(self, title, bounding, color="#3f789e"):
-        # bounding (x, y, w, h) around node bodies; grow it upwards to leave room for the node and group titles
-        x, y, w, h = bounding
-        self.groups.append({"title": title, "bounding": [x, y - 40, w, h + 40], "color": color, "font_size": 24,
+    def group(self, title, ids, color=GROUP_IO):
+        """A group around nodes ``ids`` (their title bars included), with room for its own title."""
+        boxes = [(n["pos"][0], n["pos"][1] - TITLE_H, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+                 for n in (self.nodes[i - 1] for i in ids)]
+        x0, y0 = min(b[0] for b in boxes) - GROUP_PAD, min(b[1] for b in boxes) - GROUP_PAD - GROUP_TITLE
+        x1, y1 = max(b[2] for b in boxes) + GROUP_PAD, max(b[3] for b in boxes) + GROUP_PAD
+        self.groups.append({"title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color, "font_size": 24,
                             "flags": {}})
+
+    def app(self, inputs, outputs):
+        """Open as an App (frontend >= 1.41): ``inputs`` [(node, widget name, description)], ``outputs`` [node] -
+        the frontend's ``extra.linearMode`` / ``extra.linearData`` (its own templates store [node id, widget name]
+        pairs; a third element is the input's settings, here its description)."""
+        self.extra["linearMode"] = True
+        self.extra["linearData"] = {"inputs": [[nid, name, {"description": text}] for nid, name, text in inputs],
+                                    "outputs": list(outputs)}
 
     def to_json(self):
         # Execution order: a node runs after its inputs (topological order, for the 'order' field).
@@ -106,9 +176,19 @@ class Workflow:
                     done.add(n["id"])
         for i, nid in enumerate(order):
             self.nodes[nid - 1]["order"] = i
+        # The view on opening: from the graph's top-left corner, the whole graph in a 1600 x 900 canvas where that
+        # keeps the text legible (scale >= 0.65), else as much of it as fits at 0.65.
+        xs = [n["pos"][0] for n in self.nodes] + [g["bounding"][0] for g in self.groups]
+        ys = [n["pos"][1] - TITLE_H for n in self.nodes] + [g["bounding"][1] for g in self.groups]
+        x1 = max([n["pos"][0] + n["size"][0] for n in self.nodes] + [g["bounding"][0] + g["bounding"][2]
+                                                                     for g in self.groups])
+        y1 = max([n["pos"][1] + n["size"][1] for n in self.nodes] + [g["bounding"][1] + g["bounding"][3]
+                                                                     for g in self.groups])
+        scale = round(max(0.65, min(1.0, 1520 / (x1 - min(xs)), 820 / (y1 - min(ys)))), 3)
+        ds = {"scale": scale, "offset": [round(40 / scale - min(xs)), round(40 / scale - min(ys))]}
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": self.groups, "config": {},
-                "extra": {"ds": {"scale": 0.75, "offset": [40, 60]}}, "version": 0.4}
+                "links": self.links, "groups": self.groups, "config": {}, "extra": {"ds": ds, **self.extra},
+                "version": 0.4}
 
 
 def apply_sla_widgets(keep=0.10, start=0.0, end=1.0, dense_blocks="", block_q="128", block_k="64",
@@ -118,25 +198,39 @@ def apply_sla_widgets(keep=0.10, start=0.0, end=1.0, dense_blocks="", block_q="1
             keep_schedule]
 
 
+def save_video_widgets(prefix):
+    """SaveVideo widgets_values as ComfyUI 0.33's frontend saves them: filename_prefix, format, format.codec (the
+    codec choice under format 'auto'), codec. Older frontends (format, codec) read the first three."""
+    return [prefix, "auto", "auto", "auto"]
+
+
+CREATE_VIDEO = [16, 8]  # fps, bit_depth (ComfyUI 0.33; older releases have fps only and ignore the second value)
+
 NEGATIVE = ""  # cfg 1: the negative prompt is never evaluated by the distilled TurboWan models
 T2V_PROMPT = ("A stylish woman walks down a Tokyo street filled with warm glowing neon and animated city signage. "
               "She wears a black leather jacket, a long red dress, and black boots, and carries a black purse. "
               "The street is damp and reflective, creating a mirror effect of the colorful lights.")
-I2V_PROMPT = ("The cat in sunglasses rides the surfboard as a wave lifts it; water sprays past the camera, the "
-              "sunlight flickers on the sea, the cat keeps a calm look.")
+I2V_IMAGE = "sla_example_surfing_cat.png"   # workflows/input/, copied into ComfyUI/input at startup
+I2V_PROMPT = ("A cartoon orange cat in sunglasses rides a red surfboard as the big wave behind it lifts the board; "
+              "white spray flies past, the sun glitters on the sea, the clouds drift, and the cat keeps its calm "
+              "smile and its arms out for balance. Flat cartoon style.")
 WAN_NEGATIVE = ("blurry, low quality, static, overexposed, worst quality, jpeg artifacts, deformed, extra fingers, "
                 "still picture, messy background")
 
 UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 WAN21_VAE = "wan_2.1_vae.safetensors"
+LIGHT_VAE = "lighttaew2_1.safetensors"
 
 # Where each model file of the workflows comes from: file name -> (download URL, models/ folder). Written into the
 # loader nodes' ``properties.models`` ({name, url, directory}), from which the ComfyUI frontend offers downloads of
 # missing files. TurboDiffusion's checkpoints: thu-ml/TurboDiffusion README ("Available Models", wget lines). The
 # umT5 text encoder and the Wan 2.1 VAE (and stock Wan2.1 1.3B): Comfy-Org/workflow_templates' Wan templates
-# (properties.models of their CLIPLoader / VAELoader / UNETLoader) and ComfyUI_examples' wan page.
+# (properties.models of their CLIPLoader / VAELoader / UNETLoader) and ComfyUI_examples' wan page. The light
+# decoder: lightx2v's Autoencoders repository on Hugging Face (LightTAE for the Wan 2.1 VAE); ComfyUI's VAELoader
+# lists and loads it from models/vae_approx (nodes.py VAELoader.video_taes: the file's stem must be "lighttaew2_1").
 TURBO = "https://huggingface.co/TurboDiffusion/{repo}/resolve/main/{file}"
 COMFY_WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/{folder}/{file}"
+LIGHTX2V = "https://huggingface.co/lightx2v/Autoencoders/resolve/main/{file}"
 MODEL_FILES = {
     "TurboWan2.1-T2V-1.3B-480P.pth": (TURBO.format(repo="TurboWan2.1-T2V-1.3B-480P",
                                                    file="TurboWan2.1-T2V-1.3B-480P.pth"), "diffusion_models"),
@@ -149,6 +243,7 @@ MODEL_FILES = {
                                          "diffusion_models"),
     UMT5: (COMFY_WAN21.format(folder="text_encoders", file=UMT5), "text_encoders"),
     WAN21_VAE: (COMFY_WAN21.format(folder="vae", file=WAN21_VAE), "vae"),
+    LIGHT_VAE: (LIGHTX2V.format(file=LIGHT_VAE), "vae_approx"),
 }
 
 
@@ -159,36 +254,84 @@ def download_entry(name):
     return {"name": name, "url": url, "directory": directory}
 
 
-def _text_to_video(w, model, sla, shift, negative, neg_title, neg_height, latent_y, sampler, save_prefix):
-    """The T2V chain both text-to-video examples share, from the model loader on: ApplySLA -> ModelSamplingSD3 ->
-    KSampler -> VAEDecode -> CreateVideo -> SaveVideo. ``model`` and ``sla`` are already placed; the rest is created
-    here in one fixed order, so node ids stay stable."""
-    shift = w.node("ModelSamplingSD3", (0, 480), (360, 58), [shift])
-    clip = w.node("CLIPLoader", (0, 600), (360, 106), [UMT5, "wan", "default"])
-    pos = w.node("CLIPTextEncode", (420, 0), (420, 200), [T2V_PROMPT], title="Positive Prompt")
-    neg = w.node("CLIPTextEncode", (420, 250), (420, neg_height), [negative], title=neg_title)
-    latent = w.node("EmptyHunyuanLatentVideo", (420, latent_y), (320, 130), [832, 480, 81, 1])
-    ks = w.node("KSampler", (900, 0), (320, 262), sampler)
-    vae = w.node("VAELoader", (900, 320), (320, 58), [WAN21_VAE])
-    dec = w.node("VAEDecode", (900, 430), (220, 46), [])
-    vid = w.node("CreateVideo", (1280, 0), (280, 78), [16])
-    save = w.node("SaveVideo", (1280, 130), (420, 420), [save_prefix, "auto", "auto"])
-    for src, dst, name in ((model, sla, "model"), (sla, shift, "model"), (shift, ks, "model"), (clip, pos, "clip"),
+# What the light decoder trades, as lightx2v publish it (ModelTC/ComfyUI-LightVAE README, "Performance
+# Comparison", H100, bf16, 81 frames at 480p; huggingface.co/lightx2v/Autoencoders model card).
+LIGHT_DECODE_NOTE = (
+    "Fast decode for drafts: the 'Fast decode: lighttaew2_1' group (bypassed, purple) decodes with lightx2v's "
+    "LightTAE for the Wan 2.1 VAE (models/vae_approx/lighttaew2_1.safetensors, 45 MB). lightx2v publish 0.25 s and "
+    "0.4 GB to decode 81 frames at 480p on an H100, against 5.5 s and 10.1 GB for the Wan 2.1 VAE, and call its "
+    "quality near the official VAE's; the full VAE keeps the most detail. Switch: click the group's title, press "
+    "Ctrl+B (or its toolbar's ⋮ > Bypass) to run it; bypass the 'Decode: Wan 2.1 VAE' group the same way to skip "
+    "the full decode while drafting.")
+
+
+def decode_groups(w, samples, x, y, prefix, vae=None, width=340):
+    """The two decodes every workflow offers, side by side from (x, y): the full Wan 2.1 VAE for finals (its own
+    VAELoader unless ``vae`` is given) and lighttaew2_1 for drafts (bypassed). Returns the final SaveVideo id."""
+    first = []
+    if vae is None:
+        vae = w.node("VAELoader", [WAN21_VAE], x=x, y=y, w=width, title="Load VAE (Wan 2.1)")
+        first.append(vae)
+        dec = w.node("VAEDecode", [], below=vae, title="VAE Decode (full)")
+    else:
+        dec = w.node("VAEDecode", [], x=x, y=y, w=width, title="VAE Decode (full)")
+    vid = w.node("CreateVideo", CREATE_VIDEO, below=dec)
+    save = w.node("SaveVideo", save_video_widgets(prefix), below=vid)
+    w.group("Decode: Wan 2.1 VAE (final)", first + [dec, vid, save], GROUP_FINAL)
+    lx = x + width + COL_GAP
+    light = w.node("VAELoader", [LIGHT_VAE], x=lx, y=y, w=width, title="Load VAE (lighttaew2_1, fast)",
+                   mode=BYPASS)
+    ldec = w.node("VAEDecode", [], below=light, title="VAE Decode (fast)", mode=BYPASS)
+    lvid = w.node("CreateVideo", CREATE_VIDEO, below=ldec, mode=BYPASS)
+    lsave = w.node("SaveVideo", save_video_widgets(prefix + "_draft"), below=lvid, title="Save Video (draft)",
+                   mode=BYPASS)
+    w.group("Fast decode: lighttaew2_1 (draft)", [light, ldec, lvid, lsave], GROUP_DRAFT)
+    for src, slot, dst, name in ((samples, 0, dec, "samples"), (vae, 0, dec, "vae"), (dec, 0, vid, "images"),
+                                 (vid, 0, save, "video"), (samples, 0, ldec, "samples"), (light, 0, ldec, "vae"),
+                                 (ldec, 0, lvid, "images"), (lvid, 0, lsave, "video")):
+        w.link(src, slot, dst, name)
+    return save
+
+
+COL_A, COL_W_A = 0, 380          # model column
+COL_B, COL_W_B = COL_A + COL_W_A + COL_GAP, 420    # prompt column
+COL_C, COL_W_C = COL_B + COL_W_B + COL_GAP, 340    # sampler column
+COL_D = COL_C + COL_W_C + COL_GAP                  # decode groups
+NOTE_X, NOTE_W = -(400 + COL_GAP), 400
+
+
+def _text_to_video(w, model_node, sla, shift, negative, neg_title, sampler, save_prefix, labels=False):
+    """The T2V chain both text-to-video examples share, from the model column on: ApplySLA -> ModelSamplingSD3 ->
+    KSampler, umT5 prompts, latent, and the two decode groups. Returns the ids App mode needs."""
+    ms = w.node("ModelSamplingSD3", [shift], below=sla)
+    w.group("Model (SLA)", [model_node, sla, ms], GROUP_SLA)
+    clip = w.node("CLIPLoader", [UMT5, "wan", "default"], x=COL_B, y=0, w=COL_W_B)
+    pos = w.node("CLIPTextEncode", [T2V_PROMPT], below=clip, h=200, title="Positive Prompt",
+                 labels={"text": "Prompt"} if labels else None)
+    neg = w.node("CLIPTextEncode", [negative], below=pos, h=110, title=neg_title)
+    latent = w.node("EmptyHunyuanLatentVideo", [832, 480, 81, 1], below=neg)
+    w.group("Prompt and video size", [clip, pos, neg, latent], GROUP_IO)
+    ks = w.node("KSampler", sampler, x=COL_C, y=0, w=COL_W_C, labels={"seed": "Seed"} if labels else None)
+    for src, dst, name in ((model_node, sla, "model"), (sla, ms, "model"), (ms, ks, "model"), (clip, pos, "clip"),
                            (clip, neg, "clip"), (pos, ks, "positive"), (neg, ks, "negative"),
-                           (latent, ks, "latent_image"), (ks, dec, "samples"), (vae, dec, "vae"),
-                           (dec, vid, "images"), (vid, save, "video")):
+                           (latent, ks, "latent_image")):
         w.link(src, 0, dst, name)
+    save = decode_groups(w, ks, COL_D, 0, save_prefix)
+    return {"ks": ks, "pos": pos, "save": save, "ms": ms}
 
 
 def turbowan_t2v():
     w = Workflow()
-    w.node("Note", (-420, 0), (380, 640), [
+    w.node("Note", [
         "TurboWan2.1 T2V 1.3B 480p with Sparse-Linear Attention\n\n"
+        "This workflow opens as an App: prompt, seed, keep ratio and keep schedule on the right, the video and "
+        "the SLA run report as results. 'Graph' at the top left shows the nodes (this note among them).\n\n"
         "Files:\n"
         "- models/diffusion_models: TurboWan2.1-T2V-1.3B-480P.pth from TurboDiffusion (the -quant.pth loads too: "
         "its int8 weights are dequantised at load)\n"
         f"- models/text_encoders: {UMT5}\n"
-        f"- models/vae: {WAN21_VAE}\n\n"
+        f"- models/vae: {WAN21_VAE}\n"
+        f"- models/vae_approx: {LIGHT_VAE} (only for the fast decode)\n\n"
         "Load SLA Diffusion Model builds the native Wan model and keeps the checkpoint's SLA weights (proj_l). "
         "Apply Sparse-Linear Attention sets how sparse attention is:\n"
         "- keep_ratio 0.10 is what TurboWan was trained with (~90% sparsity); TurboDiffusion recommends 0.15 for "
@@ -200,27 +343,41 @@ def turbowan_t2v():
         "that is ComfyUI's 'lcm' sampler. Its sigmas are 0.988, 0.934, 0.853, 0.609; the 'simple' scheduler with "
         "ModelSamplingSD3 shift 5 gives 1.0, 0.938, 0.833, 0.625, the closest match. 81 frames at 832x480, "
         "16 fps.\n\n"
-        "Is it on? The console prints one 'SLA run: N sparse / M dense self-attention calls, realised keep ...' "
-        "line per sampling run."], color=NOTE_COLOR, bgcolor=NOTE_BG)
-    loader = w.node("SLADiffusionModelLoader", (0, 0), (360, 82), ["TurboWan2.1-T2V-1.3B-480P.pth", "default"],
-                    color=SLA_COLOR, bgcolor=SLA_BG)
-    sla = w.node("ApplySLA", (0, 130), (360, 298), apply_sla_widgets(keep=0.10), color=SLA_COLOR, bgcolor=SLA_BG)
-    _text_to_video(w, loader, sla, 5.0, NEGATIVE, "Negative Prompt (unused at cfg 1)", 120, 420,
-                   [42, "fixed", 4, 1.0, "lcm", "simple", 1.0], "video/TurboWan_SLA")
-    w.group("Model (SLA)", (-10, -40, 380, 590), "#335")
-    w.group("Prompt and latent", (410, -40, 440, 600))
+        "Is it on? SLA Run Report (under the sampler) shows the run report after each run: sparse / dense "
+        "self-attention calls, the realised keep and the attention speed-up; Apply Sparse-Linear Attention shows "
+        "it too.\n\n" + LIGHT_DECODE_NOTE], x=NOTE_X, y=0, w=NOTE_W, h=900, color=NOTE_COLOR, bgcolor=NOTE_BG)
+    loader = w.node("SLADiffusionModelLoader", ["TurboWan2.1-T2V-1.3B-480P.pth", "default"], x=COL_A, y=0,
+                    w=COL_W_A, color=SLA_COLOR, bgcolor=SLA_BG)
+    sla = w.node("ApplySLA", apply_sla_widgets(keep=0.10), below=loader, h=APPLY_SLA_H, color=SLA_COLOR,
+                 bgcolor=SLA_BG,
+                 labels={"keep_ratio": "Keep ratio", "keep_schedule": "Keep schedule"})
+    ids = _text_to_video(w, loader, sla, 5.0, NEGATIVE, "Negative Prompt (unused at cfg 1)",
+                         [42, "fixed", 4, 1.0, "lcm", "simple", 1.0], "video/TurboWan_SLA", labels=True)
+    report = w.node("SLARunReport", [], below=ids["ks"], h=RUN_REPORT_H, color=SLA_COLOR, bgcolor=SLA_BG)
+    w.link(ids["ms"], 0, report, "model")
+    w.link(ids["ks"], 0, report, "samples")
+    w.app([(ids["pos"], "text", "What the video shows"),
+           (ids["ks"], "seed", "Same seed, same video"),
+           (sla, "keep_ratio", "Lower = faster; 0.10 as trained"),
+           (sla, "keep_schedule", "Per step, e.g. 0.3 -> 0.1 (optional)")],
+          [ids["save"], report])
     return w.to_json()
 
 
 def wan22_i2v():
     w = Workflow()
-    w.node("Note", (-440, 0), (400, 700), [
+    w.node("Note", [
         "TurboWan2.2 I2V A14B 720p (two experts) with Sparse-Linear Attention\n\n"
+        f"Start image: Load Image starts with {I2V_IMAGE}, a cartoon the pack copies into ComfyUI/input at "
+        "startup, to match the prompt. Load your own start image: drop a picture on Load Image (or click its "
+        "upload button), then describe in the positive prompt what should move. WanImageToVideo scales it to "
+        "1280x720.\n\n"
         "Files:\n"
         "- models/diffusion_models: TurboWan2.2-I2V-A14B-high-720P.pth and TurboWan2.2-I2V-A14B-low-720P.pth "
         "from TurboDiffusion (-quant.pth files load too; weight_dtype fp8_e4m3fn halves their memory)\n"
         f"- models/text_encoders: {UMT5}\n"
-        f"- models/vae: {WAN21_VAE} (Wan2.2 A14B uses the Wan2.1 VAE)\n\n"
+        f"- models/vae: {WAN21_VAE} (Wan2.2 A14B uses the Wan2.1 VAE; it also encodes the start image)\n"
+        f"- models/vae_approx: {LIGHT_VAE} (only for the fast decode)\n\n"
         "Each expert has its own Apply Sparse-Linear Attention: the two models never see each other's settings. "
         "Here the high-noise expert (layout and motion) keeps 0.15 of the key blocks, TurboDiffusion's quality "
         "recommendation, and the low-noise expert (detail) 0.10, the trained value; TurboDiffusion itself uses "
@@ -230,68 +387,55 @@ def wan22_i2v():
         "its default stochastic sampler), sigmas ~0.995, 0.934, 0.853, 0.609 (ModelSamplingSD3 shift 5 + "
         "'simple' is the closest). It switches to the low-noise expert below t = 0.9, i.e. after step 2 of 4: the "
         "first KSamplerAdvanced runs steps 0-2 and returns its leftover noise, the second runs 2-4 without adding "
-        "noise. ApplySLA's start/end percent are by sigma, so both halves agree on the schedule."],
-        color=NOTE_COLOR, bgcolor=NOTE_BG)
-    hi = w.node("SLADiffusionModelLoader", (0, 0), (380, 82), ["TurboWan2.2-I2V-A14B-high-720P.pth", "default"],
-                title="Load SLA Diffusion Model (high noise)", color=SLA_COLOR, bgcolor=SLA_BG)
-    hi_sla = w.node("ApplySLA", (0, 130), (380, 298), apply_sla_widgets(keep=0.15),
-                    title="Apply SLA (high noise expert)", color=SLA_COLOR, bgcolor=SLA_BG)
-    hi_shift = w.node("ModelSamplingSD3", (0, 480), (380, 58), [5.0])
-    lo = w.node("SLADiffusionModelLoader", (0, 600), (380, 82), ["TurboWan2.2-I2V-A14B-low-720P.pth", "default"],
-                title="Load SLA Diffusion Model (low noise)", color=SLA_COLOR, bgcolor=SLA_BG)
-    lo_sla = w.node("ApplySLA", (0, 730), (380, 298), apply_sla_widgets(keep=0.10),
-                    title="Apply SLA (low noise expert)", color=SLA_COLOR, bgcolor=SLA_BG)
-    lo_shift = w.node("ModelSamplingSD3", (0, 1080), (380, 58), [5.0])
-    clip = w.node("CLIPLoader", (440, 0), (380, 106), [UMT5, "wan", "default"])
-    pos = w.node("CLIPTextEncode", (440, 150), (420, 180), [I2V_PROMPT], title="Positive Prompt")
-    neg = w.node("CLIPTextEncode", (440, 380), (420, 120), [NEGATIVE], title="Negative Prompt (unused at cfg 1)")
-    vae = w.node("VAELoader", (440, 550), (380, 58), [WAN21_VAE])
-    img = w.node("LoadImage", (440, 660), (380, 380), ["example.png", "image"])
-    i2v = w.node("WanImageToVideo", (900, 0), (340, 210), [1280, 720, 81, 1])
-    ks1 = w.node("KSamplerAdvanced", (900, 260), (340, 334),
-                 ["enable", 42, "fixed", 4, 1.0, "euler", "simple", 0, 2, "enable"],
-                 title="KSamplerAdvanced (high noise, steps 0-2)")
-    ks2 = w.node("KSamplerAdvanced", (900, 640), (340, 334),
-                 ["disable", 42, "fixed", 4, 1.0, "euler", "simple", 2, 10000, "disable"],
-                 title="KSamplerAdvanced (low noise, steps 2-4)")
-    dec = w.node("VAEDecode", (1300, 0), (220, 46), [])
-    vid = w.node("CreateVideo", (1300, 90), (280, 78), [16])
-    save = w.node("SaveVideo", (1300, 220), (460, 460), ["video/TurboWan22_I2V_SLA", "auto", "auto"])
-    w.link(hi, 0, hi_sla, "model")
-    w.link(hi_sla, 0, hi_shift, "model")
-    w.link(lo, 0, lo_sla, "model")
-    w.link(lo_sla, 0, lo_shift, "model")
-    w.link(clip, 0, pos, "clip")
-    w.link(clip, 0, neg, "clip")
-    w.link(pos, 0, i2v, "positive")
-    w.link(neg, 0, i2v, "negative")
-    w.link(vae, 0, i2v, "vae")
-    w.link(img, 0, i2v, "start_image")
-    w.link(hi_shift, 0, ks1, "model")
-    w.link(i2v, 0, ks1, "positive")
-    w.link(i2v, 1, ks1, "negative")
-    w.link(i2v, 2, ks1, "latent_image")
-    w.link(lo_shift, 0, ks2, "model")
-    w.link(i2v, 0, ks2, "positive")
-    w.link(i2v, 1, ks2, "negative")
-    w.link(ks1, 0, ks2, "latent_image")
-    w.link(ks2, 0, dec, "samples")
-    w.link(vae, 0, dec, "vae")
-    w.link(dec, 0, vid, "images")
-    w.link(vid, 0, save, "video")
-    w.group("High-noise expert", (-10, -40, 400, 590), "#335")
-    w.group("Low-noise expert", (-10, 560, 400, 590), "#335")
+        "noise. ApplySLA's start/end percent are by sigma, so both halves agree on the schedule.\n\n"
+        + LIGHT_DECODE_NOTE], x=NOTE_X, y=0, w=NOTE_W, h=1000, color=NOTE_COLOR, bgcolor=NOTE_BG)
+    hi = w.node("SLADiffusionModelLoader", ["TurboWan2.2-I2V-A14B-high-720P.pth", "default"], x=COL_A, y=0,
+                w=COL_W_A, title="Load SLA Diffusion Model (high noise)", color=SLA_COLOR, bgcolor=SLA_BG)
+    hi_sla = w.node("ApplySLA", apply_sla_widgets(keep=0.15), below=hi, h=APPLY_SLA_H,
+                    title="Apply SLA (high noise expert)",
+                    color=SLA_COLOR, bgcolor=SLA_BG)
+    hi_shift = w.node("ModelSamplingSD3", [5.0], below=hi_sla)
+    w.group("High-noise expert", [hi, hi_sla, hi_shift], GROUP_SLA)
+    lo_y = w.bottom(hi_shift) + GROUP_PAD + GAP + GROUP_PAD + GROUP_TITLE + TITLE_H
+    lo = w.node("SLADiffusionModelLoader", ["TurboWan2.2-I2V-A14B-low-720P.pth", "default"], x=COL_A, y=lo_y,
+                w=COL_W_A, title="Load SLA Diffusion Model (low noise)", color=SLA_COLOR, bgcolor=SLA_BG)
+    lo_sla = w.node("ApplySLA", apply_sla_widgets(keep=0.10), below=lo, h=APPLY_SLA_H,
+                    title="Apply SLA (low noise expert)",
+                    color=SLA_COLOR, bgcolor=SLA_BG)
+    lo_shift = w.node("ModelSamplingSD3", [5.0], below=lo_sla)
+    w.group("Low-noise expert", [lo, lo_sla, lo_shift], GROUP_SLA)
+    clip = w.node("CLIPLoader", [UMT5, "wan", "default"], x=COL_B, y=0, w=COL_W_B)
+    pos = w.node("CLIPTextEncode", [I2V_PROMPT], below=clip, h=180, title="Positive Prompt")
+    neg = w.node("CLIPTextEncode", [NEGATIVE], below=pos, h=110, title="Negative Prompt (unused at cfg 1)")
+    img = w.node("LoadImage", [I2V_IMAGE, "image"], below=neg, h=380, title="Load Image (start image)")
+    w.group("Prompt and start image", [clip, pos, neg, img], GROUP_IO)
+    vae = w.node("VAELoader", [WAN21_VAE], x=COL_C, y=0, w=COL_W_C + 60, title="Load VAE (Wan 2.1)")
+    i2v = w.node("WanImageToVideo", [1280, 720, 81, 1], below=vae)
+    ks1 = w.node("KSamplerAdvanced", ["enable", 42, "fixed", 4, 1.0, "euler", "simple", 0, 2, "enable"],
+                 below=i2v, title="KSamplerAdvanced (high noise, steps 0-2)")
+    ks2 = w.node("KSamplerAdvanced", ["disable", 42, "fixed", 4, 1.0, "euler", "simple", 2, 10000, "disable"],
+                 below=ks1, title="KSamplerAdvanced (low noise, steps 2-4)")
+    w.group("Image to video, two experts", [vae, i2v, ks1, ks2], GROUP_IO)
+    for src, slot, dst, name in ((hi, 0, hi_sla, "model"), (hi_sla, 0, hi_shift, "model"), (lo, 0, lo_sla, "model"),
+                                 (lo_sla, 0, lo_shift, "model"), (clip, 0, pos, "clip"), (clip, 0, neg, "clip"),
+                                 (pos, 0, i2v, "positive"), (neg, 0, i2v, "negative"), (vae, 0, i2v, "vae"),
+                                 (img, 0, i2v, "start_image"), (hi_shift, 0, ks1, "model"), (i2v, 0, ks1, "positive"),
+                                 (i2v, 1, ks1, "negative"), (i2v, 2, ks1, "latent_image"), (lo_shift, 0, ks2, "model"),
+                                 (i2v, 0, ks2, "positive"), (i2v, 1, ks2, "negative"), (ks1, 0, ks2, "latent_image")):
+        w.link(src, slot, dst, name)
+    decode_groups(w, ks2, COL_D + 60, 0, "video/TurboWan22_I2V_SLA", vae=vae)
     return w.to_json()
 
 
 def training_free_wan21():
     w = Workflow()
-    w.node("Note", (-440, 0), (400, 640), [
+    w.node("Note", [
         "Training-free SLA on stock Wan2.1 T2V 1.3B\n\n"
         "Files:\n"
         "- models/diffusion_models: wan2.1_t2v_1.3B_fp16.safetensors (or any Wan2.1/2.2 model)\n"
         f"- models/text_encoders: {UMT5}\n"
-        f"- models/vae: {WAN21_VAE}\n\n"
+        f"- models/vae: {WAN21_VAE}\n"
+        f"- models/vae_approx: {LIGHT_VAE} (only for the fast decode)\n\n"
         "This model was not fine-tuned for SLA (no proj_l weights), so Apply Sparse-Linear Attention runs plain "
         "block-sparse attention: each query block attends only to its top key blocks and nothing covers the rest. "
         "Settings are conservative:\n"
@@ -302,14 +446,13 @@ def training_free_wan21():
         "- min_tokens 2048: short sequences run dense (sparse does not pay there).\n\n"
         "Sampler: the stock Wan2.1 settings (30 steps, cfg 6, uni_pc, simple, shift 8). Sparse attention pays at "
         "long sequences: 81 frames at 832x480 is 32 760 tokens. Compare against enabled = off with the same fixed "
-        "seed."], color=NOTE_COLOR, bgcolor=NOTE_BG)
-    unet = w.node("UNETLoader", (0, 0), (360, 82), ["wan2.1_t2v_1.3B_fp16.safetensors", "default"])
-    sla = w.node("ApplySLA", (0, 130), (360, 298),
-                 apply_sla_widgets(keep=0.30, start=0.20, end=1.0, dense_blocks="0, 29"),
+        "seed.\n\n" + LIGHT_DECODE_NOTE], x=NOTE_X, y=0, w=NOTE_W, h=880, color=NOTE_COLOR, bgcolor=NOTE_BG)
+    unet = w.node("UNETLoader", ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], x=COL_A, y=0, w=COL_W_A)
+    sla = w.node("ApplySLA", apply_sla_widgets(keep=0.30, start=0.20, end=1.0, dense_blocks="0, 29"), below=unet,
+                 h=APPLY_SLA_H,
                  title="Apply SLA (training-free)", color=SLA_COLOR, bgcolor=SLA_BG)
-    _text_to_video(w, unet, sla, 8.0, WAN_NEGATIVE, "Negative Prompt", 150, 450,
+    _text_to_video(w, unet, sla, 8.0, WAN_NEGATIVE, "Negative Prompt",
                    [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0], "video/Wan21_SLA_training_free")
-    w.group("Model (SLA, training-free)", (-10, -40, 380, 590), "#335")
     return w.to_json()
 
 
@@ -318,11 +461,33 @@ COMPARE_BRANCHES = (("dense (SLA off)", 0.10, False), ("keep 0.20", 0.20, True),
                     ("keep 0.05", 0.05, True))
 
 
+def _stitch_2x2(w, decoded, x, y, width, mode=0, suffix="", split_at=None, x2=None):
+    """Three ImageStitch nodes making the 2x2 grid of the four branches' frames, and CreateVideo, stacked at x (from
+    node ``split_at`` on in a second column at ``x2``); returns their ids."""
+    top = w.node("ImageStitch", ["right", True, 8, "white"], x=x, y=y, w=width, mode=mode,
+                 title=f"Stitch top: dense | 0.20{suffix}")
+    bottom = w.node("ImageStitch", ["right", True, 8, "white"], below=top, mode=mode,
+                    title=f"Stitch bottom: 0.10 | 0.05{suffix}")
+    if split_at == 2:
+        grid = w.node("ImageStitch", ["down", True, 8, "white"], x=x2, y=y, w=width, mode=mode,
+                      title=f"Stitch 2x2 grid{suffix}")
+    else:
+        grid = w.node("ImageStitch", ["down", True, 8, "white"], below=bottom, mode=mode,
+                      title=f"Stitch 2x2 grid{suffix}")
+    vid = w.node("CreateVideo", CREATE_VIDEO, below=grid, mode=mode)
+    for src, dst, name in ((decoded[0], top, "image1"), (decoded[1], top, "image2"), (decoded[2], bottom, "image1"),
+                           (decoded[3], bottom, "image2"), (top, grid, "image1"), (bottom, grid, "image2"),
+                           (grid, vid, "images")):
+        w.link(src, 0, dst, name)
+    return [top, bottom, grid, vid]
+
+
 def turbowan_keep_comparison():
     w = Workflow()
-    w.node("Note", (-440, 0), (400, 700), [
+    w.node("Note", [
         "TurboWan2.1 T2V 1.3B: keep 0.05 / 0.10 / 0.20 and dense, side by side\n\n"
-        "Files: as in the TurboWan2.1 T2V example (TurboWan2.1-T2V-1.3B-480P.pth, " + UMT5 + ", " + WAN21_VAE + ").\n\n"
+        "Files: as in the TurboWan2.1 T2V example (TurboWan2.1-T2V-1.3B-480P.pth, " + UMT5 + ", " + WAN21_VAE +
+        "; " + LIGHT_VAE + " in models/vae_approx for the fast decode).\n\n"
         "One model, one prompt, one seed; four Apply Sparse-Linear Attention nodes, each feeding its own KSampler. "
         "The stitched video shows them in a 2x2 grid: top left dense (enabled off), top right keep 0.20, bottom "
         "left keep 0.10 (what TurboWan was trained with), bottom right keep 0.05.\n\n"
@@ -332,59 +497,85 @@ def turbowan_keep_comparison():
         "speed-up estimated from attention's share of the measured model-call time. The dense branch shows its "
         "attention time.\n\n"
         "Where does quality go? Lower keep is faster; compare the tiles, then try a keep_schedule such as "
-        "'0.2 -> 0.05' (more exact attention early, where the layout forms)."], color=NOTE_COLOR, bgcolor=NOTE_BG)
-    loader = w.node("SLADiffusionModelLoader", (0, 0), (380, 82), ["TurboWan2.1-T2V-1.3B-480P.pth", "default"],
-                    color=SLA_COLOR, bgcolor=SLA_BG)
-    shift = w.node("ModelSamplingSD3", (0, 130), (380, 58), [5.0])
-    clip = w.node("CLIPLoader", (0, 240), (380, 106), [UMT5, "wan", "default"])
-    pos = w.node("CLIPTextEncode", (0, 390), (380, 200), [T2V_PROMPT], title="Positive Prompt")
-    neg = w.node("CLIPTextEncode", (0, 640), (380, 100), [NEGATIVE], title="Negative Prompt (unused at cfg 1)")
-    latent = w.node("EmptyHunyuanLatentVideo", (0, 790), (380, 130), [832, 480, 81, 1])
-    vae = w.node("VAELoader", (0, 970), (380, 58), [WAN21_VAE])
+        "'0.2 -> 0.05' (more exact attention early, where the layout forms).\n\n" + LIGHT_DECODE_NOTE.replace(
+            "decodes with", "decodes all four branches with")], x=NOTE_X, y=0, w=NOTE_W, h=940, color=NOTE_COLOR,
+        bgcolor=NOTE_BG)
+    loader = w.node("SLADiffusionModelLoader", ["TurboWan2.1-T2V-1.3B-480P.pth", "default"], x=COL_A, y=0,
+                    w=COL_W_A, color=SLA_COLOR, bgcolor=SLA_BG)
+    shift = w.node("ModelSamplingSD3", [5.0], below=loader)
+    clip = w.node("CLIPLoader", [UMT5, "wan", "default"], below=shift)
+    pos = w.node("CLIPTextEncode", [T2V_PROMPT], below=clip, h=200, title="Positive Prompt")
+    neg = w.node("CLIPTextEncode", [NEGATIVE], below=pos, h=100, title="Negative Prompt (unused at cfg 1)")
+    latent = w.node("EmptyHunyuanLatentVideo", [832, 480, 81, 1], below=neg)
+    vae = w.node("VAELoader", [WAN21_VAE], below=latent, title="Load VAE (Wan 2.1)")
+    w.group("One model, prompt and size", [loader, shift, clip, pos, neg, latent, vae], GROUP_IO)
     w.link(loader, 0, shift, "model")
     w.link(clip, 0, pos, "clip")
     w.link(clip, 0, neg, "clip")
-    decoded = []
+    branch_w = 360
+    decoded, samplers, xs = [], [], []
     for i, (label, keep, on) in enumerate(COMPARE_BRANCHES):
-        x = 460 + 400 * i
-        sla = w.node("ApplySLA", (x, 0), (360, 420), apply_sla_widgets(keep=keep, enabled=on),
+        x = COL_B + (branch_w + COL_GAP) * i
+        xs.append(x)
+        sla = w.node("ApplySLA", apply_sla_widgets(keep=keep, enabled=on), x=x, y=0, w=branch_w, h=APPLY_SLA_H,
                      title=f"Apply SLA ({label})", color=SLA_COLOR, bgcolor=SLA_BG)
-        ks = w.node("KSampler", (x, 480), (360, 262), [42, "fixed", 4, 1.0, "lcm", "simple", 1.0],
-                    title=f"KSampler ({label})")
-        dec = w.node("VAEDecode", (x, 800), (220, 46), [], title=f"VAE Decode ({label})")
+        ks = w.node("KSampler", [42, "fixed", 4, 1.0, "lcm", "simple", 1.0], below=sla, title=f"KSampler ({label})")
+        dec = w.node("VAEDecode", [], below=ks, title=f"VAE Decode ({label})")
         for src, dst, name in ((shift, sla, "model"), (sla, ks, "model"), (pos, ks, "positive"),
                                (neg, ks, "negative"), (latent, ks, "latent_image"), (ks, dec, "samples"),
                                (vae, dec, "vae")):
             w.link(src, 0, dst, name)
-        w.group(label, (x - 10, -40, 380, 900), "#335" if on else "#444")
+        w.group(label, [sla, ks, dec], GROUP_SLA if on else "#777")
         decoded.append(dec)
-    top = w.node("ImageStitch", (2080, 0), (300, 150), ["right", True, 8, "white"], title="Stitch top: dense | 0.20")
-    bottom = w.node("ImageStitch", (2080, 200), (300, 150), ["right", True, 8, "white"],
-                    title="Stitch bottom: 0.10 | 0.05")
-    grid = w.node("ImageStitch", (2080, 400), (300, 150), ["down", True, 8, "white"], title="Stitch 2x2 grid")
-    vid = w.node("CreateVideo", (2080, 600), (300, 78), [16])
-    save = w.node("SaveVideo", (2420, 0), (520, 420), ["video/TurboWan_SLA_keep_comparison", "auto", "auto"])
-    w.link(decoded[0], 0, top, "image1")
-    w.link(decoded[1], 0, top, "image2")
-    w.link(decoded[2], 0, bottom, "image1")
-    w.link(decoded[3], 0, bottom, "image2")
-    w.link(top, 0, grid, "image1")
-    w.link(bottom, 0, grid, "image2")
-    w.link(grid, 0, vid, "images")
-    w.link(vid, 0, save, "video")
+        samplers.append(ks)
+    sx = xs[-1] + branch_w + COL_GAP
+    final = _stitch_2x2(w, decoded, sx, 0, 320)
+    save = w.node("SaveVideo", save_video_widgets("video/TurboWan_SLA_keep_comparison"),
+                  x=sx + 320 + COL_GAP, y=0, w=520)
+    w.link(final[-1], 0, save, "video")
+    w.group("2x2 video (full decode)", final + [save], GROUP_FINAL)
+    # The fast draft decode: one band under everything above, bypassed.
+    # Save Video grows after a run by its video preview: about its width / 1.7 for the 2x2 grid, under it.
+    above = max([w.bottom(n["id"]) for n in w.nodes if n["type"] != "Note"] + [w.bottom(save) + 320])
+    band_y = above + 2 * GROUP_PAD + GAP + GROUP_TITLE + TITLE_H
+    light = w.node("VAELoader", [LIGHT_VAE], x=COL_A, y=band_y, w=COL_W_A, title="Load VAE (lighttaew2_1, fast)",
+                   mode=BYPASS)
+    fast = []
+    for i, (label, _keep, _on) in enumerate(COMPARE_BRANCHES):
+        dec = w.node("VAEDecode", [], x=xs[i], y=band_y, w=branch_w, title=f"VAE Decode (fast, {label})",
+                     mode=BYPASS)
+        w.link(samplers[i], 0, dec, "samples")
+        w.link(light, 0, dec, "vae")
+        fast.append(dec)
+    draft = _stitch_2x2(w, fast, sx, band_y, 320, mode=BYPASS, suffix=" (draft)", split_at=2,
+                        x2=sx + 320 + COL_GAP)
+    dsave = w.node("SaveVideo", save_video_widgets("video/TurboWan_SLA_keep_comparison_draft"), below=draft[-1],
+                   w=520, title="Save Video (draft)", mode=BYPASS)
+    w.link(draft[-1], 0, dsave, "video")
+    w.group("Fast decode: lighttaew2_1 (draft), all four branches", [light] + fast + draft + [dsave], GROUP_DRAFT)
     return w.to_json()
 
 
+# File name = the template's title in ComfyUI's templates browser (see the module docstring); A -> Z puts them in
+# this order. "*.app.json": opens as an App.
 WORKFLOWS = {
-    "TurboWan2.1_T2V_1.3B_480p_SLA.json": turbowan_t2v,
-    "TurboWan2.2_I2V_A14B_720p_SLA.json": wan22_i2v,
-    "Wan2.1_T2V_training_free_SLA.json": training_free_wan21,
-    "TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json": turbowan_keep_comparison,
+    "TurboWan2.1 T2V 1.3B 480p.app.json": turbowan_t2v,
+    "TurboWan2.1 T2V keep comparison.json": turbowan_keep_comparison,
+    "TurboWan2.2 I2V A14B 720p.json": wan22_i2v,
+    "Wan2.1 T2V training-free SLA.json": training_free_wan21,
 }
+MAIN = "TurboWan2.1 T2V 1.3B 480p.app.json"
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    stale = {f for f in os.listdir(OUT) if f.endswith(".json")} - set(WORKFLOWS)
+    for name in sorted(stale):   # renamed workflows: drop the old file and its thumbnail
+        os.remove(os.path.join(OUT, name))
+        jpg = os.path.join(OUT, name[:-len(".json")] + ".jpg")
+        if os.path.exists(jpg):
+            os.remove(jpg)
+        print(f"removed workflows/{name}")
     for name, fn in WORKFLOWS.items():
         with open(os.path.join(OUT, name), "w") as f:
             json.dump(fn(), f, indent=2)

@@ -1,6 +1,7 @@
-"""The four nodes: ids, display names, input order, tooltips, validation, and running them on the ComfyUI
+"""The five nodes: ids, display names, input order, tooltips, validation, and running them on the ComfyUI
 stand-in (tests/stubs) with real checkpoint files from tests/wan_factory.py."""
 import logging
+import os
 
 import pytest
 import torch
@@ -19,7 +20,11 @@ EXPECTED = {
                   "feature_map", "min_tokens", "backend", "enabled"]),
     "SLAWeightsLoader": ("Load SLA Weights", ["model", "weights_name"]),
     "SLAAttentionMap": ("SLA Attention Map", ["model", "samples", "block", "head", "step"]),
+    "SLARunReport": ("SLA Run Report", ["model", "samples"]),
 }
+# Node id as a hidden input (ComfyUI adds UNIQUE_ID to the cache key): only nodes that must not share a result.
+WITH_ID = {"SLAAttentionMap", "SLARunReport"}
+OUTPUT_TYPE = {"SLAAttentionMap": "IMAGE", "SLARunReport": "STRING"}
 # Appended after the required ones (saved workflows keep their positions); hidden inputs make no widget.
 OPTIONAL = {"ApplySLA": ["keep_schedule"]}
 
@@ -34,11 +39,11 @@ def test_mappings_ids_names_and_input_order():
         assert comfyui_sla.NODE_DISPLAY_NAME_MAPPINGS[node_id] == name
         spec = cls.INPUT_TYPES()
         # UNIQUE_ID only on the map node: ComfyUI adds it to the cache key (identical ApplySLA nodes share output)
-        hidden = ["hidden"] if node_id == "SLAAttentionMap" else []
+        hidden = ["hidden"] if node_id in WITH_ID else []
         assert list(spec) == ["required"] + (["optional"] if node_id in OPTIONAL else []) + hidden
         assert list(spec["required"]) == inputs   # widget values are saved by position
         assert list(spec.get("optional", {})) == OPTIONAL.get(node_id, [])
-        expected_out = "IMAGE" if node_id == "SLAAttentionMap" else "MODEL"
+        expected_out = OUTPUT_TYPE.get(node_id, "MODEL")
         assert cls.RETURN_TYPES[0] == expected_out and callable(getattr(cls, cls.FUNCTION))
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
         assert cls.CATEGORY.endswith("SLA") and cls.DESCRIPTION
@@ -242,3 +247,17 @@ def test_comfyui_without_attention_override_is_refused(comfy, monkeypatch):
                 lambda: N.SLAWeightsLoader().load(stock, name)):
         with pytest.raises(RuntimeError, match=r"needs ComfyUI 0\.3\.60 or newer"):
             run()
+
+
+def test_example_inputs_are_copied_once_and_never_overwritten(tmp_path):
+    from comfyui_sla.nodes import comfy_bridge
+    names = sorted(os.listdir(comfy_bridge.EXAMPLE_INPUTS))
+    assert "sla_example_surfing_cat.png" in names
+    target = tmp_path / "input"
+    assert comfy_bridge.install_example_inputs(target=str(target)) == names
+    assert sorted(os.listdir(target)) == names
+    (target / names[0]).write_bytes(b"the user's own file")
+    assert comfy_bridge.install_example_inputs(target=str(target)) == []   # present: left alone
+    assert (target / names[0]).read_bytes() == b"the user's own file"
+    (tmp_path / "file.txt").write_text("a file where the folder would be")
+    assert comfy_bridge.install_example_inputs(target=str(tmp_path / "file.txt" / "x")) == []  # never raises

@@ -188,3 +188,40 @@ def test_attention_map_mask_pixels_equal_the_sla_mask(comfy):
     assert grid[0, 0, 0, 0].item() == pytest.approx(0.4) and grid[0, 0, -1, 0].item() == pytest.approx(0.6)
     with pytest.raises(ValueError, match="did not run again"):   # disarmed: the next draw has nothing new
         SLAAttentionMap().draw(m, {"samples": None}, 0, 0, 0, unique_id="9")
+
+
+def test_run_report_node_returns_the_last_runs_report(comfy, monkeypatch, tmp_path):
+    import folder_paths
+    from comfyui_sla.nodes.sla_nodes import SLARunReport
+    monkeypatch.setattr(folder_paths, "get_temp_directory", lambda: str(tmp_path), raising=False)
+    m = comfy.bridge.apply_sla(make_model(comfy), SLASettings(min_tokens=0), node_id="3")
+    assert runtime(m).last_report is None
+    sampler_model = m.clone()   # the sampler's model is a clone (ModelSamplingSD3 ...): it shares the patch
+    sample(comfy, sampler_model)
+    (on_apply,) = [t for n, t in comfy.sent if n == "3"]
+    out = SLARunReport().report(sampler_model, {"samples": None}, unique_id="12")
+    assert out["result"] == (on_apply,) and out["ui"]["text"] == [on_apply]
+    assert "sparse / 0 dense self-attention calls" in on_apply
+    (saved,) = out["ui"]["files"]   # App mode shows a text result from a .txt file, as for core Save Text
+    assert saved["type"] == "temp" and saved["subfolder"] == "" and saved["filename"].endswith(".txt")
+    assert saved["display_name"] == "SLA run report"   # the frontend's label for the result
+    assert (tmp_path / saved["filename"]).read_text() == on_apply + "\n"
+    assert comfy.sent[-1] == ("12", on_apply)   # and on the report node itself
+    # a model without SLA, and a patch whose sampler has not run: the text says so
+    no_sla = SLARunReport().report(make_model(comfy), None, unique_id="12")["result"][0]
+    assert "has no SLA" in no_sla
+    fresh = comfy.bridge.apply_sla(make_model(comfy), SLASettings(min_tokens=0))
+    assert "did not run this model through SLA" in SLARunReport().report(fresh, None)["result"][0]
+
+
+def test_run_report_node_without_a_temp_folder(comfy, monkeypatch):
+    import folder_paths
+    from comfyui_sla.nodes.sla_nodes import SLARunReport
+
+    def no_folder():
+        raise OSError("read-only")
+    monkeypatch.setattr(folder_paths, "get_temp_directory", no_folder, raising=False)
+    m = comfy.bridge.apply_sla(make_model(comfy), SLASettings(min_tokens=0))
+    sample(comfy, m)
+    out = SLARunReport().report(m, None)
+    assert "files" not in out["ui"] and out["result"][0] == runtime(m).last_report

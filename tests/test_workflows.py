@@ -28,7 +28,7 @@ WORKFLOW_FILES = sorted(glob.glob(os.path.join(WORKFLOW_DIR, "*.json")))
 # Frontend-only node types (no Python class in ComfyUI).
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
 
-# Widget inputs (in order) of the core nodes the workflows use, as ComfyUI 0.3.64 and 0.8.0 define them.
+# Widget slots (widgets_values order) of the core nodes the workflows use, as ComfyUI 0.33's frontend saves them.
 # test_workflows_against_real_comfyui checks this table against a real checkout.
 CORE_WIDGETS = {
     "UNETLoader": ("unet_name", "weight_dtype"),
@@ -38,8 +38,10 @@ CORE_WIDGETS = {
     "EmptyHunyuanLatentVideo": ("width", "height", "length", "batch_size"),
     "VAELoader": ("vae_name",),
     "VAEDecode": (),
-    "CreateVideo": ("fps",),
-    "SaveVideo": ("filename_prefix", "format", "codec"),
+    "CreateVideo": ("fps", "bit_depth"),
+    # 0.33: 'format' is a dynamic combo; its choice 'auto' brings a 'format.codec' widget (the frontend saves it
+    # after 'format'); 'codec' stays for older workflows. 0.3.6x / 0.8: filename_prefix, format, codec.
+    "SaveVideo": ("filename_prefix", "format", "format.codec", "codec"),
     "KSampler": ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"),
     "KSamplerAdvanced": ("add_noise", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "start_at_step",
                          "end_at_step", "return_with_leftover_noise"),
@@ -48,6 +50,13 @@ CORE_WIDGETS = {
     "LoraLoaderModelOnly": ("lora_name", "strength_model"),
     "ImageStitch": ("direction", "match_image_size", "spacing_width", "spacing_color"),
 }
+# Slots older releases (0.3.6x, 0.8) lack, and sub-widgets of a dynamic combo (a dotted name, not a node input): a
+# frontend without them assigns the values it has widgets for, in order, and ignores the rest (the extra values
+# come last, or, for SaveVideo's format.codec, before a 'codec' of the same value 'auto').
+NEWER_SLOTS = {"CreateVideo": {"bit_depth"}}
+# Outputs older releases lack (their frontends drop an output the node does not have).
+NEWER_OUTPUTS = {"SaveVideo": ["VIDEO"]}
+DYNAMIC_TYPES = ("COMFY_DYNAMICCOMBO_V3",)
 # Seeds get a hidden 'control_after_generate' value after them; LoadImage an 'upload' value after the file name.
 CONTROL_AFTER = {("KSampler", "seed"), ("KSamplerAdvanced", "noise_seed")}
 UPLOAD_AFTER = {("LoadImage", "image")}
@@ -146,12 +155,33 @@ def check_widget_values(node: dict, spec: list, newer_ok: bool = False) -> list:
 
 # ------------------------------------------------------------------------------------------------ structure
 
-def test_there_are_four_workflows():
+MAIN = "TurboWan2.1 T2V 1.3B 480p.app.json"
+COMPARISON = "TurboWan2.1 T2V keep comparison.json"
+I2V = "TurboWan2.2 I2V A14B 720p.json"
+TRAINING_FREE = "Wan2.1 T2V training-free SLA.json"
+
+
+def frontend_az(names):
+    """The templates browser's A -> Z order of titles (frontend compareAlphabetical): titles starting with a digit
+    last, then natural order (numbers by value), case-insensitive."""
+    def key(title):
+        return (title[:1].isdigit(), [(0, int(t)) if t.isdigit() else (1, t.lower())
+                                      for t in re.findall(r"\d+|\D+", title)])
+    return sorted(names, key=key)
+
+
+def test_there_are_four_workflows_titled_and_ordered_for_the_templates_browser():
     names = {os.path.basename(p) for p in WORKFLOW_FILES}
-    assert names == {"TurboWan2.1_T2V_1.3B_480p_SLA.json", "TurboWan2.2_I2V_A14B_720p_SLA.json",
-                     "Wan2.1_T2V_training_free_SLA.json", "TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json"}, names
-    for p in WORKFLOW_FILES:  # the templates browser shows <name>.jpg beside each
-        assert os.path.exists(p[:-len(".json")] + ".jpg"), p
+    assert names == {MAIN, COMPARISON, I2V, TRAINING_FREE}, names
+    titles = [n[:-len(".json")] for n in names]   # the browser titles each card with the file name
+    assert frontend_az(titles) == [n[:-len(".json")] for n in (MAIN, COMPARISON, I2V, TRAINING_FREE)]
+    for t in titles:   # one line on a card (about 30 characters), no underscores standing in for spaces
+        assert len(t) <= 32 and "_" not in t, t
+    assert [n for n in names if n.endswith(".app.json")] == [MAIN]   # '.app': the App badge; opens as an App
+    from PIL import Image
+    for p in WORKFLOW_FILES:  # the templates browser shows <name>.jpg beside each, in a square box ~260 px wide
+        img = Image.open(p[:-len(".json")] + ".jpg")
+        assert img.format == "JPEG" and img.size[0] == img.size[1] >= 256, (p, img.size)
 
 
 def structure_problems(wf: dict) -> list:
@@ -279,6 +309,17 @@ TURBO_URL = re.compile(r"https://huggingface\.co/TurboDiffusion/(?P<repo>[^/]+)/
 # ComfyUI's repackaged Wan 2.1 files (Comfy-Org's Wan templates): split_files/<models folder>/<file>.
 COMFY_URL = re.compile(r"https://huggingface\.co/Comfy-Org/Wan_2\.1_ComfyUI_repackaged/resolve/main/split_files/"
                        r"(?P<folder>[a-z_]+)/(?P<file>[^/?]+)")
+# lightx2v's tiny decoders (LightTAE) for the Wan 2.1 VAE: huggingface.co/lightx2v/Autoencoders.
+LIGHTX2V_URL = re.compile(r"https://huggingface\.co/lightx2v/Autoencoders/resolve/main/(?P<file>[^/?]+)")
+# ComfyUI's VAELoader (0.33, nodes.py VAELoader.video_taes) loads a file from models/vae_approx, not models/vae,
+# when its name without the extension is one of these; it lists vae_approx files starting with them.
+VIDEO_TAES = ("taehv", "lighttaew2_2", "lighttaew2_1", "lighttaehy1_5", "taeltx_2", "taeh3")
+
+
+def loader_folder(node_type, slot, value):
+    if node_type == "VAELoader" and os.path.splitext(value)[0] in VIDEO_TAES:
+        return "vae_approx"
+    return LOADER_FOLDERS[(node_type, slot)]
 
 
 def turbo_files(repo):
@@ -307,19 +348,22 @@ def download_problems(node):
         entry = entry[0]
         if set(entry) != {"name", "url", "directory"}:
             problems.append(f"{where}: entry {entry} must have exactly name, url, directory")
-        folder = LOADER_FOLDERS[(node["type"], slot)]
+        folder = loader_folder(node["type"], slot, value)
         if entry.get("directory") != folder:
             problems.append(f"{where}: {value} directory {entry.get('directory')!r}, the loader reads {folder!r}")
         url = entry.get("url", "")
-        turbo, comfy = TURBO_URL.fullmatch(url), COMFY_URL.fullmatch(url)
-        if turbo:
+        turbo, comfy, light = TURBO_URL.fullmatch(url), COMFY_URL.fullmatch(url), LIGHTX2V_URL.fullmatch(url)
+        if light:
+            if light["file"] != value or folder != "vae_approx":
+                problems.append(f"{where}: {url} does not serve vae_approx/{value}")
+        elif turbo:
             if turbo["repo"] not in TURBO_REPOS or value not in turbo_files(turbo["repo"]) or turbo["file"] != value:
                 problems.append(f"{where}: {url} is not a TurboDiffusion file named {value}")
         elif comfy:
             if comfy["file"] != value or comfy["folder"] != folder:
                 problems.append(f"{where}: {url} does not serve {folder}/{value}")
         else:
-            problems.append(f"{where}: {url!r} is neither a TurboDiffusion nor a ComfyUI Wan 2.1 download")
+            problems.append(f"{where}: {url!r} is not a TurboDiffusion, ComfyUI Wan 2.1 or lightx2v download")
     return problems
 
 
@@ -352,7 +396,13 @@ def test_download_check_catches_mistakes():
     node["properties"]["models"] = [dict(good, name="other.safetensors")]
     assert "0 entries" in download_problems(node)[0]
     node["properties"]["models"] = [dict(good, url="https://example.com/wan_2.1_vae.safetensors")]
-    assert "neither" in download_problems(node)[0]
+    assert "is not a TurboDiffusion" in download_problems(node)[0]
+    light = {"id": 3, "type": "VAELoader", "widgets_values": ["lighttaew2_1.safetensors"], "properties": {"models": [
+        {"name": "lighttaew2_1.safetensors", "directory": "vae_approx",
+         "url": "https://huggingface.co/lightx2v/Autoencoders/resolve/main/lighttaew2_1.safetensors"}]}}
+    assert download_problems(light) == []
+    light["properties"]["models"][0]["directory"] = "vae"   # VAELoader reads the tiny decoders from vae_approx
+    assert "the loader reads 'vae_approx'" in download_problems(light)[0]
     turbo = {"id": 2, "type": "SLADiffusionModelLoader", "widgets_values": ["TurboWan2.1-T2V-1.3B-480P.pth", "default"],
              "properties": {"models": [{"name": "TurboWan2.1-T2V-1.3B-480P.pth", "directory": "diffusion_models",
                                         "url": "https://huggingface.co/TurboDiffusion/TurboWan2.1-T2V-14B-480P/"
@@ -390,7 +440,7 @@ def of_type(wf, t):
 
 
 def test_turbowan_t2v_settings():
-    wf = by_name("TurboWan2.1_T2V_1.3B_480p_SLA.json")
+    wf = by_name(MAIN)
     (ks,) = of_type(wf, "KSampler")
     assert model_chain(wf, ks) == ["ModelSamplingSD3", "ApplySLA", "SLADiffusionModelLoader"]
     k = widgets(ks)
@@ -405,7 +455,7 @@ def test_turbowan_t2v_settings():
 
 
 def test_wan22_i2v_two_experts_with_own_settings():
-    wf = by_name("TurboWan2.2_I2V_A14B_720p_SLA.json")
+    wf = by_name(I2V)
     first, second = sorted(of_type(wf, "KSamplerAdvanced"), key=lambda n: widgets(n)["start_at_step"])
     a, b = widgets(first), widgets(second)
     assert a["add_noise"] == "enable" and a["return_with_leftover_noise"] == "enable"
@@ -425,7 +475,7 @@ def test_wan22_i2v_two_experts_with_own_settings():
 
 
 def test_training_free_is_conservative():
-    wf = by_name("Wan2.1_T2V_training_free_SLA.json")
+    wf = by_name(TRAINING_FREE)
     (ks,) = of_type(wf, "KSampler")
     assert model_chain(wf, ks) == ["ModelSamplingSD3", "ApplySLA", "UNETLoader"]
     s = widgets(of_type(wf, "ApplySLA")[0])
@@ -436,7 +486,7 @@ def test_training_free_is_conservative():
 
 
 def test_keep_comparison_side_by_side():
-    wf = by_name("TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json")
+    wf = by_name(COMPARISON)
     samplers = of_type(wf, "KSampler")
     assert len(samplers) == 4
     seen = []
@@ -450,9 +500,155 @@ def test_keep_comparison_side_by_side():
     assert sorted(map(str, seen)) == ["0.05", "0.1", "0.2", "dense"]
     assert len({upstream(wf, ks["id"], "latent_image")["id"] for ks in samplers}) == 1   # one latent, one size
     assert len({upstream(wf, ks["id"], "positive")["id"] for ks in samplers}) == 1       # one prompt
-    stitches = of_type(wf, "ImageStitch")
-    assert len(stitches) == 3 and sorted(widgets(n)["direction"] for n in stitches) == ["down", "right", "right"]
-    assert of_type(wf, "SaveVideo")
+    for mode in (0, BYPASSED):   # the full decode's 2x2 grid, and the same for the fast draft decode
+        stitches = [n for n in of_type(wf, "ImageStitch") if n["mode"] == mode]
+        assert len(stitches) == 3 and sorted(widgets(n)["direction"] for n in stitches) == ["down", "right", "right"]
+        assert len([n for n in of_type(wf, "SaveVideo") if n["mode"] == mode]) == 1
+
+
+# ------------------------------------------------------------------------------------------------ decode, App, image
+
+BYPASSED = 4   # node mode: bypassed (left out of the prompt; the frontend's Ctrl+B toggles it)
+
+
+def group_of(wf, node):
+    """Title of the group whose box holds ``node`` (None outside every group)."""
+    x, y = node["pos"]
+    for g in wf["groups"]:
+        gx, gy, gw, gh = g["bounding"]
+        if gx <= x and x + node["size"][0] <= gx + gw and gy <= y and y + node["size"][1] <= gy + gh:
+            return g["title"]
+    return None
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=os.path.basename)
+def test_full_and_fast_decode_both_wired(path):
+    """Every workflow decodes with the full Wan 2.1 VAE (active) and offers lighttaew2_1 beside it: the same
+    sampler output into a second decode -> video -> save chain in its own group, bypassed, one toggle away."""
+    wf = load(path)
+    loaders = {widgets(n)["vae_name"]: n for n in of_type(wf, "VAELoader")}
+    assert set(loaders) == {"wan_2.1_vae.safetensors", "lighttaew2_1.safetensors"}
+    full, light = loaders["wan_2.1_vae.safetensors"], loaders["lighttaew2_1.safetensors"]
+    assert full["mode"] == 0 and light["mode"] == BYPASSED
+    decodes = of_type(wf, "VAEDecode")
+    fast = [n for n in decodes if upstream(wf, n["id"], "vae")["id"] == light["id"]]
+    final = [n for n in decodes if upstream(wf, n["id"], "vae")["id"] == full["id"]]
+    assert fast and len(fast) == len(final)
+    assert sorted(upstream(wf, n["id"], "samples")["id"] for n in fast) == \
+        sorted(upstream(wf, n["id"], "samples")["id"] for n in final)   # the same latents, decoded twice
+    draft_group = group_of(wf, light)
+    assert draft_group and "lighttaew2_1" in draft_group
+    draft = [n for n in wf["nodes"] if group_of(wf, n) == draft_group]
+    assert all(n["mode"] == BYPASSED for n in draft)                        # the whole group: one toggle
+    assert {n["id"] for n in wf["nodes"] if n["mode"] == BYPASSED} == {n["id"] for n in draft}
+    saves = [n for n in draft if n["type"] == "SaveVideo"]
+    assert len(saves) == 1 and widgets(saves[0])["filename_prefix"].endswith("_draft")
+    (entry,) = light["properties"]["models"]
+    assert entry == {"name": "lighttaew2_1.safetensors", "directory": "vae_approx",
+                     "url": "https://huggingface.co/lightx2v/Autoencoders/resolve/main/lighttaew2_1.safetensors"}
+    note = of_type(wf, "Note")[0]["widgets_values"][0]
+    assert "lighttaew2_1" in note and "0.25 s" in note and "5.5 s" in note and "Ctrl+B" in note
+
+
+def test_main_workflow_opens_as_an_app():
+    """extra.linearMode / extra.linearData (frontend >= 1.41): prompt, seed, keep ratio (a slider), keep schedule
+    in; the final video and the SLA run report out."""
+    wf = by_name(MAIN)
+    assert wf["extra"]["linearMode"] is True
+    data = wf["extra"]["linearData"]
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    chosen = [(nodes[nid]["type"], name) for nid, name, _cfg in data["inputs"]]
+    assert chosen == [("CLIPTextEncode", "text"), ("KSampler", "seed"), ("ApplySLA", "keep_ratio"),
+                      ("ApplySLA", "keep_schedule")]
+    for nid, name, cfg in data["inputs"]:
+        assert name in widgets(nodes[nid]) and set(cfg) == {"description"} and len(cfg["description"]) <= 40
+        label = [i["label"] for i in nodes[nid]["inputs"] if i.get("widget", {}).get("name") == name]
+        assert len(label) == 1 and label[0][0].isupper()   # 'Prompt', 'Seed', ...: the App shows the label
+    (ks,) = of_type(wf, "KSampler")
+    pos = upstream(wf, ks["id"], "positive")
+    assert data["inputs"][0][0] == pos["id"]                   # the positive prompt, not the unused negative one
+    assert PACK_NODES["ApplySLA"].INPUT_TYPES()["required"]["keep_ratio"][1]["display"] == "slider"
+    out = [nodes[i] for i in data["outputs"]]
+    assert [n["type"] for n in out] == ["SaveVideo", "SLARunReport"] and all(n["mode"] == 0 for n in out)
+    assert upstream(wf, out[1]["id"], "samples")["id"] == ks["id"]
+    assert upstream(wf, out[1]["id"], "model")["id"] == upstream(wf, ks["id"], "model")["id"]
+    for name in WORKFLOW_FILES:   # the others open as node graphs
+        other = load(name)
+        if os.path.basename(name) != MAIN:
+            assert "linearMode" not in other["extra"] and "linearData" not in other["extra"]
+
+
+def test_i2v_start_image_is_shipped_and_explained():
+    wf = by_name(I2V)
+    (img,) = of_type(wf, "LoadImage")
+    name = widgets(img)["image"]
+    path = os.path.join(WORKFLOW_DIR, "input", name)
+    from PIL import Image
+    assert Image.open(path).size == (1280, 720)   # WanImageToVideo's size; copied into ComfyUI/input at startup
+    (i2v,) = of_type(wf, "WanImageToVideo")
+    assert upstream(wf, i2v["id"], "start_image")["id"] == img["id"]
+    prompt = widgets(upstream(wf, i2v["id"], "positive"))["text"].lower()
+    assert all(word in prompt for word in ("cat", "sunglasses", "surfboard", "wave", "cartoon"))
+    note = of_type(wf, "Note")[0]["widgets_values"][0]
+    assert name in note and "your own start image" in note
+
+
+# ------------------------------------------------------------------------------------------------ layout
+
+def boxes_overlap(a, b):
+    return min(a[0] + a[2], b[0] + b[2]) > max(a[0], b[0]) and min(a[1] + a[3], b[1] + b[3]) > max(a[1], b[1])
+
+
+def layout_problems(wf, title_h, min_h):
+    """As the frontend draws the saved layout: nodes at least their drawn height, node boxes (title bar above pos
+    included) apart, each node wholly in or out of a group, group title bars (30 px) clear of nodes."""
+    problems = []
+    boxes = {n["id"]: [n["pos"][0], n["pos"][1] - title_h, n["size"][0], n["size"][1] + title_h]
+             for n in wf["nodes"]}
+    for n in wf["nodes"]:
+        if n["size"][1] < min_h.get(n["type"], 0):
+            problems.append(f"node {n['id']} ({n['type']}) saved {n['size'][1]} tall, the frontend draws "
+                            f"{min_h[n['type']]}")
+    ids = sorted(boxes)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            if boxes_overlap(boxes[a], boxes[b]):
+                problems.append(f"nodes {a} and {b} overlap")
+    for g in wf["groups"]:
+        gx, gy, gw, gh = g["bounding"]
+        for nid, bx in boxes.items():
+            inside = gx <= bx[0] and gy <= bx[1] and bx[0] + bx[2] <= gx + gw and bx[1] + bx[3] <= gy + gh
+            if boxes_overlap(bx, g["bounding"]) and not inside:
+                problems.append(f"node {nid} partly in group {g['title']!r}")
+            if boxes_overlap(bx, [gx, gy, gw, 30]):
+                problems.append(f"group {g['title']!r}: title bar over node {nid}")
+    return problems
+
+
+def _builder():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_workflows", os.path.join(ROOT, "scripts",
+                                                                                  "build_workflows.py"))
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    return builder
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=os.path.basename)
+def test_layout_as_the_frontend_draws_it(path):
+    b = _builder()
+    assert layout_problems(load(path), b.TITLE_H, b.FRONTEND_H) == []
+
+
+def test_layout_check_catches_the_old_overlap():
+    """The layout the 0.33 frontend drew wrong: the SLA loader saved 82 px tall (drawn 102) right above ApplySLA."""
+    b = _builder()
+    wf = {"nodes": [{"id": 1, "type": "SLADiffusionModelLoader", "pos": [0, 0], "size": [360, 82]},
+                    {"id": 2, "type": "ApplySLA", "pos": [0, 130], "size": [360, 298]}], "groups": []}
+    assert layout_problems(wf, b.TITLE_H, b.FRONTEND_H) == ["node 1 (SLADiffusionModelLoader) saved 82 tall, the "
+                                                             "frontend draws 102"]
+    wf["nodes"][0]["size"][1] = 102
+    assert layout_problems(wf, b.TITLE_H, b.FRONTEND_H) == ["nodes 1 and 2 overlap"]
 
 
 # ------------------------------------------------------------------------------------------------ real ComfyUI
@@ -460,6 +656,11 @@ def test_keep_comparison_side_by_side():
 def _checkouts():
     raw = os.environ.get("COMFYUI_PATH", "")
     return [os.path.abspath(p) for p in raw.split(os.pathsep) if p.strip()]
+
+
+def frontend_widgets(schema):
+    """A node schema's inputs the frontend makes widgets of (a dynamic combo is one, with sub-widgets)."""
+    return [i for i in schema["inputs"] if i["widget"] or i["type"] in DYNAMIC_TYPES]
 
 
 @pytest.mark.skipif(not _checkouts(), reason="COMFYUI_PATH is not set (no ComfyUI checkout to test in)")
@@ -479,10 +680,9 @@ def test_workflows_against_real_comfyui(comfy_path, tmp_path):
     for name, v in results["workflow_validation"].items():
         assert v["valid"], f"{name}: ComfyUI rejects it: {v['error']} {v['node_errors']}"
     for node_type, names in CORE_WIDGETS.items():
-        # a dynamic combo's own inputs (0.33 SaveVideo: format -> format.codec) by their last name
-        real = tuple(i["name"].split(".")[-1] for i in widget_entries(schemas[node_type]["inputs"]))
-        # newer ComfyUI appends widgets (0.33: CreateVideo bit_depth); saved values stay valid by position
-        assert real[:len(names)] == names, f"{node_type}: table {names} != ComfyUI {real}"
+        real = tuple(i["name"] for i in frontend_widgets(schemas[node_type]))
+        want = tuple(n for n in names if "." not in n and (n in real or n not in NEWER_SLOTS.get(node_type, ())))
+        assert real == want, f"{node_type}: table {names} != ComfyUI {real}"
     problems = []
     for path in WORKFLOW_FILES:
         wf = load(path)
@@ -495,16 +695,19 @@ def test_workflows_against_real_comfyui(comfy_path, tmp_path):
             real = schemas[n["type"]]
             spec = [(i["name"], i["type"], i["options"],
                      {"control_after_generate": i["control_after_generate"], "image_upload": i["image_upload"]})
-                    for i in widget_entries(real["inputs"], n.get("widgets_values"))]
-            newer = n["type"] not in PACK_NODES  # core nodes gain widgets over versions; ours must match exactly
-            problems += [f"{os.path.basename(path)}: {p}" for p in check_widget_values(n, spec, newer_ok=newer)]
+                    for i in frontend_widgets(real)]
+            if n["type"] in CORE_WIDGETS:   # our slots; those this release lacks (or dynamic ones) unchecked
+                by_slot = {name: entry for name, *entry in spec}
+                spec = [(name, *by_slot[name]) if name in by_slot and by_slot[name][0] not in DYNAMIC_TYPES
+                        else (name, "ANY", None, {}) for name in CORE_WIDGETS[n["type"]]]
+            problems += [f"{os.path.basename(path)}: {p}" for p in check_widget_values(n, spec)]
             link_types = {i["name"]: i["type"] for i in real["inputs"] if not i["widget"]}
             for i in n["inputs"]:
                 if i["link"] is not None and link_types.get(i["name"]) != i["type"]:
                     problems.append(f"{os.path.basename(path)}: node {n['id']} ({n['type']}) input {i['name']} "
                                     f"is {i['type']}, ComfyUI says {link_types.get(i['name'])}")
-            outs = [o["type"] for o in n["outputs"]]
-            if outs != (real["outputs"][:len(outs)] if newer else real["outputs"]):  # 0.33: SaveVideo -> VIDEO
+            saved = [o["type"] for o in n["outputs"]]
+            if saved != real["outputs"] and saved != real["outputs"] + NEWER_OUTPUTS.get(n["type"], ["-"]):
                 problems.append(f"{os.path.basename(path)}: node {n['id']} ({n['type']}) outputs "
                                 f"{[o['type'] for o in n['outputs']]}, ComfyUI says {real['outputs']}")
     assert problems == []
@@ -512,10 +715,7 @@ def test_workflows_against_real_comfyui(comfy_path, tmp_path):
 
 def test_workflows_match_their_builder():
     """workflows/*.json are what scripts/build_workflows.py writes (edit the builder, then rerun it)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("build_workflows", os.path.join(ROOT, "scripts",
-                                                                                  "build_workflows.py"))
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
+    builder = _builder()
+    assert builder.MAIN == MAIN
     for name, fn in builder.WORKFLOWS.items():
         assert json.loads(json.dumps(fn())) == by_name(name), f"{name} differs from scripts/build_workflows.py"

@@ -58,6 +58,7 @@ class SLAPatch:
         self.window: Optional[Tuple[float, float]] = None  # sigma thresholds converted at apply time
         self.run = RunState(settings, owner=self.uid)      # calls outside a sampling run count here
         self.captures: Dict[str, capture.CaptureRequest] = {}
+        self.last_report: Optional[str] = None             # the run report of the last sampling run (SLA Run Report)
         self._depth = 0
 
     @property
@@ -170,6 +171,7 @@ class SLAPatch:
         self.run = RunState(self.settings, window if window is not None else self.window, sigmas, percent_to_sigma,
                             capture.requests_for_run(), timed=self.report is not None, owner=self.uid)
         self.run.replaced_by = replaced_by
+        self.last_report = None
 
     def enter_model_call(self, t, options: Optional[dict]) -> Optional[Interval]:
         return self.run.enter_model_call(t, options)
@@ -196,6 +198,9 @@ class SLAPatch:
                               "(put ApplySLA after that node, or remove it)", logging.WARNING)
             return
         if st.calls == 0:
+            self.last_report = ("SLA did not run: attention never went through it during this sampling run (another "
+                                "node replaced the attention override, or the model does not use ComfyUI's "
+                                "attention)")
             log.warning("SLA was applied to this model but attention never went through it during this sampling "
                         "run: another node may have replaced optimized_attention_override without chaining, or "
                         "the model does not call ComfyUI's optimized_attention (settings: %s)",
@@ -223,6 +228,7 @@ class SLAPatch:
         self._report_text(text, logging.INFO)
 
     def _report_text(self, text: str, level: int) -> None:
+        self.last_report = text
         log.log(level, "SLA report%s: %s", f" (node {self.node_id})" if self.node_id is not None else "",
                 text.replace("\n", "; "))
         if self.report is not None:

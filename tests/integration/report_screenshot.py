@@ -1,18 +1,23 @@
-"""Screenshot of a workflow in the real ComfyUI frontend after a run, with the SLA run reports shown on the nodes.
+"""Screenshot of a workflow in the real ComfyUI frontend after a run, with the SLA run reports shown.
 
-    python3 tests/integration/report_screenshot.py --comfy .comfy/comfy-0.8.0 \
-        --workflow workflows/TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json --out docs/keep_comparison_report.png
+    python3 tests/integration/report_screenshot.py --comfy .comfy/comfy-0.33.0 \
+        --workflow "workflows/TurboWan2.1 T2V keep comparison.json" --out docs/keep_comparison_report.png
+    python3 tests/integration/report_screenshot.py --comfy .comfy/comfy-0.33.0 --app \
+        --workflow "workflows/TurboWan2.1 T2V 1.3B 480p.app.json" --out docs/screenshots/app-mode-after-a-run.png
 
-Starts ComfyUI (``serve_comfy.py``) on the CPU with the tiny random Wan of the integration tests, loads the workflow
-in headless Chromium (``app.loadGraphData``), queues it as ``comfy_runner.headless_workflow_prompt`` makes it
-runnable without text encoder / VAE weights (same node ids, so the reports land on the workflow's own nodes), waits
-for the run to finish and saves a screenshot. Needs Chromium, aiohttp and the frontend package. Manual tool.
+Starts ComfyUI (``serve_comfy.py``) on the CPU with the tiny random Wan of the integration tests, opens the workflow
+in headless Chromium as the templates browser does and runs it, made runnable without text encoder / VAE weights
+(the SLA loader reads the tiny checkpoint, CLIPTextEncode -> SLATestConditioning, VAEDecode -> SLATestDecode, a
+240x128x9 latent, min_tokens 0; same node ids, so the reports land on the workflow's own nodes), waits for the run
+to finish and saves a screenshot. The graph view (default) queues that prompt directly and shows the reports on the
+nodes; ``--app`` clicks the App's own Run button (the frontend's prompt is swapped for the runnable one on its way
+to the server) and shows the App with its results: the video and the SLA Run Report. Needs Chromium, aiohttp,
+Pillow and the frontend package. Manual tool.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -27,10 +32,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-import aiohttp  # noqa: E402
-
+import comfy_env  # noqa: E402
 import comfy_runner  # noqa: E402
-from frontend_check import CDP, object_info_schemas  # noqa: E402
+from frontend_check import (JS_PINIA, Browser, close_dialogs, open_frontend, post_settings,  # noqa: E402
+                            screenshot)
 
 TEST_NODES_INIT = """import sys
 sys.path[:0] = [{here!r}, {tests!r}]
@@ -38,17 +43,56 @@ from comfy_runner import SLATestConditioning, SLATestDecode
 NODE_CLASS_MAPPINGS = {{"SLATestConditioning": SLATestConditioning, "SLATestDecode": SLATestDecode}}
 """
 
-JS_RUN = """
+# The frontend's own prompt made runnable with the tiny model (comfy_runner.headless_workflow_prompt's rules).
+JS_HEADLESS = """
+window.__slaHeadless = (output, t) => {
+  const p = JSON.parse(JSON.stringify(output));
+  for (const [id, node] of Object.entries(p)) {
+    const c = node.class_type, inputs = node.inputs;
+    if (c === 'SLADiffusionModelLoader') inputs.ckpt_name = t.ckpt;
+    else if (c === 'CLIPTextEncode')
+      p[id] = {class_type: 'SLATestConditioning', inputs: {seed: Number(id), tokens: 12}};
+    else if (c === 'VAEDecode') p[id] = {class_type: 'SLATestDecode', inputs: {samples: inputs.samples}};
+    else if (c === 'CLIPLoader' || c === 'VAELoader') delete p[id];
+    else if (c === 'EmptyHunyuanLatentVideo')
+      Object.assign(inputs, {width: t.width, height: t.height, length: t.length});
+    else if (c === 'ApplySLA') inputs.min_tokens = 0;
+  }
+  return p;
+};
+"""
+
+JS_OPEN = """
 (async () => {
-  const api = window.comfyAPI?.api?.api || window.app.api;
-  const done = new Promise(resolve => {
-    api.addEventListener("execution_success", () => resolve("success"));
-    api.addEventListener("execution_error", e => resolve("error: " + JSON.stringify(e.detail).slice(0, 2000)));
+  const [name, t] = %s;
+  const r = await fetch(`/api/workflow_templates/${encodeURIComponent(t.pack)}/${encodeURIComponent(name)}.json`);
+  await window.app.loadGraphData(await r.json(), true, true, name, {openSource: 'template'});
+  await new Promise(res => setTimeout(res, 1500));
+  const api = window.app.api;
+  window.__slaDone = new Promise(resolve => {
+    api.addEventListener('execution_success', () => resolve('success'));
+    api.addEventListener('execution_error', e => resolve('error: ' + JSON.stringify(e.detail).slice(0, 2000)));
   });
-  const r = await api.fetchApi("/prompt", {method: "POST", headers: {"Content-Type": "application/json"},
-                                           body: JSON.stringify({prompt: %s, client_id: api.clientId})});
-  if (r.status !== 200) return "queue failed: " + (await r.text());
-  return await done;
+  const queue = api.queuePrompt.bind(api);   // every prompt the frontend queues goes out runnable
+  api.queuePrompt = (n, data, opts) => queue(n, {...data, output: window.__slaHeadless(data.output, t)}, opts);
+  return 1;
+})()
+"""
+
+JS_RUN_GRAPH = """
+(async () => {
+  await window.app.queuePrompt(0);
+  return await window.__slaDone;
+})()
+"""
+
+JS_RUN_APP = """
+(async () => {
+  const run = Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Run' &&
+                                                                         b.getBoundingClientRect().width > 100);
+  if (!run) return 'no Run button in the App';
+  run.click();
+  return await window.__slaDone;
 })()
 """
 
@@ -66,64 +110,34 @@ def prepare_base(base: str, workflow: str) -> None:
         f.write(TEST_NODES_INIT.format(here=HERE, tests=os.path.dirname(HERE)))
 
 
-async def shoot(url, chromium, workflow, prompt, out, scale, offset):
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    port = 9334
-    proc = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-                             f"--remote-debugging-port={port}", "--window-size=1900,1150", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        async with aiohttp.ClientSession() as session:
-            pages = []
-            for _ in range(100):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/json/list") as r:
-                        pages = [p for p in await r.json() if p["type"] == "page"]
-                    if pages:
-                        break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-            async with session.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                cdp = CDP(ws)
-                await cdp.call("Page.enable")
-                await cdp.call("Page.navigate", url=url)
-                t0 = time.time()
-                while time.time() - t0 < 120:
-                    try:
-                        if await cdp.eval("!!(window.app && window.app.graph && window.app.canvas)"):
-                            break
-                    except RuntimeError:
-                        pass
-                    await asyncio.sleep(0.5)
-                await asyncio.sleep(2)
-                for _ in range(2):  # close the templates browser a first start opens
-                    for kind in ("keyDown", "keyUp"):
-                        await cdp.call("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape",
-                                       windowsVirtualKeyCode=27)
-                    await asyncio.sleep(0.5)
-                with open(workflow) as f:
-                    await cdp.eval(f"window.app.loadGraphData({f.read()}).then(() => 1)")
-                await asyncio.sleep(1)
-                status = await cdp.eval(JS_RUN % json.dumps(prompt), timeout=600)
-                print("run:", status)
-                # the frontend opens the templates browser for a new user: close every dialog before the shot
-                await cdp.eval("(() => { document.querySelectorAll('[role=dialog] button').forEach(b => { "
-                               "if (/close/i.test(b.getAttribute('aria-label') || '') || b.querySelector('.pi-times')) "
-                               "b.click(); }); return 1; })()")
-                await asyncio.sleep(1)
-                await cdp.eval("(() => { const c = window.app.canvas; c.ds.scale = %s; c.ds.offset = %s; "
-                               "c.setDirty(true, true); return 1; })()" % (scale, json.dumps(offset)))
-                await asyncio.sleep(1.5)
-                shot = await cdp.call("Page.captureScreenshot", format="png")
-                os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-                with open(out, "wb") as f:
-                    f.write(base64.b64decode(shot["data"]))
-                return status
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(profile, ignore_errors=True)
+async def shoot(url, chromium, workflow, out, app, scale, offset):
+    tiny = {"ckpt": comfy_runner.CKPT_PROJL, "width": comfy_runner.WIDTH, "height": comfy_runner.HEIGHT,
+            "length": comfy_runner.LENGTH, "pack": comfy_env.PACK_DIR_NAME}
+    name = os.path.basename(workflow)[:-len(".json")]
+    async with Browser(chromium, port=9334, size=(1600, 950)) as cdp:
+        await open_frontend(cdp, url)
+        await cdp.eval(JS_HEADLESS + "1")
+        await cdp.eval(JS_OPEN % json.dumps([name, tiny]))
+        view = await cdp.eval(f"{JS_PINIA}._s.get('appMode').viewMode")
+        if app and view != "app":
+            return f"the workflow opened in {view!r} view, not as an App"
+        status = await cdp.eval(JS_RUN_APP if app else JS_RUN_GRAPH, timeout=600)
+        print("run:", status)
+        await asyncio.sleep(3)   # results and reports reach the page after the run's last message
+        await close_dialogs(cdp)
+        if not app:
+            await cdp.eval("(() => { const c = window.app.canvas; c.ds.scale = %s; c.ds.offset = %s; "
+                           "c.setDirty(true, true); return 1; })()" % (scale, json.dumps(offset)))
+            await asyncio.sleep(1.5)
+        await screenshot(cdp, out, colors=200)
+        if app:   # the same App with its second result selected: the SLA Run Report's text
+            items = await cdp.eval("document.querySelectorAll('[data-testid=linear-history-item]').length")
+            await cdp.eval("(() => { const items = document.querySelectorAll('[data-testid=linear-history-item]'); "
+                           "items[items.length - 1].click(); return items.length; })()")
+            await asyncio.sleep(1.5)
+            await screenshot(cdp, out[:-len(".png")] + "-report.png", colors=200)
+            print(f"App results: {items}")
+        return status
 
 
 def main():
@@ -131,6 +145,7 @@ def main():
     ap.add_argument("--comfy", required=True)
     ap.add_argument("--workflow", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--app", action="store_true", help="run it from its App view and shoot the App")
     ap.add_argument("--port", type=int, default=8197)
     ap.add_argument("--scale", type=float, default=0.62)
     ap.add_argument("--offset", type=float, nargs=2, default=[117, 170])
@@ -148,18 +163,14 @@ def main():
                 break
             except Exception:
                 time.sleep(0.5)
-        # a returning user: no templates browser over the canvas on the first page load
-        req = urllib.request.Request(f"{url}/settings/Comfy.TutorialCompleted", data=b"true", method="POST",
-                                     headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(req, timeout=10)
-        schemas = object_info_schemas(url)
-        prompt = comfy_runner.headless_workflow_prompt(args.workflow, schemas)
-        status = asyncio.run(shoot(url, args.chromium, os.path.abspath(args.workflow), prompt, args.out,
-                                   args.scale, list(args.offset)))
+        post_settings(url)
+        status = asyncio.run(shoot(url, args.chromium, os.path.abspath(args.workflow), os.path.abspath(args.out),
+                                   args.app, args.scale, list(args.offset)))
     finally:
         server.terminate()
         server.wait(timeout=20)
         shutil.rmtree(base, ignore_errors=True)
+    print(status)
     sys.exit(0 if status == "success" else 1)
 
 
