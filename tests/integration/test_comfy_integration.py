@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not CHECKOUTS, reason="COMFYUI_PATH is not set (
 
 SLA_NODES = ("SLADiffusionModelLoader", "ApplySLA", "SLAWeightsLoader", "SLAAttentionMap")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMPARISON = os.path.join(REPO, "workflows", "TurboWan2.1_T2V_1.3B_SLA_keep_comparison.json")
+COMPARISON = os.path.join(REPO, "workflows", "TurboWan2.1 T2V keep comparison.json")
 LATENT_SHAPE = (1, 16, 3, 16, 30)  # 240x128, 9 frames -> 360 tokens
 
 
