@@ -69,7 +69,8 @@ def test_run_report_times_attention_with_cuda_events():
         rt.leave_model_call(interval)
     rt.end_run()
     assert rt.stats.sparse == 6 * blocks and len(sent) == 1, (rt.stats.sparse, sent)
-    m = re.search(r"attention (\d+\.\d)x faster \(.*dense\), step ~(\d+\.\d)x \(est\.\)$", sent[0])
+    m = re.search(r"attention (\d+\.\d)x faster \(.*dense\), step ~(\d+\.\d)x \(est\.\)$", sent[0], re.M)
+    assert sent[0].split("\n")[-1].startswith("sampling run ")   # the whole run, measured
     assert m and "CPU timing" not in sent[0], sent[0]
     ql, kl, vl = (t.view(1, length, heads, 128) for t in (q, k, v))  # (B, L, H, D), as the override passes them
     qh, kh, vh = (t.transpose(1, 2) for t in (ql, kl, vl))
