@@ -862,7 +862,8 @@ def main(argv=None):
     results["pack_module_loaded"] = pack is not None
     results["pack_nodes"] = sorted(getattr(pack, "NODE_CLASS_MAPPINGS", {}) or {}) if pack else []
     results["registered"] = {n: env.node_module(n) for n in ("SLADiffusionModelLoader", "ApplySLA",
-                                                               "SLAWeightsLoader", "SLAAttentionMap")
+                                                               "SLAWeightsLoader", "SLAAttentionMap",
+                                                               "SLARunReport")
                              if n in env.nodes.NODE_CLASS_MAPPINGS}
     results["display_names"] = {n: env.nodes.NODE_DISPLAY_NAME_MAPPINGS.get(n) for n in results["registered"]}
     recorder = install_text_recorder()

@@ -24,7 +24,7 @@ import comfy_env  # noqa: E402
 CHECKOUTS = comfy_env.checkouts_from_env()
 pytestmark = pytest.mark.skipif(not CHECKOUTS, reason="COMFYUI_PATH is not set (no ComfyUI checkout to test in)")
 
-SLA_NODES = ("SLADiffusionModelLoader", "ApplySLA", "SLAWeightsLoader", "SLAAttentionMap")
+SLA_NODES = ("SLADiffusionModelLoader", "ApplySLA", "SLAWeightsLoader", "SLAAttentionMap", "SLARunReport")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPARISON = os.path.join(REPO, "workflows", "TurboWan2.1 T2V keep comparison.json")
 LATENT_SHAPE = (1, 16, 3, 16, 30)  # 240x128, 9 frames -> 360 tokens
