@@ -255,10 +255,11 @@ DET_CASES = [
 def test_prepass_partial_sums_match_float64(case):
     """Each key chunk's slot holds its own partial sums; their fixed-order total is the float64 sum over all keys,
     and the workspace is exactly the size workspace_bytes reports."""
-    from comfyui_sla.kernels.prepass import chunking, num_sms, prepass, sum_slots, workspace_bytes
+    from comfyui_sla.kernels.prepass import PREPASS_DEFAULT, chunking, num_sms, prepass, sum_slots, workspace_bytes
     b, length, h, d, dtype, cdt, fmap, cfg = case
     q, k, v = make(b, length, h, d, dtype, length + d, layout="flat")
-    _, n_chunks = chunking(num_blocks(length, 64), b * h, (cfg or {}).get("key_progs_per_sm", 8), num_sms(q.device))
+    progs = (cfg or {}).get("key_progs_per_sm", PREPASS_DEFAULT["key_progs_per_sm"])
+    _, n_chunks = chunking(num_blocks(length, 64), b * h, progs, num_sms(q.device))
     assert n_chunks >= 3, "the case must split every (b, h) over several key chunks"
     *_, kv, ks, ktot, ws = prepass(q, k, v, 128, 64, fmap, cdt, config=cfg, return_workspace=True)
     assert ws.shape == (n_chunks, b * h * d * (d + 2))
@@ -269,7 +270,7 @@ def test_prepass_partial_sums_match_float64(case):
         err = ((got.cpu().double() - ref).norm() / ref.norm()).item()
         assert err < 2e-6, (name, err)
     # the first chunk's slot alone is the sum over its key blocks only
-    per, _ = chunking(num_blocks(length, 64), b * h, (cfg or {}).get("key_progs_per_sm", 8), num_sms(q.device))
+    per, _ = chunking(num_blocks(length, 64), b * h, progs, num_sms(q.device))
     first_ktot = ws[0, b * h * d * (d + 1):].view(b, h, d)
     torch.testing.assert_close(first_ktot.cpu().double(), k[:, :per * 64].cpu().double().sum(1), rtol=1e-5,
                                atol=1e-5)
