@@ -7,7 +7,8 @@ For each ``workflows/*.json``, opened as the templates browser opens it (the fil
 ``/api/workflow_templates/<pack>/<name>.json`` into ``app.loadGraphData`` with the template's name), it reads the
 live graph back and FAILS on:
 
-* node types the frontend does not know, or a node count other than the file's;
+* node types the frontend does not know, or a node count other than the file's; input files (the image-to-video
+  start image) ComfyUI's input folder lacks;
 * widget values the frontend rejected or shifted: every node's ``serialize().widgets_values`` must equal the
   file's, and the frontend's own ``app.graphToPrompt()`` must carry them (bypassed nodes left out);
 * nodes drawn other than saved: a node's drawn size (``node.size`` after load) other than its saved size means the
@@ -238,7 +239,9 @@ JS_READ = """
                                        titleHeight: gr.titleHeight}));
   const p = await window.app.graphToPrompt();
   const am = pinia._s.get('appMode');
-  return JSON.stringify({nodes, groups, titleHeight: LG.NODE_TITLE_HEIGHT, prompt: p.output,
+  const media = (pinia._s.get('missingMedia').missingMediaCandidates || []).map(c => ({node: Number(c.nodeId),
+                                                                                      name: c.name}));
+  return JSON.stringify({nodes, groups, titleHeight: LG.NODE_TITLE_HEIGHT, prompt: p.output, media,
                          view: am.viewMode, appInputs: am.selectedInputs, appOutputs: am.selectedOutputs});
 })()
 """
@@ -357,6 +360,8 @@ def node_problems(wf, live) -> list:
             if wd["name"] in labels and wd["label"] != labels[wd["name"]]:
                 problems.append(f"node {n['id']} ({n['type']}): widget {wd['name']} labelled {wd['label']!r}, "
                                 f"the file says {labels[wd['name']]!r}")
+    # Input files (Load Image) the server does not have: the frontend's missing-media list.
+    problems += [f"node {m['node']}: input file {m['name']!r} is not in ComfyUI's input folder" for m in live["media"]]
     # The frontend's own prompt: every active node, with the file's widget values under the frontend's widget names.
     prompt = live["prompt"]
     for n in live["nodes"]:
@@ -624,8 +629,8 @@ async def check(url, shots, chromium, files, models=False, templates=True, windo
             n_groups, n_bypassed = len(live["groups"]), sum(1 for n in live["nodes"] if n["mode"] == 4)
             print(f"{name}: {'OK' if not problems else 'FAIL'} ({len(live['nodes'])} nodes, {n_groups} groups, "
                   f"{n_bypassed} bypassed, {len(live['prompt'])} in the prompt, view {live['view']}; checked: types, "
-                  f"widget values, prompt, drawn sizes, overlaps, groups{', App' if live['view'] == 'app' else ''}"
-                  f"{', missing models' if models else ''}, console)")
+                  f"input files, widget values, prompt, drawn sizes, overlaps, groups"
+                  f"{', App' if live['view'] == 'app' else ''}{', missing models' if models else ''}, console)")
             for p in problems:
                 print("   ", p)
             for lvl, text in others:
