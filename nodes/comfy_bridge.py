@@ -199,7 +199,7 @@ def apply_sla(model, settings: SLASettings, node_id=None, from_loader: bool = Fa
 
     patch = SLAPatch(family, settings, weights, previous, None if node_id is None else str(node_id),
                      node_reporter(node_id))
-    if not patch.full_window():
+    if not patch.settings.full_window:
         try:
             patch.window = _sigma_window(m, settings)
         except Exception as e:

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import stubs
-from comfyui_sla.sla.runtime import patch as P
 from comfyui_sla.sla.runtime import stats as R
 from comfyui_sla.sla.runtime.weights import ProjLWeights
 from comfyui_sla.sla.runtime.settings import SLASettings

@@ -107,7 +107,7 @@ def make_run_wrapper(patch: SLAPatch,
     """
     def sla_outer_sample_wrapper(executor, *args, **kwargs):
         window = _guarded(window_resolver, executor, patch, "sigma schedule; keeping the window set at apply "
-                          "time") if not patch.full_window() else None
+                          "time") if not patch.settings.full_window else None
         p2s = _guarded(sampling_resolver, executor, patch, "model's sigma schedule: keep_schedule '->' runs at "
                        "its first value")
         replaced = None

@@ -43,7 +43,7 @@ class RunState:
         self.timed = timed
         self.failed: set = set()  # shape keys whose sparse call raised: dense for the rest of this run
         self.window = window
-        self.full_window = settings.start_percent <= 0.0 and settings.end_percent >= 1.0
+        self.full_window = settings.full_window
         self.schedule = settings.schedule
         self.percent_to_sigma = percent_to_sigma
         self.captures = captures

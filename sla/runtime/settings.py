@@ -114,6 +114,11 @@ class SLASettings:
         object.__setattr__(self, "keep_schedule", sched.describe() if sched is not None else "")
 
     @property
+    def full_window(self) -> bool:
+        """True when start/end_percent cover the whole run (no sigma window to check)."""
+        return self.start_percent <= 0.0 and self.end_percent >= 1.0
+
+    @property
     def schedule(self) -> Optional[KeepSchedule]:
         """The parsed keep_schedule, or None (keep_ratio on every step)."""
         return parse_keep_schedule(self.keep_schedule)

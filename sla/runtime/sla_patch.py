@@ -244,7 +244,3 @@ class SLAPatch:
         the map node's request disarmed."""
         capture.disarm(str(map_node))
         return self.captures.pop(str(map_node), None)
-
-    def full_window(self) -> bool:
-        s = self.settings
-        return s.start_percent <= 0.0 and s.end_percent >= 1.0
