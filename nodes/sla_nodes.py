@@ -15,7 +15,8 @@ CATEGORY = "advanced/attention/SLA"
 
 KEEP_TOOLTIP = ("Share of key blocks each query block attends exactly (sparsity = 1 - keep). The rest is covered "
                 "by the linear branch when the model has SLA (proj_l) weights. 0.10 is TurboWan's trained value, "
-                "0.15 its quality recommendation; without SLA weights (training-free) stay around 0.3 or higher.")
+                "0.15 its quality recommendation; MiniMax H3's Turbo-SLA LoRA was trained at 0.15; without SLA "
+                "weights or a sparse-trained LoRA (training-free) stay around 0.3 or higher.")
 DENSE_CALL = ("Outside this window self-attention runs dense: exact full softmax attention without the linear "
               "branch (proj_l). On an SLA fine-tuned checkpoint that is the original Wan attention it was "
               "fine-tuned from: full cost, and close to but not the same as what it was trained with.")
@@ -29,6 +30,11 @@ SCHEDULE_TOOLTIP = ("Keep ratio per sampling step, overriding keep_ratio: '0.3, 
 # Hidden node id of the map node (arms its capture); not on ApplySLA / the loaders: ComfyUI puts UNIQUE_ID into the
 # cache key, which would stop identical nodes sharing one output (they find their id through the bridge instead).
 HIDDEN_ID = {"unique_id": "UNIQUE_ID"}
+EXACT_PREFIX_TOOLTIP = ("MiniMax H3 only: every query also attends the whole prefix of the packed sequence exactly "
+                        "(text, conditioning frames, references and audio: the rows before the video), on top of its "
+                        "keep_ratio share of the other blocks. Costs a few blocks per query; may help prompt and "
+                        "speech fidelity. Off: exactly what the Turbo-SLA LoRA was trained with. Ignored on Wan "
+                        "(its text enters through cross-attention).")
 
 INFO_TOOLTIP = ("What was detected in the file: model family, how many blocks carry SLA weights, source layout, "
                 "quantized or not (the same line is logged).")
@@ -74,18 +80,19 @@ class SLADiffusionModelLoader(_ModelAndInfo):
 
 
 class ApplySLA:
-    """Add or re-configure SLA on a Wan MODEL (MODEL -> MODEL, the input model is untouched)."""
+    """Add or re-configure SLA on a Wan or MiniMax H3 MODEL (MODEL -> MODEL, the input model is untouched)."""
 
-    DESCRIPTION = ("Runs Wan self-attention as Sparse-Linear Attention: each query block attends exactly to its "
-                   "top key blocks, the rest through a linear branch. Re-configures a model that already has SLA "
-                   "(keeping its weights); on a model without SLA weights it runs training-free block-sparse "
-                   "attention.")
+    DESCRIPTION = ("Runs Wan / MiniMax H3 self-attention as Sparse-Linear Attention: each query block attends "
+                   "exactly to its top key blocks, the rest through a linear branch where the model has SLA "
+                   "(proj_l) weights. Re-configures a model that already has SLA (keeping its weights); on a model "
+                   "without SLA weights it runs block-sparse attention (MiniMax H3 with its Turbo-SLA LoRA: the "
+                   "router it was trained with; keep 0.15).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", _tip("Wan model (from Load SLA Diffusion Model, Load Diffusion Model, a LoRA "
-                                    "loader...).")),
+            "model": ("MODEL", _tip("Wan or MiniMax H3 model (from Load SLA Diffusion Model, Load Diffusion Model, "
+                                    "a LoRA loader...).")),
             "keep_ratio": ("FLOAT", {"default": DEFAULT_KEEP_RATIO, "min": 0.01, "max": 1.0, "step": 0.01,
                                      "round": 0.01, "display": "slider", "tooltip": KEEP_TOOLTIP}),
             "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
@@ -97,8 +104,8 @@ class ApplySLA:
                                         "tooltip": "Blocks that always run dense attention, e.g. '0, 1, 28-29' "
                                                    "(indices from 0, inclusive ranges). Empty: none."}),
             "block_q": ([str(b) for b in BLOCK_Q_CHOICES],
-                        _tip("Query block size in tokens. 128 is what TurboWan serves with; 64 gives a finer mask "
-                             "at some speed cost.")),
+                        _tip("Query block size in tokens. 128 is what TurboWan serves with (and the H3 default); "
+                             "64 gives a finer mask at some speed cost.")),
             "block_k": ([str(b) for b in BLOCK_K_CHOICES],
                         _tip("Key block size in tokens (64, as TurboWan was trained).")),
             "feature_map": (list(FEATURE_MAPS),
@@ -114,6 +121,7 @@ class ApplySLA:
                                     "tooltip": "Off: every attention call runs dense (for A/B comparisons)."}),
         }, "optional": {
             "keep_schedule": ("STRING", {"default": "", "multiline": False, "tooltip": SCHEDULE_TOOLTIP}),
+            "exact_prefix": ("BOOLEAN", {"default": False, "tooltip": EXACT_PREFIX_TOOLTIP}),
         }}
 
     RETURN_TYPES = ("MODEL",)
@@ -134,12 +142,12 @@ class ApplySLA:
         return True
 
     def apply(self, model, keep_ratio, start_percent, end_percent, dense_blocks, block_q, block_k, feature_map,
-              min_tokens, backend, enabled, keep_schedule=""):
+              min_tokens, backend, enabled, keep_schedule="", exact_prefix=False):
         settings = SLASettings(keep_ratio=keep_ratio, start_percent=start_percent, end_percent=end_percent,
                                dense_blocks=parse_dense_blocks(dense_blocks), block_q=int(block_q),
                                block_k=int(block_k), feature_map=feature_map, min_tokens=min_tokens,
                                backend=backend, enabled=enabled,
-                               keep_schedule=keep_schedule or "")
+                               keep_schedule=keep_schedule or "", exact_prefix=bool(exact_prefix))
         return (bridge.apply_sla(model, settings, bridge.executing_node_id()),)
 
 
@@ -181,9 +189,9 @@ class SLAAttentionMap:
             "samples": ("LATENT", _tip("The sampler's output: makes this node run after the sampling run it "
                                        "captures.")),
             "block": ("INT", {"default": 0, "min": 0, "max": 255,
-                              "tooltip": "Transformer block (0 = first; Wan 1.3B has 30, 14B 40)."}),
+                              "tooltip": "Transformer block (0 = first; Wan 1.3B has 30, 14B 40, MiniMax H3 50)."}),
             "head": ("INT", {"default": 0, "min": 0, "max": 255,
-                             "tooltip": "Attention head in that block (Wan 1.3B has 12, 14B 40)."}),
+                             "tooltip": "Attention head in that block (Wan 1.3B has 12, 14B 40, MiniMax H3 56)."}),
             "step": ("INT", {"default": 0, "min": 0, "max": 10000,
                              "tooltip": "Sampling step (0 = first; counted over the whole schedule, so the second "
                                         "half of a split sampler continues the first's count)."}),

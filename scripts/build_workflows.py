@@ -192,10 +192,11 @@ class Workflow:
 
 
 def apply_sla_widgets(keep=0.10, start=0.0, end=1.0, dense_blocks="", block_q="128", block_k="64",
-                      feature_map="softmax", min_tokens=2048, backend="auto", enabled=True, keep_schedule=""):
+                      feature_map="softmax", min_tokens=2048, backend="auto", enabled=True, keep_schedule="",
+                      exact_prefix=False):
     """ApplySLA widgets_values, in the node's input order."""
     return [keep, start, end, dense_blocks, block_q, block_k, feature_map, min_tokens, backend, enabled,
-            keep_schedule]
+            keep_schedule, exact_prefix]
 
 
 def save_video_widgets(prefix):

@@ -26,7 +26,7 @@ EXPECTED = {
 WITH_ID = {"SLAAttentionMap", "SLARunReport"}
 OUTPUT_TYPE = {"SLAAttentionMap": "IMAGE", "SLARunReport": "STRING"}
 # Appended after the required ones (saved workflows keep their positions); hidden inputs make no widget.
-OPTIONAL = {"ApplySLA": ["keep_schedule"]}
+OPTIONAL = {"ApplySLA": ["keep_schedule", "exact_prefix"]}
 
 
 # --------------------------------------------------------------------------------------------- schemas

@@ -68,6 +68,10 @@ class SLASettings:
     enabled: False routes every call to the previous/dense path (A/B comparisons).
     keep_schedule: keep ratio per sampling step ('0.3, 0.15, 0.1' or '0.3 -> 0.1', :mod:`.schedule`); empty:
         keep_ratio on every step.
+    exact_prefix: every query block also attends, exactly, every key block of the packed sequence's prefix
+        segments (the rows before the target video: text, conditioning, references, audio) for families whose
+        calls carry such a layout (MiniMax H3); the top-k picks its ``keep`` blocks among the others. Off:
+        the training router as it is (no protected prefix).
     """
 
     keep_ratio: float = DEFAULT_KEEP_RATIO
@@ -81,6 +85,7 @@ class SLASettings:
     backend: str = "auto"
     enabled: bool = True
     keep_schedule: str = ""
+    exact_prefix: bool = False
 
     def __post_init__(self):
         # Normalise types first (widgets deliver strings for combos, lists for sets).
@@ -97,6 +102,7 @@ class SLASettings:
         object.__setattr__(self, "start_percent", float(self.start_percent))
         object.__setattr__(self, "end_percent", float(self.end_percent))
         object.__setattr__(self, "enabled", bool(self.enabled))
+        object.__setattr__(self, "exact_prefix", bool(self.exact_prefix))
 
         for name in ("start_percent", "end_percent"):
             if not (0.0 <= getattr(self, name) <= 1.0):
@@ -141,4 +147,5 @@ class SLASettings:
         return (f"{keep}, window "
                 f"{self.start_percent:.2f}-{self.end_percent:.2f}, blocks {self.block_q}x{self.block_k}, "
                 f"phi {self.feature_map}, dense blocks {dense}, min_tokens {self.min_tokens}, "
-                f"backend {self.backend}, {'enabled' if self.enabled else 'DISABLED'}")
+                f"backend {self.backend}{', exact prefix' if self.exact_prefix else ''}, "
+                f"{'enabled' if self.enabled else 'DISABLED'}")
