@@ -1,7 +1,12 @@
 """One MiniMax H3 self-attention call at the real 768p shapes: ComfyUI's dense attention against SLA through the
 H3 family (the kernel reading H3's strided [1, S, H, D] views), SLA on contiguous copies, and the pre-pass alone.
 
-    python3 bench/bench_h3_attention.py [--keep 0.15] [--seconds 5 15]
+    python3 bench/bench_h3_attention.py [--keep 0.15] [--seconds 5 15] [--block-q 128 64] [--configs '[{}]']
+
+``--configs``: a JSON list of main-kernel launch overrides (``kernels.launch.main_config`` keys) timed per block size
+beside the default (tuning). comfy_kitchen's ``sol_attn`` is timed in the mode ComfyUI core's Model Sparse Attention
+node uses for its ``sla`` method on H3 (``topk_ratio`` = keep, 256 extra routed tokens, the packed prefix as exact
+sink blocks, pooled tail on) and as plain top-k (``topk_ratio`` only).
 
 H3 768p FL2V: 56 heads x 128, S = text 256 + two keyframes' cond rows (2 x 1008) + audio rows (2 per 40 Hz latent
 frame) + video (1008 per latent frame; latent_t = ((F - 5) // 17) * 5 + 2). bf16, random inputs (the time depends
@@ -54,58 +59,85 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", type=float, nargs="+", default=[0.15, 0.10])
     ap.add_argument("--seconds", type=int, nargs="+", default=[5, 15], choices=sorted(FRAMES))
+    ap.add_argument("--block-q", type=int, nargs="+", default=[128, 64])
+    ap.add_argument("--configs", default="[]", help="JSON list of main-kernel overrides to time as well")
+    ap.add_argument("--views-only", action="store_true", help="skip the contiguous-copy and 0.33 clone variants")
     args = ap.parse_args()
+    configs = json.loads(args.configs)
     sys.path.insert(0, str(ROOT))
     from _load_pack import load_pack
     load_pack()
     from comfyui_sla.kernels.prepass import prepass
     from comfyui_sla.sla.families import MINIMAX_H3
     from comfyui_sla.sla.families.base import AttentionCall
-    from comfyui_sla.sla.functional import sparse_linear_attention
+    from comfyui_sla.kernels import sla_forward_impl
+    from comfyui_sla.sla.spec import keep_count, num_blocks
 
+    kitchen = kitchen_sol_attn()
+    reps = dict(warmup=100, rep=500)   # milliseconds
     for seconds in args.seconds:
         s = packed_length(seconds)
+        prefix = s - (((FRAMES[seconds] - 5) // 17) * 5 + 2) * TOKENS_PER_FRAME   # rows before the target video
         for keep in args.keep:
-            for clone_v in (True, False):   # 0.33 clones v, 0.35+ hands a view of the qkv buffer
+            for clone_v in ((False,) if args.views_only else (True, False)):   # 0.33 clones v, 0.35+ a view
                 q, k, v = h3_views(s, clone_v)
                 call = AttentionCall(q, k, v, HEADS, 0)
                 q4, k4, v4 = MINIMAX_H3.to_heads(call)
                 qc, kc, vc = (t.contiguous() for t in (q4, k4, v4))
+                q_bytes = q.numel() * q.element_size()
+                n_keep = keep_count(num_blocks(s, 64), keep)
 
                 def dense():   # ComfyUI's attention_pytorch for skip_reshape calls
                     return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(1, s, HEADS * HEAD_D)
 
-                def sla_views():
-                    return MINIMAX_H3.from_heads(sparse_linear_attention(q4, k4, v4, keep, backend="triton"), call)
+                base = dict(seconds=seconds, tokens=s, heads=HEADS, keep=keep, v="clone" if clone_v else "view",
+                            device=torch.cuda.get_device_name())
+                dense_ms = do_bench(dense, **reps)
+                kitchen_ms = {}
+                if kitchen is not None:   # ComfyUI core's kernel, on (B, L, H, D) copies as core hands it
+                    sink = [0, -(-prefix // 64)]
+                    modes = {"core_sla": lambda: kitchen(qc, kc, vc, topk_ratio=keep, token_aug=256, sink_blocks=sink),
+                             "topk": lambda: kitchen(qc, kc, vc, topk_ratio=keep)}
+                    for name, fn in modes.items():
+                        try:
+                            kitchen_ms[name] = do_bench(fn, **reps)
+                        except Exception as e:  # noqa: BLE001
+                            kitchen_ms[name] = f"{type(e).__name__}: {str(e)[:160]}"
+                for block_q in args.block_q:
+                    for cfg in [None] + configs:
+                        def ours():
+                            out = sla_forward_impl(q4, k4, v4, n_keep, block_q=block_q, block_k=64, config=cfg)
+                            return MINIMAX_H3.from_heads(out, call)
 
-                def sla_contiguous():
-                    return sparse_linear_attention(qc, kc, vc, keep, backend="triton")
-
-                reps = dict(warmup=100, rep=500)   # milliseconds
-                row = dict(seconds=seconds, tokens=s, heads=HEADS, keep=keep, v="clone" if clone_v else "view",
-                           device=torch.cuda.get_device_name())
-                row["dense_ms"] = do_bench(dense, **reps)
-                row["sla_views_ms"] = do_bench(sla_views, **reps)
-                row["sla_contiguous_ms"] = do_bench(sla_contiguous, **reps)
-                row["prepass_ms"] = do_bench(lambda: prepass(q4, k4, v4, 128, 64, "softmax", torch.bfloat16), **reps)
-                row["speedup"] = row["dense_ms"] / row["sla_views_ms"]
-                torch.cuda.synchronize()
-                before = torch.cuda.memory_allocated()
-                torch.cuda.reset_peak_memory_stats()
-                out = sla_views()
-                q_bytes = q.numel() * q.element_size()
-                row["extra_peak_over_q"] = (torch.cuda.max_memory_allocated() - before) / q_bytes   # output included
-                row["output_over_q"] = out.numel() * out.element_size() / q_bytes
-                del out
-                kitchen = kitchen_sol_attn()
-                if kitchen is not None:   # ComfyUI core's kernel in its SLA (top-k) mode, on (B, L, H, D) copies
-                    try:
-                        row["kitchen_ms"] = do_bench(lambda: kitchen(qc, kc, vc, topk_ratio=keep), **reps)
-                        row["x_vs_kitchen"] = row["kitchen_ms"] / row["sla_views_ms"]
-                    except Exception as e:  # noqa: BLE001
-                        row["kitchen_error"] = f"{type(e).__name__}: {str(e)[:160]}"
-                print(json.dumps({k: round(x, 3) if isinstance(x, float) else x for k, x in row.items()}), flush=True)
-                del q, k, v, q4, k4, v4, qc, kc, vc
+                        row = dict(base, block_q=block_q, config=cfg, dense_ms=dense_ms)
+                        try:
+                            row["sla_views_ms"] = do_bench(ours, **reps)
+                        except Exception as e:  # noqa: BLE001
+                            row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                            print(json.dumps(row), flush=True)
+                            continue
+                        row["speedup"] = dense_ms / row["sla_views_ms"]
+                        if cfg is None:
+                            if not args.views_only:
+                                row["sla_contiguous_ms"] = do_bench(
+                                    lambda: sla_forward_impl(qc, kc, vc, n_keep, block_q=block_q, block_k=64), **reps)
+                            row["prepass_ms"] = do_bench(
+                                lambda: prepass(q4, k4, v4, block_q, 64, "softmax", torch.bfloat16), **reps)
+                            torch.cuda.synchronize()
+                            before = torch.cuda.memory_allocated()
+                            torch.cuda.reset_peak_memory_stats()
+                            out = ours()
+                            out_bytes = out.numel() * out.element_size()
+                            # beyond q, k, v and the output ComfyUI asks for: the call's own workspace
+                            row["workspace_over_q"] = (torch.cuda.max_memory_allocated() - before - out_bytes) / q_bytes
+                            del out
+                        for name, ms in kitchen_ms.items():
+                            row[f"kitchen_{name}_ms"] = ms
+                            if isinstance(ms, float):
+                                row[f"x_vs_kitchen_{name}"] = ms / row["sla_views_ms"]
+                        print(json.dumps({k: round(x, 3) if isinstance(x, float) else x for k, x in row.items()}),
+                              flush=True)
+                q = k = v = q4 = k4 = v4 = qc = kc = vc = call = None   # free before the next shape
                 torch.cuda.empty_cache()
 
 
