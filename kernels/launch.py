@@ -8,12 +8,13 @@ import os
 import torch
 import triton
 
-from ..sla.spec import BLOCK_K_CHOICES, BLOCK_Q_CHOICES, COMPUTE_DTYPES, FEATURE_MAPS, KERNEL_HEAD_DIMS, check_choice
+from ..sla.spec import (BLOCK_K_CHOICES, BLOCK_Q_CHOICES, COMPUTE_DTYPES, FEATURE_MAPS, KERNEL_HEAD_DIMS, check_choice,
+                        lut_width)
 from .attend import LOG2E, _sla_fwd_kernel
 from .attend_tma import _sla_fwd_tma_kernel
 from .prepass import prepass
 from .stages import launch, tl_dtype
-from .topk import lut_from_means
+from .topk import lut_from_means, scores_budget
 
 # D=128, block_q=128, 16-bit inputs in the compute dtype, TMA descriptors usable (Hopper and newer): 8 warps,
 # 2 stages, key blocks two per iteration, query tile and folded summary through TMA too
@@ -101,12 +102,13 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
                      feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
                      compute_dtype: str = "auto", *, lut: torch.Tensor | None = None, return_lut: bool = False,
                      out: torch.Tensor | None = None, config: dict | None = None,
-                     prepass_config: dict | None = None):
+                     prepass_config: dict | None = None, prefix_blocks: int = 0):
     """SLA forward through the Triton kernels. q, k, v: (B, L, H, D) views (unit stride on D).
 
-    ``keep``: key blocks kept per query-block row, in [1, Nk] (``sla.spec.keep_count``). Returns a contiguous
-    (B, L, H, D) tensor in q's dtype (and the LUT used, when ``return_lut``). ``lut`` (B, H, Nq, keep) int32
-    sorted rows replaces the predicted mask (tests, benchmarks); ``out`` a contiguous (B, L, H, D) buffer of q's
+    ``keep``: key blocks kept per query-block row, in [1, Nk] (``sla.spec.keep_count``), picked among the blocks
+    after the first ``prefix_blocks`` (every query attends those too: LUT rows of ``sla.spec.lut_width`` entries).
+    Returns a contiguous (B, L, H, D) tensor in q's dtype (and the LUT used, when ``return_lut``). ``lut`` (B, H,
+    Nq, W) int32 sorted rows replaces the predicted mask (tests, benchmarks); ``out`` a contiguous (B, L, H, D) buffer of q's
     dtype to write into (tests poison it to prove every element is written); ``config`` keys replacing
     :func:`main_config`'s and ``prepass_config`` keys replacing ``prepass.prepass_config``'s (benchmarks, tests).
     """
@@ -116,6 +118,9 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
     nq, nk = triton.cdiv(length, block_q), triton.cdiv(length, block_k)
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= nk:
         raise ValueError(f"keep must be an int in [1, {nk}] (key blocks kept per row), got {keep!r}")
+    if isinstance(prefix_blocks, bool) or not isinstance(prefix_blocks, int) or not 0 <= prefix_blocks <= nk:
+        raise ValueError(f"prefix_blocks must be an int in [0, {nk}], got {prefix_blocks!r}")
+    width = lut_width(nk, keep, prefix_blocks)
     cdt = resolve_compute_dtype(q.dtype, compute_dtype)
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
@@ -126,19 +131,24 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
         raise ValueError(f"proj_weight must be ({d}, {d}), got {tuple(proj_weight.shape)}")
     if proj_bias is not None and tuple(proj_bias.shape) != (d,):
         raise ValueError(f"proj_bias must be ({d},), got {tuple(proj_bias.shape)}")
-    if lut is not None and tuple(lut.shape) != (b, h, nq, keep):
-        raise ValueError(f"lut must be (B, H, Nq, keep) = ({b}, {h}, {nq}, {keep}), got {tuple(lut.shape)}")
+    if lut is not None and lut.shape[:3] == (b, h, nq) and lut.dim() == 4 and 1 <= lut.shape[3] <= nk:
+        width = lut.shape[3]   # a given LUT says its own width
+    elif lut is not None:
+        raise ValueError(f"lut must be (B, H, Nq, W) = ({b}, {h}, {nq}, W <= {nk}), got {tuple(lut.shape)}")
     if out is None:
         out = torch.empty(b, length, h, d, device=q.device, dtype=q.dtype)
     elif out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous {tuple(q.shape)} {q.dtype} tensor, got "
                          f"{tuple(out.shape)} {out.dtype}")
 
-    qmean, kmean, kv, ks, ktot = prepass(q, k, v, block_q, block_k, feature_map, cdt, prepass_config)
+    qmean, kmean, kv, ks, ktot = prepass(q, k, v, block_q, block_k, feature_map, cdt, prepass_config,
+                                         linear=has_proj)
     if lut is None:
-        lut = lut_from_means(qmean, kmean, ktot, length, keep)
+        lut = lut_from_means(qmean, kmean, ktot, length, keep, prefix_blocks,
+                             scores_budget(q.numel() * q.element_size()))
     else:
         lut = lut.to(device=q.device, dtype=torch.int32).contiguous()
+    del qmean, kmean   # the main kernel reads the LUT only
     bias = None
     if has_proj:
         # Fold proj_l into the summary: (phi(q) KV / den) W^T = phi(q) (KV W^T) / den, one tiny batched matmul.
@@ -154,7 +164,7 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
     args = (q, k, v, out, lut, kv, ks, bias)
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-               h, length, nq, keep, d ** -0.5 * LOG2E)
+               h, length, nq, width, d ** -0.5 * LOG2E)
     consts = dict(TAIL_IN_LUT=length % block_k != 0, BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d,
                   FMAP=FEATURE_MAPS.index(feature_map), HAS_PROJ=has_proj, HAS_BIAS=bias is not None,
                   CDT=tl_dtype(cdt))

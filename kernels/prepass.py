@@ -36,9 +36,9 @@ PREPASS_DEFAULT = dict(progs_per_sm=8, key_progs_per_sm=4, num_warps=4, num_stag
 def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
                   pid_c, pid_bh, b, h, L, NK, CHUNK_K, SLOT,
                   BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr, FMAP: tl.constexpr, CDT: tl.constexpr,
-                  COLSUM_MMA: tl.constexpr, DETERMINISTIC: tl.constexpr):
+                  COLSUM_MMA: tl.constexpr, DETERMINISTIC: tl.constexpr, LINEAR: tl.constexpr):
     """Key blocks [pid_c * CHUNK_K, ...) of one (b, h): their means, and the chunk's share of the summaries
-    (:func:`_store_partials`).
+    (:func:`_store_partials`). LINEAR False: the sum of k only (no linear branch reads phi(K)^T V; v is not read).
 
     The summary is accumulated as its transpose V^T phi(K), so phi(k) enters the product as computed (no
     transpose through shared memory; docs/KERNEL_NOTES.md#design), and is stored transposed. COLSUM_MMA: block
@@ -60,7 +60,6 @@ def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, st
         valid = kb * BLOCK_K + offs_bk < L
         row0 = tl.cast(kb * BLOCK_K, tl.int64)
         k = tl.load(k_base + row0 * stride_kl + k_tile, mask=valid[:, None], other=0.0)
-        v = tl.load(v_base + row0 * stride_vl + v_tile, mask=valid[:, None], other=0.0)
         if COLSUM_MMA:
             ksum = tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, k.dtype), k), 0)
         else:
@@ -68,38 +67,44 @@ def _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, st
         kt += ksum
         cnt = tl.minimum(L - kb * BLOCK_K, BLOCK_K).to(tl.float32)
         tl.store(KMEAN + ((pid_bh * NK + kb) * HEAD_D + offs_d), ksum * (1.0 / cnt))
-        fk = _phi(k.to(CDT).to(tl.float32), FMAP, 1)
-        fk = tl.where(valid[:, None], fk, 0.0).to(CDT)    # padded keys contribute nothing
-        if COLSUM_MMA:
-            ks += tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, CDT), fk), 0)
-        else:
-            ks += tl.sum(fk.to(tl.float32), 0)
-        kvt = tl.dot(tl.trans(v.to(CDT)), fk, kvt, input_precision=prec)
-    _store_partials(KV, KS, KTOT, kvt, ks, kt, pid_c, pid_bh, SLOT, HEAD_D, DETERMINISTIC)
+        if LINEAR:
+            v = tl.load(v_base + row0 * stride_vl + v_tile, mask=valid[:, None], other=0.0)
+            fk = _phi(k.to(CDT).to(tl.float32), FMAP, 1)
+            fk = tl.where(valid[:, None], fk, 0.0).to(CDT)    # padded keys contribute nothing
+            if COLSUM_MMA:
+                ks += tl.max(tl.dot(tl.full([16, BLOCK_K], 1.0, CDT), fk), 0)
+            else:
+                ks += tl.sum(fk.to(tl.float32), 0)
+            kvt = tl.dot(tl.trans(v.to(CDT)), fk, kvt, input_precision=prec)
+    _store_partials(KV, KS, KTOT, kvt, ks, kt, pid_c, pid_bh, SLOT, HEAD_D, DETERMINISTIC, LINEAR)
 
 
 @triton.jit
 def _store_partials(KV, KS, KTOT, kvt, ks, kt, pid_c, pid_bh, SLOT, HEAD_D: tl.constexpr,
-                    DETERMINISTIC: tl.constexpr):
+                    DETERMINISTIC: tl.constexpr, LINEAR: tl.constexpr):
     """One chunk's partial sums into the workspace: kvt = V^T phi(K) (D, D), ks = sum phi(K), kt = sum K, fp32.
 
     KV / KS / KTOT point at slot 0's (B*H, D, D) / (B*H, D) / (B*H, D) parts; slot c starts SLOT elements after
     slot c - 1. DETERMINISTIC: plain stores into slot pid_c (summed in a fixed order by the launcher); else fp32
-    atomics into slot 0 (the order of the additions, hence the result's low bits, varies between runs).
+    atomics into slot 0 (the order of the additions, hence the result's low bits, varies between runs). LINEAR
+    False: kt only (KV and KS are not part of the slot).
     """
     offs_d = tl.arange(0, HEAD_D)
-    offs_t = offs_d[:, None] + offs_d[None, :] * HEAD_D          # kvt[i, j] -> KV[j, i]
-    kv_ptrs = KV + pid_bh * HEAD_D * HEAD_D + offs_t
-    ks_ptrs = KS + pid_bh * HEAD_D + offs_d
-    kt_ptrs = KTOT + pid_bh * HEAD_D + offs_d
+    slot = pid_c.to(tl.int64) * SLOT if DETERMINISTIC else 0
+    kt_ptrs = KTOT + slot + pid_bh * HEAD_D + offs_d
+    if LINEAR:
+        offs_t = offs_d[:, None] + offs_d[None, :] * HEAD_D          # kvt[i, j] -> KV[j, i]
+        kv_ptrs = KV + slot + pid_bh * HEAD_D * HEAD_D + offs_t
+        ks_ptrs = KS + slot + pid_bh * HEAD_D + offs_d
+        if DETERMINISTIC:
+            tl.store(kv_ptrs, kvt)
+            tl.store(ks_ptrs, ks)
+        else:
+            tl.atomic_add(kv_ptrs, kvt, sem="relaxed")
+            tl.atomic_add(ks_ptrs, ks, sem="relaxed")
     if DETERMINISTIC:
-        slot = pid_c.to(tl.int64) * SLOT
-        tl.store(kv_ptrs + slot, kvt)
-        tl.store(ks_ptrs + slot, ks)
-        tl.store(kt_ptrs + slot, kt)
+        tl.store(kt_ptrs, kt)
     else:
-        tl.atomic_add(kv_ptrs, kvt, sem="relaxed")
-        tl.atomic_add(ks_ptrs, ks, sem="relaxed")
         tl.atomic_add(kt_ptrs, kt, sem="relaxed")
 
 
@@ -132,7 +137,8 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
                     stride_vb, stride_vl, stride_vh,
                     H, L, NQ, NK, CHUNK_Q, CHUNK_K, NCH, SLOT,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
-                    FMAP: tl.constexpr, CDT: tl.constexpr, COLSUM_MMA: tl.constexpr, DETERMINISTIC: tl.constexpr):
+                    FMAP: tl.constexpr, CDT: tl.constexpr, COLSUM_MMA: tl.constexpr, DETERMINISTIC: tl.constexpr,
+                    LINEAR: tl.constexpr):
     """Grid (NCH + query chunks, B * H): programs 0..NCH-1 of axis 0 take CHUNK_K key blocks of one (b, h) each,
     the programs after them CHUNK_Q query blocks each (two streams in one launch keep more loads in flight).
 
@@ -140,7 +146,8 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
     fp32 block means of the inputs as given (a partial last block divides by its true count). Per key chunk c,
     fp32, in its workspace slot (:func:`_store_partials`): KTOT (B, H, D) = sum of k (smooth-k's sequence mean is
     the total over the chunks / L), KV (B, H, D, D) = phi(k)^T v and KS (B, H, D) = sum phi(k); phi is applied to
-    k rounded to the compute dtype CDT and rounded back to it before the products, as upstream does.
+    k rounded to the compute dtype CDT and rounded back to it before the products, as upstream does. LINEAR False
+    (no linear branch will read them): KV and KS are neither computed nor stored, and v is not read.
     """
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -149,7 +156,7 @@ def _prepass_kernel(Q, K, V, QMEAN, KMEAN, KV, KS, KTOT,
     if pid_c < NCH:
         _prepass_keys(K, V, KMEAN, KV, KS, KTOT, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
                       pid_c, pid_bh, b, h, L, NK, CHUNK_K, SLOT, BLOCK_K, HEAD_D, FMAP, CDT, COLSUM_MMA,
-                      DETERMINISTIC)
+                      DETERMINISTIC, LINEAR)
     else:
         _prepass_queries(Q, QMEAN, stride_qb, stride_ql, stride_qh, pid_c - NCH, pid_bh, b, h, L, NQ, CHUNK_Q,
                          BLOCK_Q, HEAD_D, COLSUM_MMA)
@@ -185,19 +192,28 @@ def chunking(n_blocks: int, bh: int, progs_per_sm: int, n_sms: int) -> tuple[int
     return per_prog, triton.cdiv(n_blocks, per_prog)
 
 
+def slot_size(b: int, h: int, d: int, linear: bool = True) -> int:
+    """fp32 elements of one workspace slot: kv (B*H*D*D), ks and ktot (B*H*D each); ktot alone without the
+    linear branch."""
+    return b * h * d * (d + 2) if linear else b * h * d
+
+
 def workspace_bytes(b: int, h: int, length: int, d: int, n_sms: int, block_k: int = 64,
-                    config: dict | None = None) -> int:
+                    config: dict | None = None, linear: bool = True) -> int:
     """Bytes of the fp32 partial-sum workspace :func:`prepass` allocates for (B, L, H, D) inputs on a GPU of
-    ``n_sms`` multiprocessors: one slot of B*H*D*(D+2) per key chunk (one slot when not DETERMINISTIC)."""
+    ``n_sms`` multiprocessors: one slot (:func:`slot_size`) per key chunk (one slot when not DETERMINISTIC)."""
     pcfg = prepass_config(torch.bfloat16, config)
     _, n_chunks = chunking(triton.cdiv(length, block_k), b * h, pcfg["key_progs_per_sm"], n_sms)
-    return (n_chunks if pcfg["DETERMINISTIC"] else 1) * b * h * d * (d + 2) * 4
+    return (n_chunks if pcfg["DETERMINISTIC"] else 1) * slot_size(b, h, d, linear) * 4
 
 
-def _split(acc: torch.Tensor, b: int, h: int, d: int):
+def _split(acc: torch.Tensor, b: int, h: int, d: int, linear: bool = True):
     """Views kv (.., B, H, D, D), ks (.., B, H, D), ktot (.., B, H, D) of the last axis of ``acc``
-    (.., B*H*D*(D+2)), the layout of one workspace slot."""
+    (.., :func:`slot_size`), the layout of one workspace slot; kv and ks are None without the linear branch (the
+    slot is ktot alone)."""
     lead = acc.shape[:-1]
+    if not linear:
+        return None, None, acc.view(*lead, b, h, d)
     n_kv, n_ks = b * h * d * d, b * h * d
     return (acc[..., :n_kv].view(*lead, b, h, d, d), acc[..., n_kv:n_kv + n_ks].view(*lead, b, h, d),
             acc[..., n_kv + n_ks:].view(*lead, b, h, d))
@@ -212,9 +228,12 @@ def sum_slots(ws: torch.Tensor) -> torch.Tensor:
 
 
 def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dtype, config: dict | None = None,
-            return_workspace: bool = False):
+            return_workspace: bool = False, linear: bool = True):
     """Run the pre-pass. Returns fp32 qmean (B,H,Nq,D), kmean (B,H,Nk,D), kv (B,H,D,D), ks (B,H,D), ktot (B,H,D)
-    (and, when ``return_workspace``, the (n_chunks, B*H*D*(D+2)) fp32 partial sums they were summed from).
+    (and, when ``return_workspace``, the (n_chunks, :func:`slot_size`) fp32 partial sums they were summed from).
+
+    ``linear`` False (no linear branch: training-free or H3 calls): kv and ks are None, the pre-pass does not read
+    v, and the workspace holds ktot alone (B*H*D per key chunk instead of B*H*D*(D+2)).
 
     ``config``: keys replacing :func:`prepass_config`'s (benchmarks, tests).
     """
@@ -229,10 +248,10 @@ def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dt
     chunk_k, n_chunks_k = chunking(nk, b * h, pcfg["key_progs_per_sm"], num_sms(dev))
     # A slot per key chunk (plain stores, summed below; no memset needed: every program writes its whole slot);
     # the atomic baseline adds into one zeroed slot.
-    slot = b * h * d * (d + 2)
+    slot = slot_size(b, h, d, linear)
     ws = torch.empty(n_chunks_k, slot, device=dev, dtype=torch.float32) if det else \
         torch.zeros(1, slot, device=dev, dtype=torch.float32)
-    kv_ws, ks_ws, kt_ws = _split(ws, b, h, d)
+    kv_ws, ks_ws, kt_ws = _split(ws, b, h, d, linear)
     colsum = bool(pcfg.get("COLSUM_MMA")) and q.dtype == k.dtype and q.dtype in (torch.bfloat16, torch.float16)
     launch("SLA pre-pass", _prepass_kernel, (n_chunks_k + n_chunks_q, b * h),
            (q, k, v, qmean, kmean, kv_ws, ks_ws, kt_ws,
@@ -241,8 +260,8 @@ def prepass(q, k, v, block_q: int, block_k: int, feature_map: str, cdt: torch.dt
             v.stride(0), v.stride(1), v.stride(2),
             h, length, nq, nk, chunk_q, chunk_k, n_chunks_k, slot),
            dict(BLOCK_Q=block_q, BLOCK_K=block_k, HEAD_D=d, FMAP=FEATURE_MAPS.index(feature_map), CDT=tl_dtype(cdt),
-                COLSUM_MMA=colsum, DETERMINISTIC=det), dev, pcfg["num_warps"], pcfg["num_stages"])
-    kv, ks, ktot = _split(sum_slots(ws), b, h, d)
+                COLSUM_MMA=colsum, DETERMINISTIC=det, LINEAR=linear), dev, pcfg["num_warps"], pcfg["num_stages"])
+    kv, ks, ktot = _split(sum_slots(ws), b, h, d, linear)
     if return_workspace:
         return qmean, kmean, kv, ks, ktot, ws
     return qmean, kmean, kv, ks, ktot

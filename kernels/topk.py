@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..sla.spec import lut_width
+
 
 @triton.jit
 def _topk_kernel(S, LUT, NK, KEEP, NK_PAD: tl.constexpr):
@@ -45,19 +47,46 @@ def topk_num_warps(nk_pad: int) -> int:
     return 4 if nk_pad <= 2048 else 8
 
 
-def lut_from_means(qmean, kmean, ktot, length: int, keep: int) -> torch.Tensor:
-    """Block LUT (B, H, Nq, keep) int32, rows ascending, from the pre-pass means (same rule as sla.mask).
+# Scores of at most this share of q's bytes are alive at once (whole heads at a time; at least one head, and at
+# least SCORES_MIN_BYTES): with the block means and the LUT this keeps the call's workspace under 10% of q at
+# MiniMax H3's shapes (docs/KERNEL_NOTES.md#workspace).
+SCORES_SHARE_OF_Q = 1 / 64
+SCORES_MIN_BYTES = 16 << 20
 
-    scores = qmean @ (kmean - mean_L(k))^T (smooth-k), one batched fp32 matmul; the per-row top-k and its sorted
-    indices come from one Triton kernel (radix select + prefix-sum compaction).
+
+def scores_budget(q_bytes: int) -> int:
+    """Bytes the block scores (and smooth-k means) of one group of heads may take for a q of ``q_bytes``."""
+    return max(SCORES_MIN_BYTES, int(q_bytes * SCORES_SHARE_OF_Q))
+
+
+def lut_from_means(qmean, kmean, ktot, length: int, keep: int, prefix_blocks: int = 0,
+                   budget: int | None = None) -> torch.Tensor:
+    """Block LUT (B, H, Nq, W) int32, rows ascending, from the pre-pass means (same rule as sla.mask).
+
+    W = ``sla.spec.lut_width``: the first ``prefix_blocks`` key blocks (every query attends them) plus the
+    ``keep`` top-scoring blocks among the others. scores = qmean @ (kmean - mean_L(k))^T (smooth-k), fp32
+    batched matmuls over groups of whole heads of at most ``budget`` bytes of scores (None: all heads at once; the
+    grouping depends on the shape only, so the result does not); the per-row top-k and its sorted indices come
+    from one Triton kernel per group (radix select + prefix-sum compaction).
     """
-    b, h, nq, _ = qmean.shape
+    b, h, nq, d = qmean.shape
     nk = kmean.shape[2]
-    if keep == nk:
+    width = lut_width(nk, keep, prefix_blocks)
+    if width == nk:
         return torch.arange(nk, device=qmean.device, dtype=torch.int32).expand(b, h, nq, nk).contiguous()
-    kc = kmean - (ktot / length).unsqueeze(2)
-    scores = torch.matmul(qmean, kc.transpose(-1, -2))             # (B, H, Nq, Nk) fp32, contiguous
-    lut = torch.empty(b, h, nq, keep, device=qmean.device, dtype=torch.int32)
+    bh = b * h
+    qm, km = qmean.reshape(bh, nq, d), kmean.reshape(bh, nk, d)
+    kbar = (ktot / length).reshape(bh, 1, d)
+    lut = torch.empty(b, h, nq, width, device=qmean.device, dtype=torch.int32)
+    lut_rows = lut.view(bh, nq, width)
+    per_head = (nq + d) * nk * 4                                   # scores + smooth-k means of one head, fp32
+    group = bh if budget is None else max(1, min(bh, budget // per_head))
     nk_pad = triton.next_power_of_2(nk)
-    _topk_kernel[(b * h * nq,)](scores, lut, nk, keep, NK_PAD=nk_pad, num_warps=topk_num_warps(nk_pad))
+    for g in range(0, bh, group):
+        e = min(bh, g + group)
+        scores = torch.matmul(qm[g:e], (km[g:e] - kbar[g:e]).transpose(-1, -2))   # (G, Nq, Nk) fp32, contiguous
+        if prefix_blocks:
+            scores[..., :prefix_blocks] = float("inf")              # taken first; the top-k runs over the rest
+        _topk_kernel[((e - g) * nq,)](scores, lut_rows[g:e], nk, width, NK_PAD=nk_pad,
+                                      num_warps=topk_num_warps(nk_pad))
     return lut

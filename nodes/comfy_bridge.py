@@ -405,7 +405,7 @@ def attention_map(model, map_node, block: int, head: int, step: int):
                          f"{format_blocks(seen_blocks) or 'none'})")
     q, k = cap.q, cap.k
     if cap.sparse:
-        mask = amap.block_mask(q, k, cap.keep, cap.block_q, cap.block_k)[0, 0]
+        mask = amap.block_mask(q, k, cap.keep, cap.block_q, cap.block_k, cap.prefix)[0, 0]
     else:  # this call ran dense: every block was used
         nq, nk = -(-q.shape[1] // cap.block_q), -(-k.shape[1] // cap.block_k)
         mask = torch.ones(nq, nk, dtype=torch.bool)
@@ -413,7 +413,8 @@ def attention_map(model, map_node, block: int, head: int, step: int):
     log.info("SLA Attention Map: block %d, head %d, step %d: %s at keep %.3f, %dx%d blocks", block,
              min(head, cap.heads - 1), step, "sparse" if cap.sparse else "dense", cap.keep, mask.shape[0],
              mask.shape[1])
-    return amap.draw_block_map(mask, background), amap.draw_sparsity_grid(cap.grid)
+    image = amap.draw_block_map(mask, background, cap.segments, q.shape[1], cap.block_q, cap.block_k)
+    return image, amap.draw_sparsity_grid(cap.grid)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@ from .spec import num_blocks
 MAP_PIXELS = 768
 
 
-def block_mask(q: torch.Tensor, k: torch.Tensor, keep_ratio: float, block_q: int, block_k: int) -> torch.Tensor:
-    """The kept-block mask SLA computes for (B, L, H, D) q, k at ``keep_ratio``: (B, H, Nq, Nk) bool."""
-    lut = block_lut(q, k, keep_ratio, block_q, block_k)
+def block_mask(q: torch.Tensor, k: torch.Tensor, keep_ratio: float, block_q: int, block_k: int,
+               prefix: int = 0) -> torch.Tensor:
+    """The kept-block mask SLA computes for (B, L, H, D) q, k at ``keep_ratio`` (and an exact ``prefix`` of that
+    many tokens): (B, H, Nq, Nk) bool."""
+    lut = block_lut(q, k, keep_ratio, block_q, block_k, prefix)
     return lut_to_mask(lut, num_blocks(k.shape[1], block_k))
 
 
@@ -49,11 +51,14 @@ def _cell(n_rows: int, n_cols: int, most: int = 16) -> int:
     return max(1, min(most, MAP_PIXELS // max(1, n_rows, n_cols)))
 
 
-def draw_block_map(mask: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+def draw_block_map(mask: torch.Tensor, background: torch.Tensor, segments=None, length: int = 0,
+                   block_q: int = 128, block_k: int = 64) -> torch.Tensor:
     """(Nq, Nk) bool mask over (Nq, Nk) background in [0, 1] -> IMAGE [1, Nq*c, Nk*c, 3], c pixels a block.
 
     Kept blocks are lit amber with red exactly 1.0; dropped blocks have red exactly 0.0 and show the background
-    in blue-green, so the mask reads back from the red channel.
+    in blue-green, so the mask reads back from the red channel. ``segments`` ((start, stop, kind) of a packed
+    sequence of ``length`` tokens, or None): a line at each segment start, on both axes, drawn in the green and
+    blue channels only (the red channel still is the mask).
     """
     m = mask.bool().cpu()
     bg = background.float().clamp(0, 1).cpu()
@@ -62,6 +67,13 @@ def draw_block_map(mask: torch.Tensor, background: torch.Tensor) -> torch.Tensor
     img = torch.where(m[..., None], kept, dropped)
     c = _cell(*m.shape)
     img = img.repeat_interleave(c, dim=0).repeat_interleave(c, dim=1)
+    if segments and length:
+        for start, _stop, _kind in segments:
+            if 0 < start < length:
+                row = min(img.shape[0] - 1, (start * c) // block_q)
+                col = min(img.shape[1] - 1, (start * c) // block_k)
+                img[row, :, 1:] = 1.0
+                img[:, col, 1:] = 1.0
     return img[None].contiguous()
 
 

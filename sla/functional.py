@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .reference import sla_torch
-from .spec import BACKENDS, FEATURE_MAPS, check_choice, check_keep_ratio, keep_count, num_blocks
+from .spec import BACKENDS, FEATURE_MAPS, check_choice, check_keep_ratio, keep_count, num_blocks, prefix_blocks
 
 
 def _kernels():
@@ -43,7 +43,7 @@ def kernel_refusal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: i
 def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep_ratio: float = 0.1,
                             proj_weight: torch.Tensor | None = None, proj_bias: torch.Tensor | None = None,
                             feature_map: str = "softmax", block_q: int = 128, block_k: int = 64,
-                            backend: str = "auto") -> torch.Tensor:
+                            backend: str = "auto", prefix: int = 0) -> torch.Tensor:
     """SLA forward. q, k, v: (B, L, H, D), any strides with a unit stride on D; returns (B, L, H, D), q's dtype.
 
     keep_ratio: share of key blocks each query block attends exactly, (0, 1]. Empty inputs (B = 0 or L = 0) give
@@ -51,6 +51,8 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     proj_weight (D, D) / proj_bias (D,): the checkpoint's proj_l (None: training-free block-sparse attention).
     backend: 'auto' (the Triton kernel where :func:`kernel_refusal` finds nothing against it, else the exact
     PyTorch path), 'triton' (the kernel; a ValueError names what it cannot take) or 'torch'.
+    prefix: the first ``prefix`` tokens' key blocks are attended exactly by every query, beside the ``keep_ratio``
+    share of the others (a packed sequence's conditioning prefix; 0: none).
     """
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must share one (B, L, H, D) shape, got {tuple(q.shape)}, "
@@ -61,6 +63,7 @@ def sparse_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k
     if q.numel() == 0:  # B = 0 or L = 0: nothing to attend, on every backend alike
         return torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if backend == "triton" or (backend == "auto" and kernel_refusal(q, k, v, block_q, block_k) is None):
-        keep = keep_count(num_blocks(q.shape[1], block_k), keep_ratio)
-        return _kernels().sla_forward(q, k, v, keep, proj_weight, proj_bias, feature_map, block_q, block_k)
-    return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k)
+        nk = num_blocks(q.shape[1], block_k)
+        return _kernels().sla_forward(q, k, v, keep_count(nk, keep_ratio), proj_weight, proj_bias, feature_map,
+                                      block_q, block_k, prefix_blocks=prefix_blocks(prefix, block_k, nk))
+    return sla_torch(q, k, v, keep_ratio, proj_weight, proj_bias, feature_map, block_q, block_k, prefix=prefix)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .spec import keep_count, num_blocks
+from .spec import keep_count, lut_width, num_blocks, prefix_blocks
 
 
 def block_means(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -43,18 +43,23 @@ def block_scores(q: torch.Tensor, k: torch.Tensor, block_q: int, block_k: int) -
 
 
 def block_lut(q: torch.Tensor, k: torch.Tensor, keep_ratio: float, block_q: int = 128,
-              block_k: int = 64) -> torch.Tensor:
+              block_k: int = 64, prefix: int = 0) -> torch.Tensor:
     """Indices of the kept key blocks for every query block.
 
-    Returns (B, H, Nq, keep) int32, keep = :func:`keep_count` (the same for every row), each row sorted
-    ascending (sorting changes nothing in the math; it makes key reads walk memory forwards).
+    Returns (B, H, Nq, W) int32, each row sorted ascending (sorting changes nothing in the math; it makes key
+    reads walk memory forwards). W = :func:`lut_width`: the key blocks covering the first ``prefix`` tokens
+    (every query attends them; 0: none) plus the :func:`keep_count` top-scoring blocks among the others.
     """
     scores = block_scores(q, k, block_q, block_k)
-    keep = keep_count(scores.shape[-1], keep_ratio)
-    if keep == scores.shape[-1]:
-        idx = torch.arange(keep, device=q.device).expand(scores.shape)
+    nk = scores.shape[-1]
+    n_prefix = prefix_blocks(prefix, block_k, nk)
+    width = lut_width(nk, keep_count(nk, keep_ratio), n_prefix)
+    if width == nk:
+        idx = torch.arange(width, device=q.device).expand(scores.shape)
     else:
-        idx = torch.topk(scores, keep, dim=-1, sorted=False).indices
+        if n_prefix:
+            scores[..., :n_prefix] = float("inf")   # taken first; the top-k runs over the rest
+        idx = torch.topk(scores, width, dim=-1, sorted=False).indices
         idx = idx.sort(dim=-1).values
     return idx.to(torch.int32).contiguous()
 

@@ -42,16 +42,16 @@ def _token_mask(lut: torch.Tensor, length: int, block_q: int, block_k: int) -> t
 
 def sla_reference(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None,
                   feature_map_name: str = "softmax", block_q: int = 128, block_k: int = 64,
-                  compute_dtype=None, lut=None) -> torch.Tensor:
+                  compute_dtype=None, lut=None, prefix: int = 0) -> torch.Tensor:
     """Dense float64 reference of the exact semantics. Materialises L x L: small shapes only.
 
     q, k, v: (B, L, H, D).  proj_weight: (D, D), proj_bias: (D,) or None.  ``lut`` (B, H, Nq, keep) overrides
-    the predicted mask (tests pass the kernel's own LUT so that near-ties cannot pick different blocks).
-    Returns (B, L, H, D) float64.
+    the predicted mask (tests pass the kernel's own LUT so that near-ties cannot pick different blocks); ``prefix``:
+    tokens whose key blocks every query attends (:func:`sla.mask.block_lut`). Returns (B, L, H, D) float64.
     """
     b, length, h, d = q.shape
     if lut is None:
-        lut = block_lut(q, k, keep_ratio, block_q, block_k)
+        lut = block_lut(q, k, keep_ratio, block_q, block_k, prefix)
     cdt = compute_dtype or default_compute_dtype(q.dtype)
     qd, kd, vd = (t.to(cdt).double().permute(0, 2, 1, 3) for t in (q, k, v))  # (B, H, L, D)
     mask = _token_mask(lut, length, block_q, block_k)
@@ -73,18 +73,19 @@ def sla_reference(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=
 def sla_torch(q, k, v, keep_ratio: float = 0.1, proj_weight=None, proj_bias=None,
               feature_map_name: str = "softmax", block_q: int = 128, block_k: int = 64,
               compute_dtype=None, lut=None,
-              max_chunk_elems: int = 1 << 26) -> torch.Tensor:
+              max_chunk_elems: int = 1 << 26, prefix: int = 0) -> torch.Tensor:
     """Exact SLA forward in PyTorch that never materialises L x L (works through chunks of query blocks).
 
     The CPU/MPS path of the pack. q, k, v: (B, L, H, D) in any float dtype; math in fp32 after rounding the
     inputs to ``compute_dtype`` (default: the input dtype, so an fp32 model on the CPU stays exact).
-    Returns (B, L, H, D) in q's dtype.
+    ``prefix``: tokens whose key blocks every query attends (:func:`sla.mask.block_lut`). Returns (B, L, H, D)
+    in q's dtype.
     """
     b, length, h, d = q.shape
     if q.numel() == 0:
         return torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if lut is None:
-        lut = block_lut(q, k, keep_ratio, block_q, block_k)
+        lut = block_lut(q, k, keep_ratio, block_q, block_k, prefix)
     cdt = compute_dtype or q.dtype
     nq, nk = num_blocks(length, block_q), num_blocks(length, block_k)
     keep = lut.shape[-1]

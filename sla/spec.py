@@ -70,6 +70,18 @@ def keep_count(n_kblocks: int, keep_ratio: float) -> int:
     return max(1, min(n_kblocks, int(math.floor(r * n_kblocks + 1e-9))))
 
 
+def prefix_blocks(prefix_tokens: int, block_k: int, n_kblocks: int) -> int:
+    """Key blocks covering the first ``prefix_tokens`` tokens (the exact prefix; a block the prefix ends inside
+    counts whole), at most ``n_kblocks``."""
+    return max(0, min(n_kblocks, num_blocks(int(prefix_tokens), block_k)))
+
+
+def lut_width(n_kblocks: int, keep: int, n_prefix: int = 0) -> int:
+    """Key blocks per query-block row of the LUT: the ``n_prefix`` prefix blocks every query attends plus the
+    ``keep`` top-scoring blocks among the others, at most ``n_kblocks``."""
+    return min(n_kblocks, keep + n_prefix)
+
+
 def format_blocks(blocks) -> str:
     """Compact text of a block set: {0, 1, 2, 5} -> '0-2, 5' (inverse of ``settings.parse_dense_blocks``)."""
     items = sorted(blocks)

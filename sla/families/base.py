@@ -32,6 +32,23 @@ class AttentionCall:
     block: int
 
 
+# (start, stop, kind) spans of a packed sequence, e.g. ((0, 256, "text"), (256, 670, "audio"), (670, 9742, "video")).
+Segments = Tuple[Tuple[int, int, str], ...]
+
+
+def exact_prefix(segments: Optional[Segments], length: int) -> Optional[int]:
+    """Tokens before the target video of a packed sequence of ``length`` tokens (what an exact prefix covers):
+    the start of its last segment when that is the video and the segments end at ``length``, else None."""
+    if not segments or segments[-1][1] != length or segments[-1][2] != "video":
+        return None
+    return int(segments[-1][0])
+
+
+def describe_segments(segments: Segments) -> str:
+    """'text 0-255 | audio 256-669 | video 670-9741' (inclusive token ranges)."""
+    return " | ".join(f"{kind} {a}-{b - 1}" for a, b, kind in segments)
+
+
 # Reasons a call is not the family's self-attention (the run report's "left to dense/previous attention").
 R_CROSS = "cross-attention"
 R_MASK = "mask"
@@ -123,6 +140,13 @@ class ModelFamily:
     def from_heads(self, out: torch.Tensor, call: AttentionCall) -> torch.Tensor:
         """The (B, L, H, D) output in the layout ComfyUI expects back from this call."""
         raise NotImplementedError
+
+    # -- one model call (outside traced code) ----------------------------------------------------------------------
+    def segments(self, options: Optional[dict], model_kwargs: Mapping) -> Optional[Segments]:
+        """The packed sequence's segments ((start, stop, kind), ascending, contiguous) of a model call, from its
+        ``transformer_options`` and the extra model kwargs ComfyUI passes (conditioning), or None: the family packs
+        no sequence, or the call does not say. Default: None."""
+        return None
 
     def output_like(self, q: torch.Tensor) -> torch.Tensor:
         """An empty contiguous tensor of the shape and dtype ComfyUI expects back from a self-attention call whose

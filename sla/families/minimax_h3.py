@@ -21,7 +21,13 @@ calls are text-length, below ``min_tokens``.
 
 Block index: ComfyUI 0.33 - 0.34 write no ``transformer_options["block_index"]`` (the pack's block-index patch
 through ``patches_replace["dit"][("double_block", i)]`` does; H3's loop passes ``transformer_options`` in the
-patch's args); 0.35+ write it (and ``minimax_h3_layout``, not read here) in ``_forward``'s block loop.
+patch's args); 0.35+ write it (and ``minimax_h3_layout``) in ``_forward``'s block loop.
+
+Segments (:meth:`MiniMaxH3Family.segments`): the packed layout of each model call, read by the model-call wrapper
+(outside compiled code) from ``minimax_payload["layout"]`` (built once per run by ``extra_conds``, 0.33+) or
+``transformer_options["minimax_h3_layout"]``; the run report shows them, and ApplySLA's ``exact_prefix`` makes
+every query attend the key blocks before the target video exactly (off by default: the router was trained
+without it).
 
 The routing is the training router of the Turbo-SLA LoRA (LightX2V ``dynamic_sparse_attn``, ``get_block_map``),
 which is SLA's block mask without the linear branch: per head over the whole packed sequence, block means of q
@@ -50,7 +56,7 @@ from typing import Optional
 import torch
 
 from ..spec import DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q, DEFAULT_FEATURE_MAP, DEFAULT_MIN_TOKENS
-from .base import AttentionCall, ModelFamily
+from .base import AttentionCall, ModelFamily, Segments
 
 # The Turbo-SLA LoRA's routing: LightX2V's preset sparsity_ratio 0.85.
 H3_KEEP_RATIO = 0.15
@@ -87,6 +93,19 @@ class MiniMaxH3Family(ModelFamily):
     def from_heads(self, out: torch.Tensor, call: AttentionCall) -> torch.Tensor:
         b, s, h, d = out.shape
         return out.reshape(b, s, h * d)
+
+    def segments(self, options, model_kwargs) -> Optional[Segments]:
+        # 0.33+: the PackedLayout extra_conds builds once per run rides in minimax_payload; 0.35+ also puts it in
+        # transformer_options["minimax_h3_layout"]
+        layout = options.get("minimax_h3_layout") if isinstance(options, dict) else None
+        if layout is None:
+            payload = model_kwargs.get("minimax_payload")
+            layout = payload.get("layout") if isinstance(payload, dict) else None
+        try:
+            segs = tuple((int(a), int(b), str(kind)) for a, b, kind in getattr(layout, "segments", None) or ())
+        except (TypeError, ValueError):
+            return None
+        return segs or None
 
     def output_like(self, q: torch.Tensor) -> torch.Tensor:
         b, h, s, d = q.shape

@@ -26,7 +26,8 @@ class CaptureRequest:
     q, k: (1, L, 1, D) of batch entry 0 and the requested head, on the CPU, in the call's dtype.
     keep: keep ratio the call ran at (1.0 when it ran dense); sparse: whether it ran SLA.
     grid: (step, block) -> realised keep fraction of that call (1.0 for dense calls), for every self-attention
-    call of the run.
+    call of the run. prefix: exact-prefix tokens the captured call attended (0: none); segments: the packed
+    sequence's (start, stop, kind) spans of its model call, or None.
     """
 
     map_node: str
@@ -41,6 +42,8 @@ class CaptureRequest:
     block_k: int = 64
     heads: int = 0
     grid: Dict[tuple, float] = dataclasses.field(default_factory=dict)
+    prefix: int = 0
+    segments: Optional[tuple] = None
 
     def take(self, q4: torch.Tensor, k4: torch.Tensor) -> None:
         """Copy head ``self.head`` of batch entry 0 from (B, L, H, D) q, k to the CPU."""

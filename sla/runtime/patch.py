@@ -161,7 +161,7 @@ def make_model_call_wrapper(patch: SLAPatch):
     def sla_model_call_wrapper(executor, *args, **kwargs):
         t = args[1] if len(args) > 1 else kwargs.get("t")
         options = kwargs.get("transformer_options", args[5] if len(args) > 5 else None)
-        interval = patch.enter_model_call(t, options if isinstance(options, dict) else None)
+        interval = patch.enter_model_call(t, options if isinstance(options, dict) else None, kwargs)
         try:
             return executor(*args, **kwargs)
         finally:

@@ -57,16 +57,23 @@ class RunState:
         # transformer_options of the model call in progress: the dense path of a compiled call rebuilds
         # ComfyUI's call from them (ops.rebuild_call).
         self.call_options: Optional[dict] = None
+        # the packed sequence's segments of the model call in progress (families that pack one), and the last seen
+        self.segments = None
+        self.last_segments = None
         self.replaced_by: Optional[str] = None  # another node's override that replaced ours on the sampled model
         self.model_calls = 0
         self.started = time.perf_counter()
         self.seconds: Optional[float] = None  # wall time of the whole run, set by close()
 
     # -- per model call (the model-call wrapper) ---------------------------------------------------------------
-    def enter_model_call(self, t, options: Optional[dict]) -> Optional[Interval]:
+    def enter_model_call(self, t, options: Optional[dict], segments=None) -> Optional[Interval]:
         """Before each model call (``t``: its sigmas): locate the step when a schedule or a capture needs it (one
-        host read per model call), remember the call's transformer_options, start the call's timer."""
+        host read per model call), remember the call's transformer_options and packed-sequence ``segments``, start
+        the call's timer."""
         self.call_options = options
+        self.segments = segments
+        if segments is not None:
+            self.last_segments = segments
         self.model_calls += 1
         if self.track_steps and torch.is_tensor(t):
             sigma = float(t.detach().reshape(-1).max())
@@ -78,6 +85,7 @@ class RunState:
 
     def leave_model_call(self, interval: Optional[Interval]) -> None:
         self.call_options = None
+        self.segments = None
         if interval is not None:
             self.timing.model.append(interval.stop())
 

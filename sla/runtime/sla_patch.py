@@ -74,10 +74,22 @@ class SLAPatch:
         sigmas = to.get("sigmas") if isinstance(to, dict) else None
         if sigmas is not None and not torch.is_tensor(sigmas):
             sigmas = torch.tensor(float(sigmas))
+        if self.run.segments is None and isinstance(to, dict):
+            self._segments_of_call(to)
 
         def dense():
             return self.previous(func, *args, **kwargs) if self.previous is not None else func(*args, **kwargs)
         return self._serve(call, sigmas, dense)
+
+    def _segments_of_call(self, options: dict) -> None:
+        """The packed layout a model writes into the call's transformer_options (ComfyUI 0.35+ H3), where its
+        model call carried none (eager calls only: a compiled call sees the model call's)."""
+        try:
+            segments = self.family.segments(options, {})
+        except Exception:  # an odd layout: no segments, the call runs as without them
+            return
+        if segments is not None:
+            self.run.segments = self.run.last_segments = segments
 
     def attend_compiled(self, q, k, v, heads: int, block: int, sigmas, site: int) -> torch.Tensor:
         """A self-attention call from the compiled model (op ``self_attention``); the dense path rebuilds
@@ -149,6 +161,8 @@ class SLAPatch:
             cap.keep = run.keep if reason is None else 1.0
             cap.sparse = reason is None
             cap.block_q, cap.block_k = self.settings.block_q, self.settings.block_k
+            cap.prefix = run.stats.last_prefix if reason is None else 0
+            cap.segments = run.segments
 
     def note_pass_through(self, reason: str) -> None:
         """Count a call the override left to the previous/dense attention."""
@@ -173,8 +187,17 @@ class SLAPatch:
         self.run.replaced_by = replaced_by
         self.last_report = None
 
-    def enter_model_call(self, t, options: Optional[dict]) -> Optional[Interval]:
-        return self.run.enter_model_call(t, options)
+    def enter_model_call(self, t, options: Optional[dict], model_kwargs: Optional[dict] = None) -> Optional[Interval]:
+        """Before each model call: its sigmas ``t``, transformer_options and extra model kwargs (the packed
+        sequence's segments, for families that pack one)."""
+        segments = None
+        if model_kwargs is not None:
+            try:
+                segments = self.family.segments(options, model_kwargs)
+            except Exception as e:  # an odd layout must not fail the step
+                log_once(("segments", self.uid, type(e).__name__), logging.WARNING,
+                         "SLA: could not read the packed sequence's layout (%s: %s)", type(e).__name__, e)
+        return self.run.enter_model_call(t, options, segments)
 
     def leave_model_call(self, interval: Optional[Interval]) -> None:
         self.run.leave_model_call(interval)
@@ -221,7 +244,8 @@ class SLAPatch:
         """Log the short run report and send it to the node (where ComfyUI can show text on a node)."""
         try:
             text = report_text(run.stats, self.settings, run.timing.summary(),
-                               {"seconds": run.seconds, "model_calls": run.model_calls})
+                               {"seconds": run.seconds, "model_calls": run.model_calls,
+                                "segments": run.last_segments})
         except Exception as e:  # a report must never fail a finished run
             log.debug("SLA: no run report (%s)", e, exc_info=True)
             return

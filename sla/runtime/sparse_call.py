@@ -12,7 +12,8 @@ import logging
 from typing import TYPE_CHECKING, Optional
 
 from ..functional import kernel_refusal, sparse_linear_attention
-from ..spec import keep_count, num_blocks
+from ..families.base import exact_prefix
+from ..spec import keep_count, lut_width, num_blocks, prefix_blocks
 from .log import log_once
 from .stats import R_PROJ
 
@@ -60,13 +61,26 @@ def sla_call(patch: "SLAPatch", run: "RunState", q4, k4, v4, block: Optional[int
                  "training-free block-sparse attention (keep %.2f); raise keep_ratio if quality drops", run.keep)
     backend = pick_backend(patch, q4, k4, v4)
     keep_ratio = run.keep  # keep_ratio, or the keep_schedule's value at this step (set per model call)
+    prefix = 0
+    if s.exact_prefix:
+        prefix = exact_prefix(run.segments, q4.shape[1])
+        if prefix is None:
+            log_once(("no-prefix", patch.uid), logging.INFO,
+                     "SLA: exact_prefix is on but this call carries no packed layout of its length (%s): it runs "
+                     "without an exact prefix", patch.family.name)
+            prefix = 0
     out = sparse_linear_attention(q4, k4, v4, keep_ratio,
                                   None if proj is None else proj[0], None if proj is None else proj[1],
                                   feature_map=s.feature_map, block_q=s.block_q, block_k=s.block_k,
-                                  backend=backend)
+                                  backend=backend, prefix=prefix)
     st = run.stats
     nk = num_blocks(q4.shape[1], s.block_k)
-    st.last_keep = keep_count(nk, keep_ratio) / nk
+    n_prefix = prefix_blocks(prefix, s.block_k, nk)
+    st.last_keep = lut_width(nk, keep_count(nk, keep_ratio), n_prefix) / nk
+    st.last_prefix = prefix
+    if prefix:
+        st.prefix_calls += 1
+        st.prefix_blocks = n_prefix
     st.keep_sum += st.last_keep
     if run.track_steps:
         st.note_step_keep(run.step, st.last_keep)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 from typing import Optional
 
-from ..families.base import R_CROSS, R_LAYOUT, R_MASK
+from ..families.base import R_CROSS, R_LAYOUT, R_MASK, describe_segments
 from ..spec import format_blocks
 
 # Reasons a call does not run SLA (keys of RunStats.dense).
@@ -43,6 +43,9 @@ class RunStats:
         self.sparse_only_blocks: set = set()  # blocks that ran block-sparse without proj_l
         self.last_keep = 0.0                 # realised keep fraction of the latest sparse call
         self.step_keep: dict = {}            # global step -> [keep sum, sparse calls] (with a keep_schedule)
+        self.last_prefix = 0                 # exact-prefix tokens of the latest sparse call
+        self.prefix_calls = 0                # sparse calls that attended an exact prefix
+        self.prefix_blocks = 0               # key blocks of the latest exact prefix
 
     def note_step_keep(self, step: int, keep: float) -> None:
         acc = self.step_keep.setdefault(step, [0.0, 0])
@@ -91,7 +94,8 @@ def report_text(stats: RunStats, settings, timing: Optional[dict], run: Optional
     """The run report shown on the node: a few short lines (calls and why, realised keep, timing, the run).
 
     ``timing``: :meth:`RunTiming.summary`'s dict (attn_ms, dense_ms, model_ms or None, cpu) or None.
-    ``run``: {'seconds': wall time of the sampling run, measured, 'model_calls': n} or None.
+    ``run``: {'seconds': wall time of the sampling run, measured, 'model_calls': n, 'segments': the packed
+    sequence's (start, stop, kind) spans of the last model call, or None} or None.
     """
     reasons = ", ".join(f"{r} {n}" for r, n in sorted(stats.dense.items(), key=lambda x: -x[1])
                         if r not in PASS_THROUGH)
@@ -103,6 +107,15 @@ def report_text(stats: RunStats, settings, timing: Optional[dict], run: Optional
         per_step = stats.step_keeps()
         if per_step and settings.keep_schedule:
             line += "; per step " + " ".join(f"{k:.2f}" for _s, k in per_step)
+        lines.append(line)
+    segments = (run or {}).get("segments")
+    if segments:
+        line = "segments " + describe_segments(segments)
+        if stats.prefix_calls:
+            line += (f"; exact prefix: {stats.last_prefix} tokens ({stats.prefix_blocks} key blocks) in "
+                     f"{stats.prefix_calls} calls")
+        elif settings.exact_prefix:
+            line += "; exact prefix: not applied (no call carried a matching layout)"
         lines.append(line)
     if timing is not None:
         attn, dense = timing["attn_ms"], timing["dense_ms"]

@@ -8,9 +8,12 @@ class CFGGuider:
         self.model_patcher = model_patcher
         self.model_options = model_patcher.model_options
         self.context = None
+        self.extra = {}
 
-    def set_conds(self, context):
+    def set_conds(self, context, **extra):
+        # extra: model conditioning kwargs (minimax_payload, ...) passed to every model call, as extra_conds makes
         self.context = context
+        self.extra = extra
 
     def outer_sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None,
                      disable_pbar=False, seed=None):
@@ -20,7 +23,7 @@ class CFGGuider:
             to = dict(self.model_options["transformer_options"])
             to["sigmas"] = sigmas[i:i + 1].expand(x.shape[0])
             to["sample_sigmas"] = sigmas
-            v = model.apply_model(x, to["sigmas"], c_crossattn=self.context, transformer_options=to)
+            v = model.apply_model(x, to["sigmas"], c_crossattn=self.context, transformer_options=to, **self.extra)
             x = x + (sigmas[i + 1] - sigmas[i]) * v
         return x
 

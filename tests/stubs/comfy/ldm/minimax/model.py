@@ -169,14 +169,17 @@ class MiniMaxH3Model(nn.Module):
                 audio_denoise_mask=None, **kwargs):
         return self._forward(x, timestep, context, transformer_options, minimax_payload=minimax_payload, **kwargs)
 
-    def _embed(self, x, timestep, context, transformer_options):
+    def _embed(self, x, timestep, context, transformer_options, payload=None):
         if x.shape[0] != 1:
             raise ValueError("MiniMax H3 supports batch size 1")
         text_states = context[0]
         if text_states.shape[-1] != self.hidden_size:
             text_states = self.token_refiner(self.condition_proj(text_states),
                                              transformer_options=transformer_options)
-        layout = PackedLayout(text_states.shape[0], self.audio_rows, x.shape[1] - self.audio_rows)
+        layout = (payload or {}).get("layout")   # extra_conds' prebuilt layout, used when its signature matches
+        signature = (text_states.shape[0], self.audio_rows, x.shape[1] - self.audio_rows)
+        if layout is None or layout.signature != signature:
+            layout = PackedLayout(*signature)
         h = torch.cat([text_states.to(x.dtype), x[0]], dim=0)
         t_emb = self.time_proj(timestep.reshape(-1, 1)[:1].to(x.dtype) / 1000.0)
         rope = rope_rotation_table(self.rope_freqs(layout.seq_len, x.device), x.dtype)
@@ -184,7 +187,7 @@ class MiniMaxH3Model(nn.Module):
 
     def _forward(self, x, timestep, context, transformer_options={}, minimax_payload=None, denoise_mask=None,
                  audio_denoise_mask=None, **kwargs):
-        h, t_emb, mod_segments, rope_freqs, layout = self._embed(x, timestep, context, transformer_options)
+        h, t_emb, mod_segments, rope_freqs, layout = self._embed(x, timestep, context, transformer_options, minimax_payload)
         blocks_replace = transformer_options.get("patches_replace", {}).get("dit", {})
         for i, block in enumerate(self.blocks):
             if ("double_block", i) in blocks_replace:
@@ -210,7 +213,7 @@ class MiniMaxH3ModelNew(MiniMaxH3Model):
 
     def _forward(self, x, timestep, context, transformer_options={}, minimax_payload=None, denoise_mask=None,
                  audio_denoise_mask=None, **kwargs):
-        h, t_emb, mod_segments, rope_freqs, layout = self._embed(x, timestep, context, transformer_options)
+        h, t_emb, mod_segments, rope_freqs, layout = self._embed(x, timestep, context, transformer_options, minimax_payload)
         transformer_options["minimax_h3_layout"] = layout
         blocks_replace = transformer_options.get("patches_replace", {}).get("dit", {})
         for i, block in enumerate(self.blocks):
