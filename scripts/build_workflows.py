@@ -103,7 +103,7 @@ NODE_IO = {
 # Widget input types, for the widget inputs a workflow names (labels in App mode and on the node).
 WIDGET_TYPES = {("CLIPTextEncode", "text"): "STRING", ("KSampler", "seed"): "INT", ("ApplySLA", "keep_ratio"): "FLOAT",
                 ("ApplySLA", "keep_schedule"): "STRING", ("MiniMaxH3ImageToVideo", "prompt"): "STRING",
-                ("RandomNoise", "noise_seed"): "INT"}
+                ("RandomNoise", "noise_seed"): "INT", ("LoadImage", "image"): "COMBO"}
 
 # Drawn height of each node type in the ComfyUI 0.33 frontend (1.49.6): LGraphNode.computeSize() of a fresh node,
 # the least it draws (a saved size below it is grown on load). Widths are kept as saved (all above its minimum).
@@ -635,7 +635,7 @@ def minimax_h3_fl2v():
     w = Workflow()
     w.node("Note", [
         "MiniMax H3 first-last-frame to video, Turbo-SLA LoRA, 4 steps, with Sparse-Linear Attention\n\n"
-        "This workflow opens as an App: prompt, seed and keep ratio on the right, the video (with sound) and the SLA "
+        "This workflow opens as an App: first and last frame, prompt, seed and keep ratio on the right, the video (with sound) and the SLA "
         "run report as results. 'Graph' at the top left shows the nodes (this note among them).\n\n"
         f"First and last frame: the two Load Image nodes start with {H3_FIRST} and {H3_LAST}, cartoons the pack "
         "copies into ComfyUI/input at startup, to match the prompt. Load your own: drop pictures on them and "
@@ -667,13 +667,16 @@ def minimax_h3_fl2v():
     unet = w.node("UNETLoader", [H3_MODEL, "default"], x=COL_A, y=0, w=COL_W_A, title="Load Diffusion Model (H3 FL2V)")
     lora = w.node("LoraLoaderModelOnly", [H3_LORA, 1.0], below=unet, title="LoRA: Turbo-SLA (4 steps)")
     shift = w.node("MiniMaxH3SigmaShift", H3_SIGMA_SHIFT, below=lora)
+    # + 24: exact_prefix's widget row, which FRONTEND_H's ApplySLA (measured before that input) does not count yet
     sla = w.node("ApplySLA", apply_sla_widgets(keep=0.15, exact_prefix=False), below=shift, h=APPLY_SLA_H + 24,
                  color=SLA_COLOR, bgcolor=SLA_BG, labels={"keep_ratio": "Keep ratio"})
     w.group("Model: H3 + Turbo-SLA LoRA + SLA", [unet, lora, shift, sla], GROUP_SLA)
     clip = w.node("CLIPLoader", [H3_TEXT, "minimax", "default"], x=COL_B, y=0, w=COL_W_B)
     vae = w.node("VAELoader", [H3_VIDEO_VAE], below=clip, title="Load VAE (H3 video)")
-    first = w.node("LoadImage", [H3_FIRST, "image"], below=vae, h=330, title="Load Image (first frame)")
-    last = w.node("LoadImage", [H3_LAST, "image"], below=first, h=330, title="Load Image (last frame)")
+    first = w.node("LoadImage", [H3_FIRST, "image"], below=vae, h=330, title="Load Image (first frame)",
+                   labels={"image": "First frame"})
+    last = w.node("LoadImage", [H3_LAST, "image"], below=first, h=330, title="Load Image (last frame)",
+                  labels={"image": "Last frame"})
     h3 = w.node("MiniMaxH3ImageToVideo", [H3_PROMPT, 1344, 768, 124], below=last, h=400,
                 labels={"prompt": "Prompt"})
     w.group("Prompt, first and last frame", [clip, vae, first, last, h3], GROUP_IO)
@@ -714,7 +717,9 @@ def minimax_h3_fl2v():
                                  (vid, 0, save, "video"), (ks, 0, ldec, "samples"), (light, 0, ldec, "vae"),
                                  (ldec, 0, lvid, "images"), (adec, 0, lvid, "audio"), (lvid, 0, lsave, "video")):
         w.link(src, slot, dst, name)
-    w.app([(h3, "prompt", "Scene, motion and sound"),
+    w.app([(first, "image", "Where the video starts"),
+           (last, "image", "Where the video ends"),
+           (h3, "prompt", "Scene, motion and sound"),
            (noise, "noise_seed", "Same seed, same video"),
            (sla, "keep_ratio", "Lower = faster; 0.15 as trained")],
           [save, report])

@@ -714,7 +714,11 @@ def test_h3_workflow_opens_as_an_app():
     data = wf["extra"]["linearData"]
     nodes = {n["id"]: n for n in wf["nodes"]}
     chosen = [(nodes[nid]["type"], name) for nid, name, _cfg in data["inputs"]]
-    assert chosen == [("MiniMaxH3ImageToVideo", "prompt"), ("RandomNoise", "noise_seed"), ("ApplySLA", "keep_ratio")]
+    assert chosen == [("LoadImage", "image"), ("LoadImage", "image"), ("MiniMaxH3ImageToVideo", "prompt"),
+                      ("RandomNoise", "noise_seed"), ("ApplySLA", "keep_ratio")]
+    (h3,) = of_type(wf, "MiniMaxH3ImageToVideo")
+    assert [nid for nid, _n, _c in data["inputs"][:2]] == [upstream(wf, h3["id"], s)["id"]
+                                                           for s in ("first_frame", "last_frame")]
     for nid, name, cfg in data["inputs"]:
         assert name in widgets(nodes[nid]) and set(cfg) == {"description"} and len(cfg["description"]) <= 40
         label = [i["label"] for i in nodes[nid]["inputs"] if i.get("widget", {}).get("name") == name]
