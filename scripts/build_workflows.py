@@ -16,12 +16,38 @@ the I2V default 200), 0.934, 0.853, 0.609, 0; each step predicts x0 then re-nois
 scheduler with ModelSamplingSD3 shift 5 gives 1.0, 0.938, 0.833, 0.625, 0 for 4 steps, the closest shift. Wan2.2
 I2V switches from the high- to the low-noise expert at t < 0.9, i.e. after 2 of the 4 steps. 81 frames, 16 fps.
 
+MiniMax H3 (``MiniMaxH3_Turbo_SLA_FL2V.app.json``). The graph is ComfyUI's own H3 graph as its template
+``templates/video_minimax_h3_i2v.json`` (Comfy-Org/workflow_templates) builds it inside its subgraph, and the
+loaders, files and addresses are that template's and ``video_minimax_h3_t2v.json``'s (comfyui-workflow-templates-json
+0.1.50): UNETLoader ``minimax_h3_fl2va_pruned_int8_convrot``, CLIPLoader type ``minimax`` with the Qwen3-VL 32B
+encoder, two VAELoaders (video VAE, audio VAE), MiniMaxH3ImageToVideo (prompt, 1344x768, first/last frame; its
+positive conditioning and AV latent), RandomNoise / KSamplerSelect / BasicScheduler / BasicGuider /
+SamplerCustomAdvanced, VAEDecode + VAEDecodeAudio (both take the nested AV latent in 0.33.0: nodes.py VAEDecode and
+comfy_extras/nodes_audio.py unbind it), CreateVideo at 24 fps, SaveVideo; download addresses from the nodes'
+``properties.models``. Then LoraLoaderModelOnly with the Turbo-SLA LoRA (strength 1.0) and ApplySLA (keep 0.15 =
+the LoRA's 85% sparsity, 128x64 blocks, exact_prefix off). The sampler follows LightX2V's preset for this LoRA,
+ModelTC/LightX2V ``configs/minimax_h3/dmd/minimax_h3_fp8_4step_5090_vae_fp8_sla.json`` (checked): ``infer_steps``
+4, ``enable_cfg`` false (BasicGuider: no guidance, as cfg 1), ``video_flow_shift`` 6.0 / ``audio_flow_shift`` 3.0,
+``h3_step_update`` training_euler (ComfyUI: ``euler`` with the ``simple`` scheduler), LoRA strength 1.0, 768x1344,
+24 fps, ``dynamic_sparse_attn`` at ``sparsity_ratio`` 0.85 (its sibling ``..._with_fp8_vae_sla.json`` names the
+same shifts). In ComfyUI 0.33.0 the shifts are set by ModelSamplingMiniMaxH3 (``MiniMaxH3SigmaShift``,
+comfy_extras/nodes_minimax_h3.py: the video shift drives the sigma schedule, both go to the DiT as
+``transformer_options["minimax_h3_sigma_shift_video"/"..._audio"]``; without it the model's defaults 12 / 3 apply).
+Length 124 frames (5.2 s, the node's default; the preset renders 362). The LoRA file is at the root of
+huggingface.co/lightx2v/Minimax-h3-Turbo-SLA as its model card names it (``..._sla_comfyui_bf16``: ComfyUI's key
+names), the address built as for lightx2v/Minimax-h3-Turbo's files in ComfyUI's own template. Decode: ComfyUI 0.33.0
+loads one light decoder for H3: VAELoader takes ``taeh3`` from models/vae_approx (nodes.py ``VAELoader.video_taes``)
+and comfy/sd.py builds it as a TAEHV with H3's 17k+5 frame grid (24 latent channels, 12-channel last conv); the file
+is madebyollin/taehv's ``safetensors/taeh3.safetensors`` (the temporal taeh3; the older 2D preview-only H3 TAE files
+do not load there). The audio has no light decoder: both videos take the H3 audio VAE's decode.
+
 Template names and order. ComfyUI lists a pack's ``workflows/*.json`` in its templates browser (``GET
 /api/workflow_templates``: the files as the folder lists them, unsorted) under the pack's folder name; the frontend
 titles each card with the file name (no index file exists for custom nodes), shows ``<name>.jpg`` as its thumbnail,
 keeps the server's order under "Default" and sorts by that title under "A -> Z" (natural order, titles starting
 with a digit last). A name ending in ``.app`` (``*.app.json``) is an App template (the "App" badge and filter). So
-the file names below are the titles, chosen so that A -> Z puts the main workflow first.
+the file names below are the titles, chosen so that A -> Z puts the main workflow first among the Wan workflows; the
+MiniMax H3 workflow (named ``MiniMaxH3_Turbo_SLA_*`` on request) sorts before them.
 
 Layout. Every node is saved at the size the ComfyUI 0.33 frontend (1.49.6) draws it (``FRONTEND_H``: a node saved
 smaller is grown on load, which pushed it into the node below); the frontend draws the title bar (``TITLE_H``) above
@@ -61,11 +87,23 @@ NODE_IO = {
                          ("clip_vision_output", "CLIP_VISION_OUTPUT"), ("start_image", "IMAGE")],
                         [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT")]),
     "ImageStitch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "LoraLoaderModelOnly": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "MiniMaxH3SigmaShift": ([("model", "MODEL")], [("MODEL", "MODEL")]),
+    "MiniMaxH3ImageToVideo": ([("clip", "CLIP"), ("vae", "VAE"), ("first_frame", "IMAGE"), ("last_frame", "IMAGE")],
+                              [("positive", "CONDITIONING"), ("LATENT", "LATENT")]),
+    "RandomNoise": ([], [("NOISE", "NOISE")]),
+    "KSamplerSelect": ([], [("SAMPLER", "SAMPLER")]),
+    "BasicScheduler": ([("model", "MODEL")], [("SIGMAS", "SIGMAS")]),
+    "BasicGuider": ([("model", "MODEL"), ("conditioning", "CONDITIONING")], [("GUIDER", "GUIDER")]),
+    "SamplerCustomAdvanced": ([("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                               ("latent_image", "LATENT")], [("output", "LATENT"), ("denoised_output", "LATENT")]),
+    "VAEDecodeAudio": ([("samples", "LATENT"), ("vae", "VAE")], [("AUDIO", "AUDIO")]),
     "Note": ([], []),
 }
 # Widget input types, for the widget inputs a workflow names (labels in App mode and on the node).
 WIDGET_TYPES = {("CLIPTextEncode", "text"): "STRING", ("KSampler", "seed"): "INT", ("ApplySLA", "keep_ratio"): "FLOAT",
-                ("ApplySLA", "keep_schedule"): "STRING"}
+                ("ApplySLA", "keep_schedule"): "STRING", ("MiniMaxH3ImageToVideo", "prompt"): "STRING",
+                ("RandomNoise", "noise_seed"): "INT", ("LoadImage", "image"): "COMBO"}
 
 # Drawn height of each node type in the ComfyUI 0.33 frontend (1.49.6): LGraphNode.computeSize() of a fresh node,
 # the least it draws (a saved size below it is grown on load). Widths are kept as saved (all above its minimum).
@@ -73,7 +111,9 @@ FRONTEND_H = {"SLADiffusionModelLoader": 102, "ApplySLA": 298, "SLAWeightsLoader
               "UNETLoader": 82, "ModelSamplingSD3": 58, "CLIPLoader": 106, "CLIPTextEncode": 88,
               "EmptyHunyuanLatentVideo": 130, "VAELoader": 58, "VAEDecode": 46, "CreateVideo": 102, "SaveVideo": 106,
               "KSampler": 262, "KSamplerAdvanced": 334, "LoadImage": 102, "WanImageToVideo": 210, "ImageStitch": 150,
-              "Note": 88}
+              "Note": 88, "LoraLoaderModelOnly": 82, "MiniMaxH3SigmaShift": 82, "MiniMaxH3ImageToVideo": 220,
+              "RandomNoise": 82, "KSamplerSelect": 58, "BasicScheduler": 106, "BasicGuider": 46,
+              "SamplerCustomAdvanced": 106, "VAEDecodeAudio": 46}
 # The run report: after a run the frontend (1.49) adds the report text as a widget at the bottom of the node that
 # gets it, inside the node's size (it does not grow the node): room for its three or four lines.
 REPORT_ROOM = 100
@@ -246,6 +286,24 @@ MODEL_FILES = {
     WAN21_VAE: (COMFY_WAN21.format(folder="vae", file=WAN21_VAE), "vae"),
     LIGHT_VAE: (LIGHTX2V.format(file=LIGHT_VAE), "vae_approx"),
 }
+# MiniMax H3: ComfyUI's repackaged files (Comfy-Org/MiniMax-H3, <folder>/<file>, as ComfyUI's H3 templates download
+# them), the Turbo-SLA LoRA (root of lightx2v/Minimax-h3-Turbo-SLA) and the temporal taeh3 (madebyollin/taehv).
+H3_MODEL = "minimax_h3_fl2va_pruned_int8_convrot.safetensors"
+H3_TEXT = "qwen3vl_32b_minimax_h3_nvfp4_awq.safetensors"
+H3_VIDEO_VAE = "minimax_h3_video_vae_fp16.safetensors"
+H3_AUDIO_VAE = "minimax_h3_audio_vae_fp32.safetensors"
+H3_LORA = "minimax_h3_fl2v_turbo_4step_v0.1_768p_sla_comfyui_bf16.safetensors"
+H3_LIGHT_VAE = "taeh3.safetensors"
+COMFY_H3 = "https://huggingface.co/Comfy-Org/MiniMax-H3/resolve/main/{folder}/{file}"
+MODEL_FILES.update({
+    H3_MODEL: (COMFY_H3.format(folder="diffusion_models", file=H3_MODEL), "diffusion_models"),
+    H3_TEXT: (COMFY_H3.format(folder="text_encoders", file=H3_TEXT), "text_encoders"),
+    H3_VIDEO_VAE: (COMFY_H3.format(folder="vae", file=H3_VIDEO_VAE), "vae"),
+    H3_AUDIO_VAE: (COMFY_H3.format(folder="vae", file=H3_AUDIO_VAE), "vae"),
+    H3_LORA: (f"https://huggingface.co/lightx2v/Minimax-h3-Turbo-SLA/resolve/main/{H3_LORA}", "loras"),
+    H3_LIGHT_VAE: (f"https://github.com/madebyollin/taehv/raw/refs/heads/main/safetensors/{H3_LIGHT_VAE}",
+                   "vae_approx"),
+})
 
 
 def download_entry(name):
@@ -557,9 +615,121 @@ def turbowan_keep_comparison():
     return w.to_json()
 
 
+H3_FIRST, H3_LAST = "sla_example_h3_first_frame.png", "sla_example_h3_last_frame.png"   # workflows/input/
+H3_PROMPT = ("A cartoon orange cat in sunglasses rides a red surfboard up the face of a big wave; the wave curls "
+             "over and breaks behind it into white foam, the board drops onto calm water and the cat glides on, "
+             "raising both arms and cheering. Flat cartoon style, bright sun, clear sky. Audio: the roar of the "
+             "breaking wave, spray hissing, then gentle lapping water and the cat's happy \"Wooo!\".")
+H3_SIGMA_SHIFT = [6.0, 3.0]   # video, audio: LightX2V's preset for the Turbo-SLA LoRA
+# The decode path, stated on the canvas (group titles and the note) and in the README.
+H3_DECODE_NOTE = (
+    "Decode path: ComfyUI's H3 video VAE decodes the video and its audio VAE the stereo sound (group 'Decode: H3 "
+    "video VAE (final)'; the audio decode is shared by both videos). The one light decoder ComfyUI 0.33 loads for H3 "
+    f"is taeh3 (models/vae_approx/{H3_LIGHT_VAE}, madebyollin/taehv): the bypassed group 'Fast decode: taeh3 "
+    "(draft)' decodes the same latents with it, for drafts (lower quality than the full VAE; no timings published "
+    "for H3). Switch: click the group's title, press Ctrl+B (or its toolbar's ⋮ > Bypass); bypass the final group "
+    "the same way to skip the full video decode while drafting. There is no light decoder for the audio.")
+
+
+def minimax_h3_fl2v():
+    w = Workflow()
+    w.node("Note", [
+        "MiniMax H3 first-last-frame to video, Turbo-SLA LoRA, 4 steps, with Sparse-Linear Attention\n\n"
+        "This workflow opens as an App: first and last frame, prompt, seed and keep ratio on the right, the video (with sound) and the SLA "
+        "run report as results. 'Graph' at the top left shows the nodes (this note among them).\n\n"
+        f"First and last frame: the two Load Image nodes start with {H3_FIRST} and {H3_LAST}, cartoons the pack "
+        "copies into ComfyUI/input at startup, to match the prompt. Load your own: drop pictures on them and "
+        "describe in the prompt what happens between them (and what is heard). The first frame is stretched to "
+        "1344x768, the last cover-cropped.\n\n"
+        "Files (ComfyUI's own H3 loaders, ComfyUI 0.33 or newer):\n"
+        f"- models/diffusion_models: {H3_MODEL} (Comfy-Org/MiniMax-H3; its model card prefers int8_convrot with "
+        "PyTorch cu130, else the fp8_scaled file)\n"
+        f"- models/loras: {H3_LORA} (lightx2v/Minimax-h3-Turbo-SLA)\n"
+        f"- models/text_encoders: {H3_TEXT}\n"
+        f"- models/vae: {H3_VIDEO_VAE} and {H3_AUDIO_VAE}\n"
+        f"- models/vae_approx: {H3_LIGHT_VAE} (only for the fast decode)\n\n"
+        "The Turbo-SLA LoRA is a plain QKV/FFN LoRA distilled for 4 steps with 85% attention sparsity. Apply "
+        "Sparse-Linear Attention runs the router it was trained with, per head over the whole packed "
+        "[text | frames | audio | video] sequence of every DiT block:\n"
+        "- keep_ratio 0.15 = the training value (85% sparsity); 0.10 is faster, further from training.\n"
+        "- block_q 128 as trained; 64 is offered: users report cleaner speech with 64-token query blocks, at a "
+        "speed cost.\n"
+        "- exact_prefix off = training parity; on = every query also attends the text and frame segments exactly "
+        "(a few blocks more per query), may help prompt and speech fidelity.\n"
+        "- The 2-layer text refiner stays dense (ComfyUI runs it outside the attention override).\n\n"
+        "Sampler settings follow LightX2V's preset for this LoRA (ModelTC/LightX2V configs/minimax_h3/dmd/"
+        "minimax_h3_fp8_4step_5090_vae_fp8_sla.json): 4 steps, euler, simple, no CFG (Basic Guider), video shift 6 / "
+        "audio shift 3 (ModelSamplingMiniMaxH3), 1344x768 at 24 fps. 124 frames = 5.2 s (the preset renders 362 = "
+        "15 s; longer clips gain more from sparse attention).\n\n"
+        "Is it on? SLA Run Report (under the sampler) shows the run report after each run; Apply Sparse-Linear "
+        "Attention shows it too. Put Apply SLA last before the sampler.\n\n" + H3_DECODE_NOTE],
+        x=NOTE_X, y=0, w=NOTE_W, h=1360, color=NOTE_COLOR, bgcolor=NOTE_BG)
+    unet = w.node("UNETLoader", [H3_MODEL, "default"], x=COL_A, y=0, w=COL_W_A, title="Load Diffusion Model (H3 FL2V)")
+    lora = w.node("LoraLoaderModelOnly", [H3_LORA, 1.0], below=unet, title="LoRA: Turbo-SLA (4 steps)")
+    shift = w.node("MiniMaxH3SigmaShift", H3_SIGMA_SHIFT, below=lora)
+    # + 24: exact_prefix's widget row, which FRONTEND_H's ApplySLA (measured before that input) does not count yet
+    sla = w.node("ApplySLA", apply_sla_widgets(keep=0.15, exact_prefix=False), below=shift, h=APPLY_SLA_H + 24,
+                 color=SLA_COLOR, bgcolor=SLA_BG, labels={"keep_ratio": "Keep ratio"})
+    w.group("Model: H3 + Turbo-SLA LoRA + SLA", [unet, lora, shift, sla], GROUP_SLA)
+    clip = w.node("CLIPLoader", [H3_TEXT, "minimax", "default"], x=COL_B, y=0, w=COL_W_B)
+    vae = w.node("VAELoader", [H3_VIDEO_VAE], below=clip, title="Load VAE (H3 video)")
+    first = w.node("LoadImage", [H3_FIRST, "image"], below=vae, h=330, title="Load Image (first frame)",
+                   labels={"image": "First frame"})
+    last = w.node("LoadImage", [H3_LAST, "image"], below=first, h=330, title="Load Image (last frame)",
+                  labels={"image": "Last frame"})
+    h3 = w.node("MiniMaxH3ImageToVideo", [H3_PROMPT, 1344, 768, 124], below=last, h=400,
+                labels={"prompt": "Prompt"})
+    w.group("Prompt, first and last frame", [clip, vae, first, last, h3], GROUP_IO)
+    noise = w.node("RandomNoise", [42, "fixed"], x=COL_C, y=0, w=COL_W_C, labels={"noise_seed": "Seed"})
+    sampler = w.node("KSamplerSelect", ["euler"], below=noise)
+    sigmas = w.node("BasicScheduler", ["simple", 4, 1.0], below=sampler)
+    guider = w.node("BasicGuider", [], below=sigmas, title="Basic Guider (no CFG)")
+    ks = w.node("SamplerCustomAdvanced", [], below=guider)
+    w.group("Sampler: 4 steps, euler, simple", [noise, sampler, sigmas, guider, ks], GROUP_IO)
+    report = w.node("SLARunReport", [], x=COL_C, y=w.bottom(ks) + 2 * GROUP_PAD + GAP + TITLE_H, w=COL_W_C,
+                    h=RUN_REPORT_H, color=SLA_COLOR, bgcolor=SLA_BG)
+    for src, slot, dst, name in ((unet, 0, lora, "model"), (lora, 0, shift, "model"), (shift, 0, sla, "model"),
+                                 (clip, 0, h3, "clip"), (vae, 0, h3, "vae"), (first, 0, h3, "first_frame"),
+                                 (last, 0, h3, "last_frame"), (sla, 0, sigmas, "model"), (sla, 0, guider, "model"),
+                                 (h3, 0, guider, "conditioning"), (noise, 0, ks, "noise"), (guider, 0, ks, "guider"),
+                                 (sampler, 0, ks, "sampler"), (sigmas, 0, ks, "sigmas"), (h3, 1, ks, "latent_image"),
+                                 (sla, 0, report, "model"), (ks, 0, report, "samples")):
+        w.link(src, slot, dst, name)
+    # Decode: the audio once (no light audio decoder), the video by the full H3 VAE and, bypassed, by taeh3.
+    width = 340
+    avae = w.node("VAELoader", [H3_AUDIO_VAE], x=COL_D, y=0, w=width, title="Load VAE (H3 audio)")
+    adec = w.node("VAEDecodeAudio", [], below=avae)
+    w.group("Decode audio: H3 audio VAE", [avae, adec], GROUP_FINAL)
+    dec = w.node("VAEDecode", [], x=COL_D, y=w.bottom(adec) + 2 * GROUP_PAD + GAP + GROUP_TITLE + TITLE_H, w=width,
+                 title="VAE Decode (full)")
+    vid = w.node("CreateVideo", [24, 8], below=dec)
+    save = w.node("SaveVideo", save_video_widgets("video/MiniMaxH3_TurboSLA"), below=vid)
+    w.group("Decode: H3 video VAE (final)", [dec, vid, save], GROUP_FINAL)
+    lx = COL_D + width + COL_GAP
+    light = w.node("VAELoader", [H3_LIGHT_VAE], x=lx, y=0, w=width, title="Load VAE (taeh3, fast)", mode=BYPASS)
+    ldec = w.node("VAEDecode", [], below=light, title="VAE Decode (fast)", mode=BYPASS)
+    lvid = w.node("CreateVideo", [24, 8], below=ldec, mode=BYPASS)
+    lsave = w.node("SaveVideo", save_video_widgets("video/MiniMaxH3_TurboSLA_draft"), below=lvid,
+                   title="Save Video (draft)", mode=BYPASS)
+    w.group("Fast decode: taeh3 (draft)", [light, ldec, lvid, lsave], GROUP_DRAFT)
+    for src, slot, dst, name in ((ks, 0, adec, "samples"), (avae, 0, adec, "vae"), (ks, 0, dec, "samples"),
+                                 (vae, 0, dec, "vae"), (dec, 0, vid, "images"), (adec, 0, vid, "audio"),
+                                 (vid, 0, save, "video"), (ks, 0, ldec, "samples"), (light, 0, ldec, "vae"),
+                                 (ldec, 0, lvid, "images"), (adec, 0, lvid, "audio"), (lvid, 0, lsave, "video")):
+        w.link(src, slot, dst, name)
+    w.app([(first, "image", "Where the video starts"),
+           (last, "image", "Where the video ends"),
+           (h3, "prompt", "Scene, motion and sound"),
+           (noise, "noise_seed", "Same seed, same video"),
+           (sla, "keep_ratio", "Lower = faster; 0.15 as trained")],
+          [save, report])
+    return w.to_json()
+
+
 # File name = the template's title in ComfyUI's templates browser (see the module docstring); A -> Z puts them in
-# this order. "*.app.json": opens as an App.
+# this order (the H3 one, named on request, before the Wan ones). "*.app.json": opens as an App.
 WORKFLOWS = {
+    "MiniMaxH3_Turbo_SLA_FL2V.app.json": minimax_h3_fl2v,
     "TurboWan2.1 T2V 1.3B 480p.app.json": turbowan_t2v,
     "TurboWan2.1 T2V keep comparison.json": turbowan_keep_comparison,
     "TurboWan2.2 I2V A14B 720p.json": wan22_i2v,

@@ -127,7 +127,24 @@ def training_free():
     return img
 
 
+def minimax_h3():
+    img, d = card("MiniMax H3 FL2V", "Turbo-SLA LoRA · 4 steps · App")
+    for i, name in enumerate((B.H3_FIRST, B.H3_LAST)):   # first frame -> last frame
+        x = 28 + i * 244
+        frame = Image.open(os.path.join(B.OUT, "input", name)).convert("RGB").resize((212, 121), Image.LANCZOS)
+        img.paste(frame, (x, 160))
+        d.rounded_rectangle([x, 160, x + 212, 281], 6, outline=PANEL_EDGE, width=2)
+        d.text((x, 288), ("first", "last")[i] + " frame", font=font(22), fill=MUTED)
+    d.text((246, 196), "→", font=font(34, True), fill=ACCENT)
+    pill(d, (28, 336, 250, 396), "keep 0.15", fill=SLA, size=27, bold=True)
+    pill(d, (266, 336, SIZE - 28, 396), "video + audio", size=25, bold=True)
+    d.text((28, 410), "as trained: 85% sparse", font=font(23), fill=MUTED)
+    footer(d, "+ fast draft decode: taeh3")
+    return img
+
+
 CARDS = {
+    "MiniMaxH3_Turbo_SLA_FL2V.app.json": minimax_h3,
     "TurboWan2.1 T2V 1.3B 480p.app.json": main_app,
     "TurboWan2.1 T2V keep comparison.json": comparison,
     "TurboWan2.2 I2V A14B 720p.json": image_to_video,

@@ -49,6 +49,14 @@ CORE_WIDGETS = {
     "WanImageToVideo": ("width", "height", "length", "batch_size"),
     "LoraLoaderModelOnly": ("lora_name", "strength_model"),
     "ImageStitch": ("direction", "match_image_size", "spacing_width", "spacing_color"),
+    "MiniMaxH3SigmaShift": ("shift_video", "shift_audio"),
+    "MiniMaxH3ImageToVideo": ("prompt", "width", "height", "length"),
+    "RandomNoise": ("noise_seed",),
+    "KSamplerSelect": ("sampler_name",),
+    "BasicScheduler": ("scheduler", "steps", "denoise"),
+    "BasicGuider": (),
+    "SamplerCustomAdvanced": (),
+    "VAEDecodeAudio": (),
 }
 # Slots older releases (0.3.6x, 0.8) lack, and sub-widgets of a dynamic combo (a dotted name, not a node input): a
 # frontend without them assigns the values it has widgets for, in order, and ignores the rest (the extra values
@@ -58,7 +66,7 @@ NEWER_SLOTS = {"CreateVideo": {"bit_depth"}}
 NEWER_OUTPUTS = {"SaveVideo": ["VIDEO"]}
 DYNAMIC_TYPES = ("COMFY_DYNAMICCOMBO_V3",)
 # Seeds get a hidden 'control_after_generate' value after them; LoadImage an 'upload' value after the file name.
-CONTROL_AFTER = {("KSampler", "seed"), ("KSamplerAdvanced", "noise_seed")}
+CONTROL_AFTER = {("KSampler", "seed"), ("KSamplerAdvanced", "noise_seed"), ("RandomNoise", "noise_seed")}
 UPLOAD_AFTER = {("LoadImage", "image")}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Model file widgets: their options are whatever files the user has; check the extension only.
@@ -159,6 +167,8 @@ MAIN = "TurboWan2.1 T2V 1.3B 480p.app.json"
 COMPARISON = "TurboWan2.1 T2V keep comparison.json"
 I2V = "TurboWan2.2 I2V A14B 720p.json"
 TRAINING_FREE = "Wan2.1 T2V training-free SLA.json"
+H3 = "MiniMaxH3_Turbo_SLA_FL2V.app.json"
+APPS = {MAIN, H3}
 
 
 def frontend_az(names):
@@ -170,14 +180,16 @@ def frontend_az(names):
     return sorted(names, key=key)
 
 
-def test_there_are_four_workflows_titled_and_ordered_for_the_templates_browser():
+def test_there_are_five_workflows_titled_and_ordered_for_the_templates_browser():
     names = {os.path.basename(p) for p in WORKFLOW_FILES}
-    assert names == {MAIN, COMPARISON, I2V, TRAINING_FREE}, names
+    assert names == {H3, MAIN, COMPARISON, I2V, TRAINING_FREE}, names
     titles = [n[:-len(".json")] for n in names]   # the browser titles each card with the file name
-    assert frontend_az(titles) == [n[:-len(".json")] for n in (MAIN, COMPARISON, I2V, TRAINING_FREE)]
-    for t in titles:   # one line on a card (about 30 characters), no underscores standing in for spaces
-        assert len(t) <= 32 and "_" not in t, t
-    assert [n for n in names if n.endswith(".app.json")] == [MAIN]   # '.app': the App badge; opens as an App
+    # the H3 name was given (MiniMaxH3_Turbo_SLA_*): it sorts first; the main Wan workflow leads the Wan ones
+    assert frontend_az(titles) == [n[:-len(".json")] for n in (H3, MAIN, COMPARISON, I2V, TRAINING_FREE)]
+    assert list(_builder().WORKFLOWS) == [H3, MAIN, COMPARISON, I2V, TRAINING_FREE]   # the builder lists A -> Z
+    for t in titles:   # one line on a card (about 30 characters); underscores only in the given H3 name
+        assert len(t) <= 32 and ("_" not in t or t.startswith("MiniMaxH3_Turbo_SLA_")), t
+    assert {n for n in names if n.endswith(".app.json")} == APPS   # '.app': the App badge; opens as an App
     from PIL import Image
     for p in WORKFLOW_FILES:  # the templates browser shows <name>.jpg beside each, in a square box ~260 px wide
         img = Image.open(p[:-len(".json")] + ".jpg")
@@ -311,6 +323,13 @@ COMFY_URL = re.compile(r"https://huggingface\.co/Comfy-Org/Wan_2\.1_ComfyUI_repa
                        r"(?P<folder>[a-z_]+)/(?P<file>[^/?]+)")
 # lightx2v's tiny decoders (LightTAE) for the Wan 2.1 VAE: huggingface.co/lightx2v/Autoencoders.
 LIGHTX2V_URL = re.compile(r"https://huggingface\.co/lightx2v/Autoencoders/resolve/main/(?P<file>[^/?]+)")
+# MiniMax H3: ComfyUI's repackaged files (Comfy-Org/MiniMax-H3, <models folder>/<file>), the Turbo-SLA LoRA (root of
+# lightx2v/Minimax-h3-Turbo-SLA) and the temporal taeh3 decoder (madebyollin/taehv, safetensors/).
+COMFY_H3_URL = re.compile(r"https://huggingface\.co/Comfy-Org/MiniMax-H3/resolve/main/(?P<folder>[a-z_]+)/"
+                          r"(?P<file>minimax_h3_[^/?]+|qwen3vl_32b_minimax_h3_[^/?]+)")
+H3_LORA_URL = re.compile(r"https://huggingface\.co/lightx2v/Minimax-h3-Turbo-SLA/resolve/main/"
+                         r"(?P<file>minimax_h3_fl2v_turbo_[^/?]+_sla_[^/?]*\.safetensors)")
+TAEH3_URL = "https://github.com/madebyollin/taehv/raw/refs/heads/main/safetensors/taeh3.safetensors"
 # ComfyUI's VAELoader (0.33, nodes.py VAELoader.video_taes) loads a file from models/vae_approx, not models/vae,
 # when its name without the extension is one of these; it lists vae_approx files starting with them.
 VIDEO_TAES = ("taehv", "lighttaew2_2", "lighttaew2_1", "lighttaehy1_5", "taeltx_2", "taeh3")
@@ -353,7 +372,14 @@ def download_problems(node):
             problems.append(f"{where}: {value} directory {entry.get('directory')!r}, the loader reads {folder!r}")
         url = entry.get("url", "")
         turbo, comfy, light = TURBO_URL.fullmatch(url), COMFY_URL.fullmatch(url), LIGHTX2V_URL.fullmatch(url)
-        if light:
+        h3, h3_lora = COMFY_H3_URL.fullmatch(url), H3_LORA_URL.fullmatch(url)
+        if h3 or h3_lora:
+            if (h3 or h3_lora)["file"] != value or (h3 and h3["folder"] != folder) or (h3_lora and folder != "loras"):
+                problems.append(f"{where}: {url} does not serve {folder}/{value}")
+        elif url == TAEH3_URL:
+            if value != "taeh3.safetensors" or folder != "vae_approx":
+                problems.append(f"{where}: {url} does not serve vae_approx/{value}")
+        elif light:
             if light["file"] != value or folder != "vae_approx":
                 problems.append(f"{where}: {url} does not serve vae_approx/{value}")
         elif turbo:
@@ -363,7 +389,8 @@ def download_problems(node):
             if comfy["file"] != value or comfy["folder"] != folder:
                 problems.append(f"{where}: {url} does not serve {folder}/{value}")
         else:
-            problems.append(f"{where}: {url!r} is not a TurboDiffusion, ComfyUI Wan 2.1 or lightx2v download")
+            problems.append(f"{where}: {url!r} is not a TurboDiffusion, ComfyUI Wan 2.1 / MiniMax H3, lightx2v or "
+                            f"taehv download")
     return problems
 
 
@@ -521,9 +548,12 @@ def group_of(wf, node):
     return None
 
 
-@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=os.path.basename)
+WAN_FILES = [p for p in WORKFLOW_FILES if os.path.basename(p) != H3]
+
+
+@pytest.mark.parametrize("path", WAN_FILES, ids=os.path.basename)
 def test_full_and_fast_decode_both_wired(path):
-    """Every workflow decodes with the full Wan 2.1 VAE (active) and offers lighttaew2_1 beside it: the same
+    """Every Wan workflow decodes with the full Wan 2.1 VAE (active) and offers lighttaew2_1 beside it: the same
     sampler output into a second decode -> video -> save chain in its own group, bypassed, one toggle away."""
     wf = load(path)
     loaders = {widgets(n)["vae_name"]: n for n in of_type(wf, "VAELoader")}
@@ -574,7 +604,7 @@ def test_main_workflow_opens_as_an_app():
     assert upstream(wf, out[1]["id"], "model")["id"] == upstream(wf, ks["id"], "model")["id"]
     for name in WORKFLOW_FILES:   # the others open as node graphs
         other = load(name)
-        if os.path.basename(name) != MAIN:
+        if os.path.basename(name) not in APPS:
             assert "linearMode" not in other["extra"] and "linearData" not in other["extra"]
 
 
@@ -591,6 +621,114 @@ def test_i2v_start_image_is_shipped_and_explained():
     assert all(word in prompt for word in ("cat", "sunglasses", "surfboard", "wave", "cartoon"))
     note = of_type(wf, "Note")[0]["widgets_values"][0]
     assert name in note and "your own start image" in note
+
+
+def test_h3_fl2v_settings():
+    """MiniMax H3 with its Turbo-SLA LoRA: ComfyUI's own H3 nodes, the LoRA at 1.0, ApplySLA at the LoRA's training
+    keep (0.15, 128x64, exact_prefix off) last before the sampler, and LightX2V's preset for the LoRA: 4 steps,
+    euler/simple, no CFG, video shift 6 / audio shift 3, 1344x768 at 24 fps."""
+    wf = by_name(H3)
+    (ks,) = of_type(wf, "SamplerCustomAdvanced")
+    guider = upstream(wf, ks["id"], "guider")
+    assert guider["type"] == "BasicGuider"   # no classifier-free guidance (LightX2V: enable_cfg false)
+    assert model_chain(wf, guider) == ["ApplySLA", "MiniMaxH3SigmaShift", "LoraLoaderModelOnly", "UNETLoader"]
+    sla = upstream(wf, guider["id"], "model")
+    s = widgets(sla)
+    assert (s["keep_ratio"], s["block_q"], s["block_k"], s["exact_prefix"], s["enabled"]) == (0.15, "128", "64",
+                                                                                               False, True)
+    assert (s["start_percent"], s["end_percent"], s["dense_blocks"], s["keep_schedule"]) == (0.0, 1.0, "", "")
+    shift = upstream(wf, sla["id"], "model")
+    assert (widgets(shift)["shift_video"], widgets(shift)["shift_audio"]) == (6.0, 3.0)
+    lora = widgets(upstream(wf, shift["id"], "model"))
+    assert lora["lora_name"] == "minimax_h3_fl2v_turbo_4step_v0.1_768p_sla_comfyui_bf16.safetensors"
+    assert lora["strength_model"] == 1.0
+    sigmas = upstream(wf, ks["id"], "sigmas")
+    assert widgets(sigmas) == {"scheduler": "simple", "steps": 4, "denoise": 1.0}
+    assert upstream(wf, sigmas["id"], "model")["id"] == sla["id"]   # the schedule sees the shifted sampling
+    assert widgets(upstream(wf, ks["id"], "sampler")) == {"sampler_name": "euler"}
+    (h3,) = of_type(wf, "MiniMaxH3ImageToVideo")
+    assert upstream(wf, guider["id"], "conditioning")["id"] == h3["id"]
+    assert upstream(wf, ks["id"], "latent_image")["id"] == h3["id"]
+    v = widgets(h3)
+    assert (v["width"], v["height"]) == (1344, 768) and (v["length"] - 5) % 17 == 0   # H3's 17k+5 frame grid
+    assert widgets(upstream(wf, h3["id"], "clip"))["type"] == "minimax"
+    assert all(widgets(n)["fps"] == 24 for n in of_type(wf, "CreateVideo"))
+    note = of_type(wf, "Note")[0]["widgets_values"][0]
+    assert "minimax_h3_fp8_4step_5090_vae_fp8_sla.json" in note and "refiner stays dense" in note
+
+
+def test_h3_first_and_last_frame_are_shipped_and_explained():
+    wf = by_name(H3)
+    (h3,) = of_type(wf, "MiniMaxH3ImageToVideo")
+    from PIL import Image
+    names = []
+    for slot in ("first_frame", "last_frame"):
+        img = upstream(wf, h3["id"], slot)
+        assert img["type"] == "LoadImage"
+        names.append(widgets(img)["image"])
+        # H3's canvas: the first frame is stretched to it and the last cover-cropped, so neither is distorted
+        assert Image.open(os.path.join(WORKFLOW_DIR, "input", names[-1])).size == (1344, 768)
+    assert names[0] != names[1]
+    prompt = widgets(h3)["prompt"].lower()
+    assert all(word in prompt for word in ("cat", "sunglasses", "surfboard", "wave", "audio"))
+    note = of_type(wf, "Note")[0]["widgets_values"][0]
+    assert all(n in note for n in names) and "Load your own" in note
+
+
+def test_h3_decode_path_is_wired_and_stated():
+    """ComfyUI's H3 video VAE decodes (active) and the audio VAE gives the sound to both videos; the one light
+    decoder ComfyUI 0.33 loads for H3, taeh3 (models/vae_approx), decodes the same latents in a bypassed group."""
+    wf = by_name(H3)
+    loaders = {widgets(n)["vae_name"]: n for n in of_type(wf, "VAELoader")}
+    assert set(loaders) == {"minimax_h3_video_vae_fp16.safetensors", "minimax_h3_audio_vae_fp32.safetensors",
+                            "taeh3.safetensors"}
+    video, audio, light = (loaders[k] for k in ("minimax_h3_video_vae_fp16.safetensors",
+                                                "minimax_h3_audio_vae_fp32.safetensors", "taeh3.safetensors"))
+    assert video["mode"] == audio["mode"] == 0 and light["mode"] == BYPASSED
+    assert os.path.splitext(widgets(light)["vae_name"])[0] in VIDEO_TAES   # VAELoader reads it from vae_approx
+    (ks,) = of_type(wf, "SamplerCustomAdvanced")
+    decodes = {upstream(wf, n["id"], "vae")["id"]: n for n in of_type(wf, "VAEDecode")}
+    assert set(decodes) == {video["id"], light["id"]}
+    assert all(upstream(wf, n["id"], "samples")["id"] == ks["id"] for n in decodes.values())
+    (adec,) = of_type(wf, "VAEDecodeAudio")
+    assert upstream(wf, adec["id"], "vae")["id"] == audio["id"] and adec["mode"] == 0
+    assert upstream(wf, adec["id"], "samples")["id"] == ks["id"]
+    videos = of_type(wf, "CreateVideo")
+    assert len(videos) == 2 and all(upstream(wf, n["id"], "audio")["id"] == adec["id"] for n in videos)
+    draft_group = group_of(wf, light)
+    assert draft_group and "taeh3" in draft_group
+    draft = [n for n in wf["nodes"] if group_of(wf, n) == draft_group]
+    assert {n["id"] for n in wf["nodes"] if n["mode"] == BYPASSED} == {n["id"] for n in draft}   # one toggle
+    saves = [n for n in of_type(wf, "SaveVideo") if n["mode"] == 0]
+    assert len(saves) == 1 and group_of(wf, saves[0]) == group_of(wf, decodes[video["id"]])
+    assert "H3 video VAE" in group_of(wf, saves[0])
+    (entry,) = light["properties"]["models"]
+    assert entry == {"name": "taeh3.safetensors", "directory": "vae_approx", "url": TAEH3_URL}
+    note = of_type(wf, "Note")[0]["widgets_values"][0]
+    assert "taeh3" in note and "no light decoder for the audio" in note and "Ctrl+B" in note
+
+
+def test_h3_workflow_opens_as_an_app():
+    wf = by_name(H3)
+    assert wf["extra"]["linearMode"] is True
+    data = wf["extra"]["linearData"]
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    chosen = [(nodes[nid]["type"], name) for nid, name, _cfg in data["inputs"]]
+    assert chosen == [("LoadImage", "image"), ("LoadImage", "image"), ("MiniMaxH3ImageToVideo", "prompt"),
+                      ("RandomNoise", "noise_seed"), ("ApplySLA", "keep_ratio")]
+    (h3,) = of_type(wf, "MiniMaxH3ImageToVideo")
+    assert [nid for nid, _n, _c in data["inputs"][:2]] == [upstream(wf, h3["id"], s)["id"]
+                                                           for s in ("first_frame", "last_frame")]
+    for nid, name, cfg in data["inputs"]:
+        assert name in widgets(nodes[nid]) and set(cfg) == {"description"} and len(cfg["description"]) <= 40
+        label = [i["label"] for i in nodes[nid]["inputs"] if i.get("widget", {}).get("name") == name]
+        assert len(label) == 1 and label[0][0].isupper()
+    out = [nodes[i] for i in data["outputs"]]
+    assert [n["type"] for n in out] == ["SaveVideo", "SLARunReport"] and all(n["mode"] == 0 for n in out)
+    (ks,) = of_type(wf, "SamplerCustomAdvanced")
+    assert upstream(wf, out[1]["id"], "samples")["id"] == ks["id"]
+    guider = upstream(wf, ks["id"], "guider")
+    assert upstream(wf, out[1]["id"], "model")["id"] == upstream(wf, guider["id"], "model")["id"]
 
 
 # ------------------------------------------------------------------------------------------------ layout

@@ -22,8 +22,8 @@ live graph back and FAILS on:
   a workflow, one of the pack's nodes, or the frontend's App-mode store).
 
 It also checks the templates browser: the server lists exactly the ``workflows/*.json`` files under the pack's
-folder name, the main workflow (``scripts/build_workflows.py`` MAIN) comes first under A -> Z, no card title is cut
-off, and every card shows its thumbnail. Screenshots (small PNGs) go to ``--shots`` (default ``docs/screenshots``):
+folder name, A -> Z lists them in the builder's order (``scripts/build_workflows.py`` WORKFLOWS: the MiniMax H3
+workflow, then the main Wan workflow ahead of the other Wan ones), no card title is cut off, and every card shows its thumbnail. Screenshots (small PNGs) go to ``--shots`` (default ``docs/screenshots``):
 ``<workflow>.png`` (the whole graph), ``<workflow> (App).png`` for App workflows and ``templates-browser.png``.
 
 ``--placeholders BASE`` first writes empty files named as the workflows' models into the server's base directory
@@ -500,7 +500,7 @@ def compare_alphabetical(a: str, b: str) -> int:
     return (ka > kb) - (ka < kb)
 
 
-async def templates_check(cdp, url, files, main_stem, shots) -> list:
+async def templates_check(cdp, url, files, expected_az, shots) -> list:
     problems = []
     with urllib.request.urlopen(f"{url}/api/workflow_templates") as r:
         listing = json.load(r)
@@ -513,8 +513,8 @@ async def templates_check(cdp, url, files, main_stem, shots) -> list:
     import functools
     az = sorted(listing[module], key=functools.cmp_to_key(compare_alphabetical))
     print(f"templates: A -> Z order {az}")
-    if az[0] != main_stem:
-        problems.append(f"A -> Z puts {az[0]!r} first, not the main workflow {main_stem!r}")
+    if az != [s for s in expected_az if s in az]:
+        problems.append(f"A -> Z order {az}, expected the builder's order {expected_az}")
     res = await cdp.json(JS_TEMPLATES_BROWSER % json.dumps([module, "alphabetical"]))
     if res.get("error"):
         return problems + [f"templates browser: {res['error']}"]
@@ -564,7 +564,7 @@ async def check(url, shots, chromium, files, models=False, templates=True, windo
     post_settings(url)
     sys.path.insert(0, os.path.join(REPO, "scripts"))
     import build_workflows
-    main_stem = build_workflows.MAIN[:-len(".json")]
+    expected_az = [name[:-len(".json")] for name in build_workflows.WORKFLOWS]   # the builder lists them A -> Z
     with urllib.request.urlopen(f"{url}/api/workflow_templates") as r:
         listing = json.load(r)
     stems = {os.path.basename(f)[:-len(".json")] for f in files}
@@ -576,7 +576,7 @@ async def check(url, shots, chromium, files, models=False, templates=True, windo
         await open_frontend(cdp, url)
         start = len(cdp.events)
         if templates:
-            problems = await templates_check(cdp, url, files, main_stem, shots)
+            problems = await templates_check(cdp, url, files, expected_az, shots)
             ours = pack_messages(cdp.console(start), [module, *PACK_NODES, *stems])
             problems += [f"console {lvl}: {text[:300]}" for lvl, text in ours]
             print(f"templates browser: {'OK' if not problems else 'FAIL'}")
