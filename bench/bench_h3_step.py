@@ -183,7 +183,6 @@ def main():
         sigmas = torch.tensor([0.9, 0.0])
         for name in names:
             times, peaks = [], []
-            first = []
 
             def on_call(i, ms, peak):
                 times.append(ms)
@@ -195,7 +194,7 @@ def main():
                 H.sample(m, positive, noise, latent, sampler, sigmas)
             except torch.OutOfMemoryError as e:
                 out(kind="step", variant=name, frames=frame_count, seq_len=seq_len, error=f"OOM: {str(e)[:200]}")
-                del m
+                m = None
                 H.free_memory()
                 continue
             first, timed = times[:args.warmup], times[args.warmup:]

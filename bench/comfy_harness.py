@@ -19,7 +19,7 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from _load_pack import load_pack  # noqa: E402
+from _load_pack import load_pack  # noqa: E402,F401 - the scripts import the pack through here
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
