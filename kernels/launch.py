@@ -20,6 +20,11 @@ from .topk import lut_from_means, scores_budget
 # 2 stages, key blocks two per iteration, query tile and folded summary through TMA too
 # (docs/KERNEL_NOTES.md#rounds-4-7-second-session-2026-11-27-same-h100-kind-torch-2110cu130-triton-360).
 MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, Q_TMA=True, KV_EARLY=True)
+# D=128, block_q=64, 16-bit inputs in the compute dtype, sequences of at least LONG_TOKENS: pointer loads, key blocks
+# two per iteration, 3 stages (MiniMax H3 at 111k tokens: 168 / 116 ms against 180 / 122 ms at keep 0.15 / 0.10;
+# at 40k tokens the default is faster: docs/KERNEL_NOTES.md#block_q-64-on-long-sequences).
+MAIN_Q64_LONG = dict(num_warps=4, num_stages=3, PAIR=True)
+LONG_TOKENS = 98_304
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -71,7 +76,7 @@ def host_tma() -> bool:
 
 
 def main_config(d: int, block_q: int, cdt: torch.dtype, inputs_in_cdt: bool, capability: int, tma_ok: bool,
-                override: dict | None = None) -> dict:
+                override: dict | None = None, length: int = 0) -> dict:
     """Launch configuration of the main kernel: num_warps, num_stages, USE_TMA (which kernel) and its constexprs
     (PAIR for the pointer kernel, Q_TMA / KV_EARLY for the TMA kernel; requests the launcher may still drop).
 
@@ -88,6 +93,8 @@ def main_config(d: int, block_q: int, cdt: torch.dtype, inputs_in_cdt: bool, cap
                USE_TMA=pair_ok and capability >= 90 and tma_ok, Q_TMA=False, KV_EARLY=False)
     if cfg["USE_TMA"]:
         cfg.update(MAIN_TMA_DEFAULT)
+    elif d == 128 and block_q == 64 and cdt != torch.float32 and inputs_in_cdt and length >= LONG_TOKENS:
+        cfg.update(MAIN_Q64_LONG)
     if override:
         cfg.update(override)
         if cfg["USE_TMA"] and not (cdt != torch.float32 and inputs_in_cdt and tma_ok):
@@ -159,7 +166,7 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
         kv = ks = None
     cap = torch.cuda.get_device_capability(q.device) if q.is_cuda else (0, 0)
     cfg = main_config(d, block_q, cdt, k.dtype == cdt and v.dtype == cdt, cap[0] * 10 + cap[1],
-                      host_tma() and _tma_ok(k, v), config)
+                      host_tma() and _tma_ok(k, v), config, length)
     num_warps, num_stages, use_tma = cfg.pop("num_warps"), cfg.pop("num_stages"), cfg.pop("USE_TMA")
     args = (q, k, v, out, lut, kv, ks, bias)
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),

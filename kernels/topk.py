@@ -51,7 +51,7 @@ def topk_num_warps(nk_pad: int) -> int:
 # least SCORES_MIN_BYTES): with the block means and the LUT this keeps the call's workspace under 10% of q at
 # MiniMax H3's shapes (docs/KERNEL_NOTES.md#workspace).
 SCORES_SHARE_OF_Q = 1 / 64
-SCORES_MIN_BYTES = 16 << 20
+SCORES_MIN_BYTES = 8 << 20
 
 
 def scores_budget(q_bytes: int) -> int:

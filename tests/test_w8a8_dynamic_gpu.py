@@ -77,8 +77,9 @@ ctx = torch.randn(1, 12, 4096, generator=g).to(dev, torch.bfloat16)
 
 def run(patcher):
     comfy.model_management.load_models_gpu([patcher])
+    dt = patcher.model.get_dtype_inference()   # ComfyUI picks it per GPU (fp16 where it prefers it)
     with torch.no_grad():
-        return patcher.model.diffusion_model(x, t, ctx).float()
+        return patcher.model.diffusion_model(x.to(dt), t, ctx.to(dt)).float()
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
