@@ -107,7 +107,7 @@ WIDGET_TYPES = {("CLIPTextEncode", "text"): "STRING", ("KSampler", "seed"): "INT
 
 # Drawn height of each node type in the ComfyUI 0.33 frontend (1.49.6): LGraphNode.computeSize() of a fresh node,
 # the least it draws (a saved size below it is grown on load). Widths are kept as saved (all above its minimum).
-FRONTEND_H = {"SLADiffusionModelLoader": 102, "ApplySLA": 298, "SLAWeightsLoader": 78, "SLARunReport": 46,
+FRONTEND_H = {"SLADiffusionModelLoader": 102, "ApplySLA": 322, "SLAWeightsLoader": 78, "SLARunReport": 46,
               "UNETLoader": 82, "ModelSamplingSD3": 58, "CLIPLoader": 106, "CLIPTextEncode": 88,
               "EmptyHunyuanLatentVideo": 130, "VAELoader": 58, "VAEDecode": 46, "CreateVideo": 102, "SaveVideo": 106,
               "KSampler": 262, "KSamplerAdvanced": 334, "LoadImage": 102, "WanImageToVideo": 210, "ImageStitch": 150,
@@ -667,8 +667,7 @@ def minimax_h3_fl2v():
     unet = w.node("UNETLoader", [H3_MODEL, "default"], x=COL_A, y=0, w=COL_W_A, title="Load Diffusion Model (H3 FL2V)")
     lora = w.node("LoraLoaderModelOnly", [H3_LORA, 1.0], below=unet, title="LoRA: Turbo-SLA (4 steps)")
     shift = w.node("MiniMaxH3SigmaShift", H3_SIGMA_SHIFT, below=lora)
-    # + 24: exact_prefix's widget row, which FRONTEND_H's ApplySLA (measured before that input) does not count yet
-    sla = w.node("ApplySLA", apply_sla_widgets(keep=0.15, exact_prefix=False), below=shift, h=APPLY_SLA_H + 24,
+    sla = w.node("ApplySLA", apply_sla_widgets(keep=0.15, exact_prefix=False), below=shift, h=APPLY_SLA_H,
                  color=SLA_COLOR, bgcolor=SLA_BG, labels={"keep_ratio": "Keep ratio"})
     w.group("Model: H3 + Turbo-SLA LoRA + SLA", [unet, lora, shift, sla], GROUP_SLA)
     clip = w.node("CLIPLoader", [H3_TEXT, "minimax", "default"], x=COL_B, y=0, w=COL_W_B)

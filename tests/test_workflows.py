@@ -782,7 +782,7 @@ def test_layout_check_catches_the_old_overlap():
     """The layout the 0.33 frontend drew wrong: the SLA loader saved 82 px tall (drawn 102) right above ApplySLA."""
     b = _builder()
     wf = {"nodes": [{"id": 1, "type": "SLADiffusionModelLoader", "pos": [0, 0], "size": [360, 82]},
-                    {"id": 2, "type": "ApplySLA", "pos": [0, 130], "size": [360, 298]}], "groups": []}
+                    {"id": 2, "type": "ApplySLA", "pos": [0, 130], "size": [360, 322]}], "groups": []}
     assert layout_problems(wf, b.TITLE_H, b.FRONTEND_H) == ["node 1 (SLADiffusionModelLoader) saved 82 tall, the "
                                                              "frontend draws 102"]
     wf["nodes"][0]["size"][1] = 102
