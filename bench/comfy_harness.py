@@ -142,8 +142,11 @@ def free_memory():
 @torch.no_grad()
 def randomize(module, std=0.02, seed=0):
     """Random weights in place, on whatever device the module lives: norms' scales 1, biases 0, the rest N(0, std)."""
-    gen = torch.Generator(device=next(module.parameters()).device).manual_seed(seed)
+    gens = {}   # one generator per device: a text encoder may keep some parameters (embeddings) elsewhere
     for name, p in module.named_parameters():
+        gen = gens.get(p.device)
+        if gen is None:
+            gen = gens[p.device] = torch.Generator(device=p.device).manual_seed(seed)
         leaf = name.rsplit(".", 1)[-1]
         if p.dtype in (torch.int8, torch.uint8, torch.bool):
             continue
