@@ -36,6 +36,7 @@ sys.path.insert(0, TESTS)  # wan_factory
 import torch  # noqa: E402
 
 import comfy_env  # noqa: E402
+import h3_scenarios  # noqa: E402
 
 # Latent: EmptyHunyuanLatentVideo 240x128, 9 frames -> (1, 16, 3, 16, 30) -> 3 * 8 * 15 = 360 tokens: 6 query and
 # key blocks of 64 (the last one partial), so keep 0.3 keeps 1 block and keep 0.6 keeps 3.
@@ -134,7 +135,10 @@ class SLATestSaveLatent:
     CATEGORY = "testing"
 
     def save(self, samples, name):
-        torch.save(samples["samples"].detach().cpu().clone(), os.path.join(LATENT_DIR, f"{name}.pt"))
+        x = samples["samples"]
+        # an audio-video latent (MiniMax H3) is a NestedTensor: saved as the list of its streams
+        x = [t.detach().cpu().clone() for t in x.tensors] if getattr(x, "is_nested", False) else x.detach().cpu().clone()
+        torch.save(x, os.path.join(LATENT_DIR, f"{name}.pt"))
         return {}
 
 
@@ -287,7 +291,7 @@ class SLATestRecordingOverride:
 
 TEST_NODES = {"SLATestRecordingOverride": SLATestRecordingOverride, "SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,
               "SLATestCompile": SLATestCompile, "SLATestLowVram": SLATestLowVram, "SLATestSaveImage": SLATestSaveImage,
-              "SLATestDecode": SLATestDecode}
+              "SLATestDecode": SLATestDecode, **h3_scenarios.TEST_NODES}
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -360,8 +364,8 @@ def lora(g, model):
     return g.add("LoraLoaderModelOnly", model=model, lora_name=LORA, strength_model=1.0)
 
 
-def scenarios():
-    """name -> Graph. Names are what the tests compare."""
+def scenarios(h3: bool = False):
+    """name -> Graph. Names are what the tests compare. ``h3``: with the MiniMax H3 scenarios (h3_scenarios.py)."""
     out = {}
 
     def scen(fn):
@@ -561,6 +565,8 @@ def scenarios():
         g.add("SLATestSaveImage", images=amap, name="attention_map_image")
         g.add("SLATestSaveImage", images=[amap[0], 1], name="attention_map_sparsity")
 
+    if h3:  # last: their torch.compile runs must not touch the compile counts of the Wan scenarios
+        out.update(h3_scenarios.scenarios(Graph, apply_sla))
     return out
 
 
@@ -851,6 +857,10 @@ def main(argv=None):
     os.makedirs(os.path.join(work, "models", "diffusion_models"), exist_ok=True)
     os.makedirs(os.path.join(work, "models", "loras"), exist_ok=True)
     results["models"] = write_models(os.path.join(work, "models"))
+    results["h3"] = h3_scenarios.available(args.comfy)
+    if results["h3"]:
+        results["h3_models"] = h3_scenarios.write_models(os.path.join(work, "models"))
+        h3_scenarios.OUT_DIR = LATENT_DIR
     os.makedirs(os.path.join(work, "input"), exist_ok=True)
     placeholder_files(args.validate_workflows + args.run_workflows, work)
 
@@ -873,7 +883,7 @@ def main(argv=None):
         results["workflow_validation"] = validate_workflows(env, args.validate_workflows, results["schemas"])
 
     record_drawn_captures()
-    runs = [(name, graph.prompt) for name, graph in scenarios().items()]
+    runs = [(name, graph.prompt) for name, graph in scenarios(results["h3"]).items()]
     runs += [(f"workflow:{os.path.basename(p)}", headless_workflow_prompt(p, results["schemas"]))
              for p in args.run_workflows]
     for name, prompt in runs:
@@ -893,12 +903,13 @@ def main(argv=None):
             "node_texts": recorder.node_texts(sent),
             "logs": [r for r in capture.records[start:] if "comfyui-sla" in r["logger"] or "sla" in r["msg"].lower()
                      or r["level"] in ("WARNING", "ERROR")]}
-        if name == "attention_map":
-            save_capture(os.path.join(LATENT_DIR, "attention_map_capture.pt"))
+        if name in ("attention_map", "h3_schedule_map"):
+            save_capture(os.path.join(LATENT_DIR, f"{name}_capture.pt"))
         print(f"[runner] {name}: {status} ({results['scenarios'][name]['seconds']} s)", flush=True)
 
     results["compiles"] = COMPILES
     results["recorded"] = RECORDED
+    results["probed"] = h3_scenarios.PROBED
     results["lowvram"] = LOWVRAM
     results["total_s"] = time.perf_counter() - t0
     with open(os.path.join(work, "results.json"), "w") as f:

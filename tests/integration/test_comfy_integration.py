@@ -385,3 +385,138 @@ def test_attention_backend_node_after_sla_is_reported(run):
     s = run.scenario("backend_node_after_sla")
     texts = " ".join(text for _node, text in s["node_texts"]) + " ".join(r["msg"] for r in s["logs"])
     assert "SLA did not run" in texts and "Model Attention Backend" in texts, texts
+
+
+# ---------------------------------------------------------------------------------------------- MiniMax H3
+# A tiny random H3 (tests/integration/h3_scenarios.py: 3 DiT blocks of 2 heads x 128, 360 packed tokens = 3 query
+# blocks of 128 and 6 key blocks of 64) through ComfyUI's own UNETLoader, LoraLoaderModelOnly, ApplySLA (keep
+# 0.15, 128x64, min_tokens 256, torch backend), KSampler (4 euler steps, cfg 1) on EmptyMiniMaxH3LatentAV.
+
+H3_BLOCKS, H3_STEPS = 3, 4
+H3_CALLS = H3_BLOCKS * H3_STEPS
+
+
+@pytest.fixture
+def h3(run):
+    if not run.results.get("h3"):
+        pytest.skip("this ComfyUI has no MiniMax H3 (comfy/ldm/minimax: core 0.33 and later)")
+    return run
+
+
+def h3_latent(run, scenario, name=None) -> torch.Tensor:
+    """The sampled audio-video latent (video and audio streams) as one flat float64 vector."""
+    streams = run.latent(scenario, name)
+    assert [tuple(t.shape) for t in streams] == [(1, 24, 2, 16, 40), (1, 32, 2, 8)]
+    assert all(torch.isfinite(t).all() for t in streams)
+    return torch.cat([t.reshape(-1).double() for t in streams])
+
+
+def test_h3_file_is_detected_and_loaded_by_the_stock_loader(h3):
+    # UNETLoader detected MiniMax H3 (ComfyUI's FLOW_AV model, MiniMaxH3Model) and every key loaded: no key of the
+    # file is missing from the model or left over
+    for scenario in ("h3_unpatched", "h3_lora_before"):
+        logs = [r["msg"] for r in h3.scenario(scenario)["logs"]]
+        assert not [m for m in logs if "unet missing" in m or "unet unexpected" in m or "lora key not loaded" in m]
+    logs = [r["msg"] for r in h3.scenario("h3_lora_before")["logs"]]
+    assert any(m.startswith("SLA applied to MiniMaxH3Model (MiniMax H3, 3 blocks") for m in logs), logs
+    from h3_scenarios import lora_targets
+    assert h3.results["probed"]["h3_probe:patched"] == lora_targets()   # QKV and FFN of every DiT block
+
+
+def test_h3_every_dit_call_is_sparse_and_the_report_reaches_the_node(h3):
+    lines = h3.run_lines("h3_lora_before")
+    assert len(lines) == 1 and sparse_calls(lines) == H3_CALLS and dense_calls(lines) == 0, lines
+    # 6 key blocks: keep 0.15 keeps 1 (LightX2V's count), as the Turbo-SLA LoRA was trained
+    assert "realised keep 0.167" in lines[0] and "block-sparse only (no proj_l) on blocks 0-2" in lines[0], lines
+    texts = node_texts(h3, "h3_lora_before")
+    (text,) = texts[node_id(h3, "h3_lora_before", "ApplySLA")]
+    assert len(texts) == 1 and text.startswith(f"{H3_CALLS} sparse / 0 dense self-attention calls"), texts
+    assert any("MiniMax H3: block-sparse attention without a linear branch" in r["msg"]
+               for r in h3.scenario("h3_lora_before")["logs"])
+    # the probe after ApplySLA saw each DiT block once per step, with the block index the pack's patch wrote
+    # (0.33's block loop writes none), on the whole packed sequence
+    probed = h3.results["probed"]["h3_probe"]
+    assert probed == [[b, s, [1, 2, 360, 128]] for s in range(H3_STEPS) for b in range(H3_BLOCKS)]
+
+
+def test_h3_keep_one_equals_the_unpatched_model(h3):
+    # Not bit for bit: the dense model runs ComfyUI's attention (SDPA), keep 1.0 runs SLA's blockwise softmax over
+    # every block (another summation order); fp32 on the CPU, 4 steps: ~1e-6
+    assert sparse_calls(h3.run_lines("h3_keep1")) == H3_CALLS
+    assert max_diff(h3_latent(h3, "h3_keep1"), h3_latent(h3, "h3_unpatched")) < SAME
+
+
+def test_h3_keep_015_changes_the_output_and_is_the_training_router(h3):
+    from test_minimax_h3 import router_reference
+    assert max_diff(h3_latent(h3, "h3_lora_before"), h3_latent(h3, "h3_unpatched")) > DIFFERENT
+    # the probe is transparent; the call it captured (block 1, step 1) is the router's on its own q, k, v
+    assert torch.equal(h3_latent(h3, "h3_probe"), h3_latent(h3, "h3_lora_before"))
+    call = torch.load(os.path.join(h3.work, "latents", "h3_probe_call.pt"))
+    assert tuple(call["q"].shape) == (1, 2, 360, 128) and tuple(call["out"].shape) == (1, 360, 256)
+    mask, ref = router_reference(call["q"], call["k"], call["v"], 0.15, 128, 64)
+    assert mask.shape == (1, 2, 3, 6) and mask.sum(-1).eq(1).all()   # one key block of six per query block
+    torch.testing.assert_close(call["out"].double(), ref, atol=1e-5, rtol=1e-5)
+    _, dense = router_reference(call["q"], call["k"], call["v"], 1.0, 128, 64)
+    assert (call["out"].double() - dense).abs().max() > 1e-2   # and not what dense attention gives
+
+
+def test_h3_lora_applies_before_and_after_apply_sla(h3):
+    before, after = h3_latent(h3, "h3_lora_before"), h3_latent(h3, "h3_lora_after")
+    assert max_diff(before, h3_latent(h3, "h3_lora0_before")) > DIFFERENT, "LoRA before ApplySLA had no effect"
+    assert max_diff(after, h3_latent(h3, "h3_lora0_after")) > DIFFERENT, "LoRA after ApplySLA had no effect"
+    assert max_diff(before, after) < SAME
+    assert max_diff(h3_latent(h3, "h3_lora0_before"), h3_latent(h3, "h3_lora0_after")) < SAME
+    for scenario in ("h3_lora_after", "h3_lora0_before", "h3_lora0_after"):
+        assert sparse_calls(h3.run_lines(scenario)) == H3_CALLS
+
+
+def test_h3_keep_schedule_changes_the_keep_per_step(h3):
+    # 6 key blocks: step 0 at 0.5 keeps 3, then 0.15 keeps 1
+    (text,) = node_texts(h3, "h3_schedule_map")[node_id(h3, "h3_schedule_map", "ApplySLA")]
+    assert text.startswith(f"{H3_CALLS} sparse / 0 dense") and "per step 0.50 0.17 0.17 0.17" in text, text
+    assert max_diff(h3_latent(h3, "h3_schedule_map"), h3_latent(h3, "h3_lora_before")) > DIFFERENT
+
+
+def test_h3_attention_map_draws_the_routers_mask(h3):
+    from test_minimax_h3 import router_reference
+    image = h3.latent("h3_schedule_map", "h3_attention_map_image")
+    cap = torch.load(os.path.join(h3.work, "latents", "h3_schedule_map_capture.pt"))
+    assert (cap["block"], cap["head"], cap["step"], cap["sparse"], cap["keep"]) == (1, 1, 1, True, 0.15)
+    assert (cap["block_q"], cap["block_k"]) == (128, 64) and tuple(cap["q"].shape) == (1, 360, 1, 128)
+    q, k = cap["q"].transpose(1, 2), cap["k"].transpose(1, 2)   # (1, 1, S, D): the head, as ComfyUI hands it over
+    mask = router_reference(q, k, k, 0.15, 128, 64)[0][0, 0]
+    assert mask.shape == (3, 6) and mask.sum(-1).tolist() == [1, 1, 1]
+    cell = image.shape[1] // 3
+    assert tuple(image.shape) == (1, 3 * cell, 6 * cell, 3)
+    assert torch.equal(image[0, ..., 0], mask.float().repeat_interleave(cell, 0).repeat_interleave(cell, 1))
+
+
+def test_h3_compiled_model_compiles_no_more_than_the_model_itself_and_matches_eager(h3):
+    # Frames compiled after each model call. ComfyUI's H3 itself compiles again in the second call (at sigma 1 the
+    # video and audio timesteps coincide: one time-embedding row, two afterwards), with or without SLA; nothing
+    # compiles after that, neither in the rest of the run nor in a second run with another seed.
+    sla, dense = h3.results["compiles"]["h3_compiled"], h3.results["compiles"]["h3_compiled_dense"]
+    assert len(sla) == 2 * H3_STEPS and len(dense) == H3_STEPS and sla[0] > 0 and dense[0] > 0
+
+    def grew(frames):
+        return [i for i in range(len(frames)) if frames[i] > (frames[i - 1] if i else 0)]
+    assert grew(dense) == [0, 1], dense
+    assert grew(sla) == grew(dense), sla
+    assert max_diff(h3_latent(h3, "h3_compiled", "h3_compiled_run1"), h3_latent(h3, "h3_lora_before")) < SAME
+    assert max_diff(h3_latent(h3, "h3_compiled", "h3_compiled_run2"), h3_latent(h3, "h3_eager_seed1")) < SAME
+    assert max_diff(h3_latent(h3, "h3_compiled_dense"), h3_latent(h3, "h3_unpatched")) < SAME
+    lines = h3.run_lines("h3_compiled")
+    assert [(sparse_calls([line]), dense_calls([line])) for line in lines] == [(H3_CALLS, 0)] * 2, lines
+
+
+def test_h3_override_before_sla_gets_exactly_the_calls_sla_leaves_dense(h3):
+    alone, with_sla = h3.results["probed"]["h3_alone"], h3.results["probed"]["h3_before_sla"]
+    assert len(alone) == H3_CALLS and len(with_sla) == H3_STEPS
+    # block 1 (dense_blocks) at every step, the call as the override gets it without SLA (same kwargs and shapes;
+    # 0.33's block loop writes no block index: there only the pack's block-index patch does, and the override
+    # under SLA sees it)
+    assert [r[1:] for r in with_sla] == [r[1:] for i, r in enumerate(alone) if i % H3_BLOCKS == 1]
+    assert {r[0] for r in with_sla} == {1}
+    assert {r[0] for r in alone} in ({None}, set(range(H3_BLOCKS)))
+    lines = h3.run_lines("h3_chained_before_sla")
+    assert sparse_calls(lines) == H3_CALLS - H3_STEPS and "dense_blocks 4" in lines[0], lines

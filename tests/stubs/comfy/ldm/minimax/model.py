@@ -4,8 +4,9 @@ Same class names, attention call and block-loop contract as ComfyUI 0.33: a fuse
 normalised and rotated in place on the qkv buffer (so they stay strided views of it), v cloned; q, k, v handed
 over as ``AttentionTensorContainer``s of ``[1, H, S, D]`` transposes with ``mask=None, skip_reshape=True``; the
 output ``[1, S, H*D]``; the loop runs ``patches_replace["dit"][("double_block", i)]`` with ComfyUI's args dict and
-writes no block index. ``MiniMaxH3ModelNew`` has the 0.35+ loop (``block_index`` and ``minimax_h3_layout`` in
-transformer_options, ``layout`` in the patch args, v not cloned).
+writes no block index. ``MiniMaxH3ModelNew`` has the 0.35+ loop (``minimax_h3_layout`` in transformer_options
+before the token refiner runs, ``block_index`` before each DiT block, ``layout`` and ``attention`` in the patch
+args, v not cloned).
 
 Bodies reduced: no patchify, adaLN or audio/video heads. ``x`` is ``[1, rows, hidden]`` already embedded target
 rows (audio then video), ``context`` ``[1, text, hidden]`` refined text (or ``[1, text, text_dim]`` raw states:
@@ -169,17 +170,21 @@ class MiniMaxH3Model(nn.Module):
                 audio_denoise_mask=None, **kwargs):
         return self._forward(x, timestep, context, transformer_options, minimax_payload=minimax_payload, **kwargs)
 
+    def _publish_layout(self, layout, transformer_options):
+        """0.33 - 0.34 publish no layout."""
+
     def _embed(self, x, timestep, context, transformer_options, payload=None):
         if x.shape[0] != 1:
             raise ValueError("MiniMax H3 supports batch size 1")
         text_states = context[0]
-        if text_states.shape[-1] != self.hidden_size:
-            text_states = self.token_refiner(self.condition_proj(text_states),
-                                             transformer_options=transformer_options)
         layout = (payload or {}).get("layout")   # extra_conds' prebuilt layout, used when its signature matches
         signature = (text_states.shape[0], self.audio_rows, x.shape[1] - self.audio_rows)
         if layout is None or layout.signature != signature:
             layout = PackedLayout(*signature)
+        self._publish_layout(layout, transformer_options)
+        if text_states.shape[-1] != self.hidden_size:
+            text_states = self.token_refiner(self.condition_proj(text_states),
+                                             transformer_options=transformer_options)
         h = torch.cat([text_states.to(x.dtype), x[0]], dim=0)
         t_emb = self.time_proj(timestep.reshape(-1, 1)[:1].to(x.dtype) / 1000.0)
         rope = rope_rotation_table(self.rope_freqs(layout.seq_len, x.device), x.dtype)
@@ -211,10 +216,13 @@ class MiniMaxH3ModelNew(MiniMaxH3Model):
         for block in list(self.blocks) + list(self.token_refiner.blocks):
             block.attn.clone_v = False
 
+    def _publish_layout(self, layout, transformer_options):
+        # before the token refiner runs (inside the forward), as 0.35+ does: refiner calls see it too
+        transformer_options["minimax_h3_layout"] = layout
+
     def _forward(self, x, timestep, context, transformer_options={}, minimax_payload=None, denoise_mask=None,
                  audio_denoise_mask=None, **kwargs):
         h, t_emb, mod_segments, rope_freqs, layout = self._embed(x, timestep, context, transformer_options, minimax_payload)
-        transformer_options["minimax_h3_layout"] = layout
         blocks_replace = transformer_options.get("patches_replace", {}).get("dit", {})
         for i, block in enumerate(self.blocks):
             transformer_options["block_index"] = i
