@@ -190,3 +190,28 @@ def test_exact_prefix_compiles_once_and_equals_eager(comfy):
     assert counter.frame_count == 1
     torch.testing.assert_close(outs[0], eager_out, atol=1e-5, rtol=1e-5)
     assert patch_of(m).stats.prefix_calls == 2 * LAYERS
+
+
+def test_override_before_sla_gets_the_payload_layout_under_compile(comfy):
+    # 0.35+ writes the layout into transformer_options for attention patches; compiled, the dense call SLA hands on
+    # is rebuilt with the model call's layout (extra_conds' prebuilt one, the object the forward writes)
+    seen = []
+
+    def other(func, *args, **kwargs):
+        to = kwargs["transformer_options"]
+        seen.append((to.get("block_index"), type(to.get("minimax_h3_layout")).__name__))
+        return func(*args, **kwargs)
+
+    m = comfy.bridge.apply_sla(make_model(comfy, True, override=other),
+                               SLASettings(min_tokens=0, keep_ratio=0.3, dense_blocks="1"))
+    sample_with_layout(comfy, m, steps=1)
+    assert seen == [(1, "PackedLayout")]
+    seen.clear()
+    base = m.model
+    eager = base.diffusion_model
+    base.diffusion_model = torch.compile(eager, backend=CompileCounterWithBackend("aot_eager"))
+    try:
+        sample_with_layout(comfy, m, steps=1)
+    finally:
+        base.diffusion_model = eager
+    assert seen == [(1, "PackedLayout")]

@@ -443,8 +443,10 @@ def test_training_free_log_names_the_sparse_only_family(comfy, caplog):
 
 
 @pytest.mark.xfail(strict=True, reason="known limitation: under torch.compile the dense call SLA hands to an "
-                   "override installed before it is rebuilt from the model call's transformer_options as they were "
-                   "before the compiled forward wrote minimax_h3_layout (0.35+), so that override does not get it")
+                   "override installed before it is rebuilt from the model call's transformer_options and "
+                   "extra kwargs; without extra_conds' prebuilt layout in minimax_payload (ComfyUI always builds "
+                   "one when sampling: tests/test_exact_prefix.py checks that case) the layout the compiled forward "
+                   "writes (0.35+) does not reach that override")
 def test_override_before_sla_gets_the_h3_layout_under_compile(comfy):
     # 0.35+ writes the packed layout into transformer_options for attention patches (core's sparse attention reads
     # it); eager, the override SLA chains to gets it with every call SLA leaves dense

@@ -148,6 +148,13 @@ class ModelFamily:
         no sequence, or the call does not say. Default: None."""
         return None
 
+    def model_written(self, options: Optional[dict], model_kwargs: Mapping) -> dict:
+        """Objects the model's forward writes into ``transformer_options`` for attention patches before its
+        attention calls (not constants, so a compiled call site cannot carry them), as the model call's
+        ``transformer_options`` and extra kwargs already hold them: a compiled call handed to another override gets
+        them back. Default: none."""
+        return {}
+
     def output_like(self, q: torch.Tensor) -> torch.Tensor:
         """An empty contiguous tensor of the shape and dtype ComfyUI expects back from a self-attention call whose
         q is ``q`` (the fake of the custom op under torch.compile: it may read shapes only). Default: q's."""

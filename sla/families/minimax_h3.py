@@ -94,13 +94,22 @@ class MiniMaxH3Family(ModelFamily):
         b, s, h, d = out.shape
         return out.reshape(b, s, h * d)
 
-    def segments(self, options, model_kwargs) -> Optional[Segments]:
+    @staticmethod
+    def _layout(options, model_kwargs):
         # 0.33+: the PackedLayout extra_conds builds once per run rides in minimax_payload; 0.35+ also puts it in
-        # transformer_options["minimax_h3_layout"]
+        # transformer_options["minimax_h3_layout"] (the same object, when its signature matches the call)
         layout = options.get("minimax_h3_layout") if isinstance(options, dict) else None
         if layout is None:
             payload = model_kwargs.get("minimax_payload")
             layout = payload.get("layout") if isinstance(payload, dict) else None
+        return layout
+
+    def model_written(self, options, model_kwargs) -> dict:
+        layout = self._layout(options, model_kwargs)
+        return {} if layout is None else {"minimax_h3_layout": layout}
+
+    def segments(self, options, model_kwargs) -> Optional[Segments]:
+        layout = self._layout(options, model_kwargs)
         try:
             segs = tuple((int(a), int(b), str(kind)) for a, b, kind in getattr(layout, "segments", None) or ())
         except (TypeError, ValueError):

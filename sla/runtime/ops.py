@@ -91,10 +91,11 @@ def call_site(func, args, kwargs, model_keys=()) -> int:
     return _intern(record)
 
 
-def rebuild_call(site: int, q, k, v, options: Optional[dict], block: int = -1):
+def rebuild_call(site: int, q, k, v, options: Optional[dict], block: int = -1, written: Optional[dict] = None):
     """(func, args, kwargs) of call site ``site`` with tensors q, k, v, its transformer_options being ``options``
-    (the model call's, or empty) updated with the entries the tracer saw for this call and ``block_index`` (when
-    ``block`` >= 0)."""
+    (the model call's, or empty) updated with what the model writes there (``written``:
+    ``ModelFamily.model_written``), the entries the tracer saw for this call and ``block_index`` (when ``block`` >=
+    0)."""
     func, n_args, fixed_args, fixed_kwargs, scalars = _sites[site]
     args = [q, k, v] + [None] * (n_args - 3)
     for i, a in fixed_args:
@@ -102,6 +103,7 @@ def rebuild_call(site: int, q, k, v, options: Optional[dict], block: int = -1):
     kwargs = dict(fixed_kwargs)
     if scalars is not None:
         to = dict(options or {})
+        to.update(written or {})
         to.update(scalars)
         if block >= 0:
             to["block_index"] = block

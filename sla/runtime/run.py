@@ -60,17 +60,19 @@ class RunState:
         # the packed sequence's segments of the model call in progress (families that pack one), and the last seen
         self.segments = None
         self.last_segments = None
+        self.call_written: dict = {}   # what the model writes into transformer_options (ModelFamily.model_written)
         self.replaced_by: Optional[str] = None  # another node's override that replaced ours on the sampled model
         self.model_calls = 0
         self.started = time.perf_counter()
         self.seconds: Optional[float] = None  # wall time of the whole run, set by close()
 
     # -- per model call (the model-call wrapper) ---------------------------------------------------------------
-    def enter_model_call(self, t, options: Optional[dict], segments=None) -> Optional[Interval]:
+    def enter_model_call(self, t, options: Optional[dict], segments=None, written=None) -> Optional[Interval]:
         """Before each model call (``t``: its sigmas): locate the step when a schedule or a capture needs it (one
         host read per model call), remember the call's transformer_options and packed-sequence ``segments``, start
         the call's timer."""
         self.call_options = options
+        self.call_written = written or {}
         self.segments = segments
         if segments is not None:
             self.last_segments = segments
@@ -85,6 +87,7 @@ class RunState:
 
     def leave_model_call(self, interval: Optional[Interval]) -> None:
         self.call_options = None
+        self.call_written = {}
         self.segments = None
         if interval is not None:
             self.timing.model.append(interval.stop())

@@ -98,7 +98,7 @@ class SLAPatch:
         call = AttentionCall(q, k, v, heads, block)
 
         def dense():
-            func, args, kwargs = ops.rebuild_call(site, q, k, v, self.run.call_options, block)
+            func, args, kwargs = ops.rebuild_call(site, q, k, v, self.run.call_options, block, self.run.call_written)
             return self.previous(func, *args, **kwargs) if self.previous is not None else func(*args, **kwargs)
         out = self._serve(call, sigmas, dense)
         if any(out is t or out.data_ptr() == t.data_ptr() for t in (q, k, v)):
@@ -190,14 +190,15 @@ class SLAPatch:
     def enter_model_call(self, t, options: Optional[dict], model_kwargs: Optional[dict] = None) -> Optional[Interval]:
         """Before each model call: its sigmas ``t``, transformer_options and extra model kwargs (the packed
         sequence's segments, for families that pack one)."""
-        segments = None
+        segments, written = None, None
         if model_kwargs is not None:
             try:
                 segments = self.family.segments(options, model_kwargs)
+                written = self.family.model_written(options, model_kwargs)
             except Exception as e:  # an odd layout must not fail the step
                 log_once(("segments", self.uid, type(e).__name__), logging.WARNING,
                          "SLA: could not read the packed sequence's layout (%s: %s)", type(e).__name__, e)
-        return self.run.enter_model_call(t, options, segments)
+        return self.run.enter_model_call(t, options, segments, written)
 
     def leave_model_call(self, interval: Optional[Interval]) -> None:
         self.run.leave_model_call(interval)
