@@ -16,12 +16,15 @@ low-VRAM partial loading (patches applied at each call) the layer dequantises, a
 float matmul.
 
 Dynamic VRAM (ComfyUI with comfy_aimdo, its GPU default since early 2026): the patcher leaves the int8 codes in CPU
-memory, gives the layer a VRAM slot (``_v``) and hands LoRA over as ``weight_lowvram_function`` instead of patching
-weights. The layer then runs ComfyUI's own ``comfy.ops.cast_bias_weight`` asking for int8: per call, the codes (and
-bias) are copied into the slot only when it is not resident (first call, or after ComfyUI evicted it); on such a
-copy ComfyUI runs the patch once, here through :class:`TileLowVramPatch` (dequantise, add, requantise on grown
-scales kept on the layer), and keeps the patched codes in the slot, so resident calls copy and patch nothing, exactly
-as for ComfyUI's own cast layers.
+memory, gives the layer a VRAM slot (``_v``, one byte per weight: ComfyUI sizes it by the layer's
+``weight_comfy_model_dtype``, set to int8 here, not the model's dtype) and hands LoRA over as
+``weight_lowvram_function`` instead of patching weights. The layer then runs ComfyUI's own
+``comfy.ops.cast_bias_weight`` asking for int8: per call, the codes (and bias) are copied into the slot only when it
+is not resident (first call, or after ComfyUI evicted it); on such a copy ComfyUI runs the patch once, here through
+:class:`TileLowVramPatch` (dequantise, add, requantise on grown scales kept on the layer), and keeps the patched
+codes in the slot, so resident calls copy and patch nothing, exactly as for ComfyUI's own cast layers. The float
+layers run in the dtype ComfyUI chose for the model (fp16 for Wan on GPUs where ComfyUI prefers it, e.g. an H100),
+cast per call from the file's bf16 / fp32 weights.
 """
 from __future__ import annotations
 
@@ -108,6 +111,8 @@ def make_ops():
             # Adopt the int8 tiles as they are (the float weight allocated by __init__ was never touched).
             self.weight = torch.nn.Parameter(w.as_subclass(torch.Tensor), requires_grad=False)
             self.register_buffer(_SCALE, scale.as_subclass(torch.Tensor).to(torch.float32))
+            # ComfyUI archived the model dtype before the tiles came; dynamic VRAM would size and fill the slot in it.
+            self.weight_comfy_model_dtype = torch.int8
             self.sla_int8 = True
             self.sla_name = prefix[:-1]
             # Only int8 layers expose these: ComfyUI's patcher then dequantises / requantises around LoRA patches.

@@ -8,8 +8,9 @@ In a subprocess per checkout, ComfyUI is set up as its main.py does on a GPU by 
 kept, a LoRA added (``comfy.sd.load_lora_for_models``, what LoraLoaderModelOnly calls) and the model loaded by
 ``comfy.model_management.load_models_gpu``. Checked: the int8 weights stay in CPU memory with a VRAM slot each; the
 LoRA reaches the int8 layers (output far from the no-LoRA model, close to the float model with the same LoRA and the
-same as the int8 model patched at load time without dynamic VRAM); it is applied once per slot fill (first call),
-not on a resident call, and a resident call copies no int8 weight (every slot resident).
+same as the int8 model patched at load time without dynamic VRAM; the float model is built in the dtype ComfyUI
+chose for the int8 one); it is applied once per slot fill (first call), not on a resident call, and a resident call
+copies no int8 weight (every slot resident).
 """
 from __future__ import annotations
 
@@ -118,7 +119,9 @@ q8s, _, _ = W.load_int8_checkpoint(ckpt)
 static = comfy.model_patcher.ModelPatcher(q8s.model, q8s.load_device, q8s.offload_device, q8s.size)
 y_static = run(comfy.sd.load_lora_for_models(static, None, lora, 1.0, 0)[0])
 comfy.model_management.unload_all_models()
-ref = comfy.sd.load_diffusion_model_state_dict(load_checkpoint(ckpt, torch.bfloat16).state_dict, model_options={},
+# ComfyUI's own Linear loaded without dynamic VRAM keeps the dtype it is handed: the int8 model's (fp16 on an H100)
+dt = q8.model.get_dtype_inference()
+ref = comfy.sd.load_diffusion_model_state_dict(load_checkpoint(ckpt, dt).state_dict, model_options={"dtype": dt},
                                                disable_dynamic=True)
 y_ref = run(comfy.sd.load_lora_for_models(ref, None, lora, 1.0, 0)[0])
 res.update(vs_no_lora=rel(y_first, y_no_lora), vs_static=rel(y_first, y_static), vs_ref=rel(y_first, y_ref),
