@@ -24,8 +24,8 @@ from comfyui_sla.sla.functional import sparse_linear_attention
 from comfyui_sla.sla.mask import lut_to_mask
 from comfyui_sla.sla.runtime.settings import SLASettings
 from comfyui_sla.sla.spec import keep_count, lut_width, num_blocks, prefix_blocks
-from test_minimax_h3 import (DEV, H, HIDDEN, LAYERS, ROWS, TEXT, comfy, h3_qkv, kernel_cdt, make_model,  # noqa: F401
-                             patch_of, router_reference)
+from test_minimax_h3 import (DEV, H, HIDDEN, LAYERS, ROWS, TEXT, comfy, h3_qkv, kernel_cdt,  # noqa: F401
+                             layouts_handed_on, make_model, patch_of, router_reference)
 
 AUDIO = 40   # the stand-in model's audio rows: layout text 0-19 | audio 20-59 | video 60-639
 
@@ -195,23 +195,6 @@ def test_exact_prefix_compiles_once_and_equals_eager(comfy):
 def test_override_before_sla_gets_the_payload_layout_under_compile(comfy):
     # 0.35+ writes the layout into transformer_options for attention patches; compiled, the dense call SLA hands on
     # is rebuilt with the model call's layout (extra_conds' prebuilt one, the object the forward writes)
-    seen = []
-
-    def other(func, *args, **kwargs):
-        to = kwargs["transformer_options"]
-        seen.append((to.get("block_index"), type(to.get("minimax_h3_layout")).__name__))
-        return func(*args, **kwargs)
-
-    m = comfy.bridge.apply_sla(make_model(comfy, True, override=other),
-                               SLASettings(min_tokens=0, keep_ratio=0.3, dense_blocks="1"))
-    sample_with_layout(comfy, m, steps=1)
-    assert seen == [(1, "PackedLayout")]
-    seen.clear()
-    base = m.model
-    eager = base.diffusion_model
-    base.diffusion_model = torch.compile(eager, backend=CompileCounterWithBackend("aot_eager"))
-    try:
-        sample_with_layout(comfy, m, steps=1)
-    finally:
-        base.diffusion_model = eager
-    assert seen == [(1, "PackedLayout")]
+    eager, compiled = layouts_handed_on(comfy, lambda c, m: sample_with_layout(c, m, steps=1))
+    assert eager == [(1, "PackedLayout")]
+    assert compiled == [(1, "PackedLayout")]

@@ -450,6 +450,14 @@ def test_training_free_log_names_the_sparse_only_family(comfy, caplog):
 def test_override_before_sla_gets_the_h3_layout_under_compile(comfy):
     # 0.35+ writes the packed layout into transformer_options for attention patches (core's sparse attention reads
     # it); eager, the override SLA chains to gets it with every call SLA leaves dense
+    eager, compiled = layouts_handed_on(comfy, lambda c, m: sample(c, m, steps=1))
+    assert eager == [(1, "PackedLayout")]
+    assert compiled == [(1, "PackedLayout")]
+
+
+def layouts_handed_on(c, run):
+    """What an override installed before SLA gets of H3's layout (0.35+ stand-in, dense_blocks 1) on the calls SLA
+    leaves dense, sampling with ``run(c, model)`` eager then compiled: two lists of (block_index, layout type)."""
     seen = []
 
     def other(func, *args, **kwargs):
@@ -457,16 +465,16 @@ def test_override_before_sla_gets_the_h3_layout_under_compile(comfy):
         seen.append((to.get("block_index"), type(to.get("minimax_h3_layout")).__name__))
         return func(*args, **kwargs)
 
-    m = comfy.bridge.apply_sla(make_model(comfy, True, override=other),
-                               SLASettings(min_tokens=0, keep_ratio=0.3, dense_blocks="1"))
-    sample(comfy, m, steps=1)
-    assert seen == [(1, "PackedLayout")]
+    m = c.bridge.apply_sla(make_model(c, True, override=other),
+                           SLASettings(min_tokens=0, keep_ratio=0.3, dense_blocks="1"))
+    run(c, m)
+    eager_seen = list(seen)
     seen.clear()
     base = m.model
     eager = base.diffusion_model
     base.diffusion_model = torch.compile(eager, backend=CompileCounterWithBackend("aot_eager"))
     try:
-        sample(comfy, m, steps=1)
+        run(c, m)
     finally:
         base.diffusion_model = eager
-    assert seen == [(1, "PackedLayout")]
+    return eager_seen, seen

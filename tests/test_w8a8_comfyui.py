@@ -3,17 +3,10 @@ the tests/stubs stand-in cannot share an interpreter): int8 tiles kept, output c
 LoRA dequantise-add-requantise and exact unpatching, the Triton kernel inside ComfyUI under the interpreter; LoRA
 in ComfyUI's low-VRAM mode (forced) and under dynamic VRAM (ComfyUI's own loader and cast code, with only
 comfy_aimdo's VRAM slots stood in for on the CPU; tests/test_w8a8_gpu.py runs the real thing on a GPU)."""
-import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from wan_factory import make_wan_state_dict, save_pth, to_turbodiffusion_quant
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from w8a8_checks import run_in_checkouts
 
 _SCRIPT = r"""
 import importlib.util, json, logging, os, sys
@@ -218,20 +211,7 @@ def _interpreter_runs_int8_dots() -> bool:
 def results(tmp_path_factory):
     if not _interpreter_runs_int8_dots():  # Triton 3.6's interpreter fails in the int8 GEMM (seen on the GPU box)
         pytest.skip("the kernel runs here under TRITON_INTERPRET=1, checked with Triton 3.9 (CI's pin)")
-    paths = [p for p in os.environ.get("COMFYUI_PATH", "").split(os.pathsep) if p]
-    if not paths:
-        pytest.skip("COMFYUI_PATH not set")
-    tmp = tmp_path_factory.mktemp("w8a8")
-    native = make_wan_state_dict(dim=256, num_heads=2, num_layers=2, ffn_dim=384, text_dim=4096, seed=5)
-    ckpt = save_pth(to_turbodiffusion_quant(native, prefix="net.", wrapped=True), tmp / "m-quant.pth")
-    out = {}
-    for comfy_path in paths:
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        r = subprocess.run([sys.executable, "-c", _SCRIPT, comfy_path, str(ROOT), ckpt], capture_output=True,
-                           text=True, timeout=900, cwd=tmp, env=env)
-        assert r.returncode == 0, r.stderr[-4000:]
-        out[comfy_path] = json.loads(r.stdout.strip().splitlines()[-1])
-    return out
+    return run_in_checkouts(_SCRIPT, tmp_path_factory.mktemp("w8a8"), {"TRITON_INTERPRET": "1"})
 
 
 def test_int8_tiles_stay_int8_only_in_block_linears(results):

@@ -13,17 +13,10 @@ run in the same dtype; the int8 kernel (Triton interpreter) takes fp16 activatio
 """
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from wan_factory import make_wan_state_dict, save_pth, to_turbodiffusion_quant
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from w8a8_checks import run_in_checkouts
 
 _SCRIPT = r"""
 import ctypes, importlib.util, json, os, sys
@@ -150,21 +143,8 @@ print(json.dumps(res))
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    paths = [p for p in os.environ.get("COMFYUI_PATH", "").split(os.pathsep) if p]
-    if not paths:
-        pytest.skip("COMFYUI_PATH not set")
-    tmp = tmp_path_factory.mktemp("w8a8fp16")
-    native = make_wan_state_dict(dim=256, num_heads=2, num_layers=2, ffn_dim=384, text_dim=4096, seed=5)
-    ckpt = save_pth(to_turbodiffusion_quant(native, prefix="net.", wrapped=True), tmp / "m-quant.pth")
-    out = {}
-    for comfy_path in paths:
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        r = subprocess.run([sys.executable, "-c", _SCRIPT, comfy_path, str(ROOT), ckpt], capture_output=True,
-                           text=True, timeout=900, cwd=tmp, env=env)
-        assert r.returncode == 0, r.stderr[-6000:]
-        got = json.loads(r.stdout.strip().splitlines()[-1])
-        if "skip" not in got:
-            out[comfy_path] = got
+    got = run_in_checkouts(_SCRIPT, tmp_path_factory.mktemp("w8a8fp16"), {"TRITON_INTERPRET": "1"})
+    out = {path: r for path, r in got.items() if "skip" not in r}
     if not out:
         pytest.skip("no checkout in COMFYUI_PATH has dynamic VRAM")
     return out

@@ -12,6 +12,9 @@ from typing import Mapping, Optional, Tuple, Union
 
 import torch
 
+from ..spec import (DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q, DEFAULT_FEATURE_MAP, DEFAULT_KEEP_RATIO,
+                    DEFAULT_MIN_TOKENS)
+
 
 class UnsupportedModel(ValueError):
     """The MODEL is not of a family SLA serves (the message names the supported families)."""
@@ -68,22 +71,27 @@ class ModelFamily:
     name / description: short name for logs, and the phrase used in errors ("Wan video models (WanModel ...)").
     model_classes: class names (anywhere in the diffusion model's MRO) that belong to the family.
     defaults: the settings a loader applies when a checkpoint records none (keep_ratio, block_q, block_k,
-    feature_map, min_tokens).
+    feature_map, min_tokens); by default TurboDiffusion's serving defaults (sla.spec).
     head_dims: attention head sizes its models have.
     model_keys: the ``transformer_options`` entries the model's forward writes before its attention calls
     (block_index, ...): a compiled call handed to another override gets them as the tracer saw them.
     block_loop: the model method holding the block loop (where ComfyUI writes ``block_index``, if it does).
     linear_branch: whether the family's SLA fine-tunes carry proj_l (False: sparse-only, as trained).
+    layout_key: the ``transformer_options`` entry where the model writes its packed-sequence layout for attention
+    patches, if it does (read by :meth:`segments` / :meth:`model_written`).
     """
 
     name: str = ""
     description: str = ""
     model_classes: Tuple[str, ...] = ()
-    defaults: Mapping[str, object] = {}
+    defaults: Mapping[str, object] = dict(keep_ratio=DEFAULT_KEEP_RATIO, block_q=DEFAULT_BLOCK_Q,
+                                          block_k=DEFAULT_BLOCK_K, feature_map=DEFAULT_FEATURE_MAP,
+                                          min_tokens=DEFAULT_MIN_TOKENS)
     head_dims: Tuple[int, ...] = ()
     model_keys: Tuple[str, ...] = ("block_index", "total_blocks", "block_type")
     block_loop: str = "forward_orig"
     linear_branch: bool = True
+    layout_key: Optional[str] = None
 
     # -- the model --------------------------------------------------------------------------------------------
     def recognise(self, dm) -> bool:

@@ -55,7 +55,6 @@ from typing import Optional
 
 import torch
 
-from ..spec import DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q, DEFAULT_FEATURE_MAP, DEFAULT_MIN_TOKENS
 from .base import AttentionCall, ModelFamily, Segments
 
 # The Turbo-SLA LoRA's routing: LightX2V's preset sparsity_ratio 0.85.
@@ -68,13 +67,13 @@ class MiniMaxH3Family(ModelFamily):
     model_classes = ("MiniMaxH3Model",)
     # The refiner's text-only calls (if they ever arrive) are far below 2048 tokens; a 768p H3 call has >= 2 016
     # video tokens plus text and audio.
-    defaults = dict(keep_ratio=H3_KEEP_RATIO, block_q=DEFAULT_BLOCK_Q, block_k=DEFAULT_BLOCK_K,
-                    feature_map=DEFAULT_FEATURE_MAP, min_tokens=DEFAULT_MIN_TOKENS)
+    defaults = dict(ModelFamily.defaults, keep_ratio=H3_KEEP_RATIO)
     head_dims = (128,)
     # minimax_h3_layout (0.35+) is an object, not a constant: a compiled call site cannot carry it.
     model_keys = ("block_index",)
     block_loop = "_forward"
     linear_branch = False
+    layout_key = "minimax_h3_layout"
 
     def head_dim(self, dm) -> Optional[int]:
         attn = getattr(self.blocks(dm)[0], "attn", None)
@@ -94,11 +93,10 @@ class MiniMaxH3Family(ModelFamily):
         b, s, h, d = out.shape
         return out.reshape(b, s, h * d)
 
-    @staticmethod
-    def _layout(options, model_kwargs):
+    def _layout(self, options, model_kwargs):
         # 0.33+: the PackedLayout extra_conds builds once per run rides in minimax_payload; 0.35+ also puts it in
         # transformer_options["minimax_h3_layout"] (the same object, when its signature matches the call)
-        layout = options.get("minimax_h3_layout") if isinstance(options, dict) else None
+        layout = options.get(self.layout_key) if isinstance(options, dict) else None
         if layout is None:
             payload = model_kwargs.get("minimax_payload")
             layout = payload.get("layout") if isinstance(payload, dict) else None
@@ -106,7 +104,7 @@ class MiniMaxH3Family(ModelFamily):
 
     def model_written(self, options, model_kwargs) -> dict:
         layout = self._layout(options, model_kwargs)
-        return {} if layout is None else {"minimax_h3_layout": layout}
+        return {} if layout is None else {self.layout_key: layout}
 
     def segments(self, options, model_kwargs) -> Optional[Segments]:
         layout = self._layout(options, model_kwargs)

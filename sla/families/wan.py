@@ -11,7 +11,6 @@ from typing import Optional
 
 import torch
 
-from ..spec import DEFAULT_BLOCK_K, DEFAULT_BLOCK_Q, DEFAULT_FEATURE_MAP, DEFAULT_KEEP_RATIO, DEFAULT_MIN_TOKENS
 from .base import AttentionCall, ModelFamily
 
 
@@ -19,9 +18,6 @@ class WanFamily(ModelFamily):
     name = "Wan"
     description = "Wan video models (WanModel and its variants)"
     model_classes = ("WanModel",)
-    # TurboDiffusion's serving defaults for TurboWan checkpoints.
-    defaults = dict(keep_ratio=DEFAULT_KEEP_RATIO, block_q=DEFAULT_BLOCK_Q, block_k=DEFAULT_BLOCK_K,
-                    feature_map=DEFAULT_FEATURE_MAP, min_tokens=DEFAULT_MIN_TOKENS)
     head_dims = (128,)
     # (not grid_sizes: its sizes turn symbolic under dynamic shapes, and a call site holds constants only)
     model_keys = ("block_index", "total_blocks", "block_type")

@@ -74,7 +74,7 @@ class SLAPatch:
         sigmas = to.get("sigmas") if isinstance(to, dict) else None
         if sigmas is not None and not torch.is_tensor(sigmas):
             sigmas = torch.tensor(float(sigmas))
-        if self.run.segments is None and isinstance(to, dict):
+        if self.run.segments is None and isinstance(to, dict) and self.family.layout_key in to:
             self._segments_of_call(to)
 
         def dense():

@@ -185,6 +185,21 @@ class ComfyEnv:
         logging.getLogger(__name__).debug("prompt %s ran %d messages", prompt_id, len(server.messages))
 
 
+def with_recording_override(model, record):
+    """A clone of ``model`` with another pack's attention override installed as one would be (chaining to any
+    override already there): ``record(args, kwargs)`` sees every call first, which then goes on unchanged."""
+    m = model.clone()
+    to = m.model_options.setdefault("transformer_options", {})
+    before = to.get("optimized_attention_override")
+
+    def recording(func, *args, **kwargs):
+        record(args, kwargs)
+        return before(func, *args, **kwargs) if before is not None else func(*args, **kwargs)
+
+    to["optimized_attention_override"] = recording
+    return m
+
+
 def checkouts_from_env() -> list:
     """COMFYUI_PATH: one ComfyUI checkout, or several separated by os.pathsep (each is tested on its own)."""
     raw = os.environ.get("COMFYUI_PATH", "")

@@ -271,11 +271,8 @@ class SLATestRecordingOverride:
 
     def patch(self, model, label):
         seen = RECORDED.setdefault(label, [])
-        m = model.clone()
-        to = m.model_options.setdefault("transformer_options", {})
-        before = to.get("optimized_attention_override")
 
-        def recording(func, *args, **kwargs):
+        def record(args, kwargs):
             opts = kwargs["transformer_options"]
             q, k = args[0], args[1]
             if q.shape == k.shape and not kwargs.get("skip_reshape"):
@@ -283,10 +280,8 @@ class SLATestRecordingOverride:
                 step = int(torch.isclose(sample_sigmas, sigmas[0]).nonzero()[0])
                 seen.append([opts["block_index"], opts["total_blocks"], step, "cond_or_uncond" in opts,
                              sorted(kwargs), len(args)])
-            return before(func, *args, **kwargs) if before is not None else func(*args, **kwargs)
 
-        to["optimized_attention_override"] = recording
-        return (m,)
+        return (comfy_env.with_recording_override(model, record),)
 
 
 TEST_NODES = {"SLATestRecordingOverride": SLATestRecordingOverride, "SLATestConditioning": SLATestConditioning, "SLATestSaveLatent": SLATestSaveLatent,

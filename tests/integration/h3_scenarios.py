@@ -19,6 +19,8 @@ import os
 
 import torch
 
+import comfy_env
+
 H3 = dict(hidden=256, heads=2, head_dim=128, layers=3, refiner_layers=2, ffn=512, text_dim=64, t_in=32,
           t_hidden=64, t_dim=64, rope=16)
 WIDTH, HEIGHT, LENGTH, TEXT = 640, 256, 5, 24
@@ -198,18 +200,13 @@ class SLATestH3RecordingOverride:
 
     def patch(self, model, label):
         seen = PROBED.setdefault(label, [])
-        m = model.clone()
-        to = m.model_options.setdefault("transformer_options", {})
-        before = to.get("optimized_attention_override")
 
-        def recording(func, *args, **kwargs):
+        def record(args, kwargs):
             if _h3_call(args, kwargs):
                 opts = kwargs["transformer_options"]
                 seen.append([opts.get("block_index"), _step(opts), sorted(kwargs), len(args), list(args[0].shape)])
-            return before(func, *args, **kwargs) if before is not None else func(*args, **kwargs)
 
-        to["optimized_attention_override"] = recording
-        return (m,)
+        return (comfy_env.with_recording_override(model, record),)
 
 
 TEST_NODES = {"SLATestH3Conditioning": SLATestH3Conditioning, "SLATestH3Probe": SLATestH3Probe,
