@@ -2,11 +2,17 @@
 H3 family (the kernel reading H3's strided [1, S, H, D] views), SLA on contiguous copies, and the pre-pass alone.
 
     python3 bench/bench_h3_attention.py [--keep 0.15] [--seconds 5 15] [--block-q 128 64] [--configs '[{}]']
+                                        [--thirdparty .thirdparty]
 
 ``--configs``: a JSON list of main-kernel launch overrides (``kernels.launch.main_config`` keys) timed per block size
 beside the default (tuning). comfy_kitchen's ``sol_attn`` is timed in the mode ComfyUI core's Model Sparse Attention
 node uses for its ``sla`` method on H3 (``topk_ratio`` = keep, 256 extra routed tokens, the packed prefix as exact
 sink blocks, pooled tail on) and as plain top-k (``topk_ratio`` only).
+
+``--thirdparty``: the folder scripts/fetch_peers.py builds (default ``.thirdparty`` in the repo root): the peers of
+``bench/peers_h3.py`` (PlagueKind's H3 SLA Attention kernel, thu-ml/SLA with and without its linear branch) are timed
+on the same H3 views at the same keep, each with its own block sizes; columns ``peer_<name>_ms``, ``x_vs_<name>``
+(peer / ours) and ``peer_commits``. A peer that does not load is skipped with a line on stderr.
 
 H3 768p FL2V: 56 heads x 128, S = text 256 + two keyframes' cond rows (2 x 1008) + audio rows (2 per 40 Hz latent
 frame) + video (1008 per latent frame; latent_t = ((F - 5) // 17) * 5 + 2). bf16, random inputs (the time depends
@@ -15,6 +21,7 @@ on the keep ratio, not on the values). Medians of CUDA-event timings (triton.tes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import sys
@@ -55,6 +62,18 @@ def kitchen_sol_attn():
     return None
 
 
+def time_peers(peers: dict, qkv, keep: float, reps: dict) -> dict:
+    """{name: median ms} of each peer (bench/peers_h3.py) on the H3 views ``qkv`` at ``keep``; an error as its text."""
+    times = {}
+    for name, peer in peers.items():
+        try:
+            times[name] = do_bench(functools.partial(peer.fn, *qkv, keep), **reps)
+        except Exception as e:  # noqa: BLE001
+            times[name] = f"{type(e).__name__}: {str(e)[:160]}"
+        torch.cuda.empty_cache()   # a peer's copies must not crowd the next one
+    return times
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", type=float, nargs="+", default=[0.15, 0.10])
@@ -62,9 +81,14 @@ def main():
     ap.add_argument("--block-q", type=int, nargs="+", default=[128, 64])
     ap.add_argument("--configs", default="[]", help="JSON list of main-kernel overrides to time as well")
     ap.add_argument("--views-only", action="store_true", help="skip the contiguous-copy and 0.33 clone variants")
+    ap.add_argument("--thirdparty", type=pathlib.Path, default=ROOT / ".thirdparty",
+                    help="peer kernels to time as well (scripts/fetch_peers.py builds it)")
     args = ap.parse_args()
     configs = json.loads(args.configs)
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from peers_h3 import load_peers
+    peers = load_peers(args.thirdparty)
     from _load_pack import load_pack
     load_pack()
     from comfyui_sla.kernels.prepass import prepass
@@ -103,6 +127,7 @@ def main():
                             kitchen_ms[name] = do_bench(fn, **reps)
                         except Exception as e:  # noqa: BLE001
                             kitchen_ms[name] = f"{type(e).__name__}: {str(e)[:160]}"
+                peer_ms = time_peers(peers, (q, k, v), keep, reps)
                 for block_q in args.block_q:
                     for cfg in [None] + configs:
                         def ours():
@@ -135,6 +160,12 @@ def main():
                             row[f"kitchen_{name}_ms"] = ms
                             if isinstance(ms, float):
                                 row[f"x_vs_kitchen_{name}"] = ms / row["sla_views_ms"]
+                        for name, ms in peer_ms.items():
+                            row[f"peer_{name}_ms"] = ms
+                            if isinstance(ms, float):
+                                row[f"x_vs_{name}"] = ms / row["sla_views_ms"]
+                        if peers:
+                            row["peer_commits"] = {name: peer.commit for name, peer in peers.items()}
                         print(json.dumps({k: round(x, 3) if isinstance(x, float) else x for k, x in row.items()}),
                               flush=True)
                 q = k = v = q4 = k4 = v4 = qc = kc = vc = call = None   # free before the next shape
