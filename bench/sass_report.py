@@ -50,7 +50,7 @@ PRE_VARIANTS = {
 }
 # kernel name -> (argument types other than i32 scalars and constexprs, base constexprs, variants)
 _KV_DESC = "tensordesc<bf16[1,64,1,128]>"
-_PTRS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LUT": "*i32", "KV": "*bf16", "KS": "*fp32",
+_PTRS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LUT": "*i16", "KV": "*bf16", "KS": "*fp32",
          "BIAS": "*fp32", "qk_scale": "fp32"}
 KERNELS = {
     "_sla_fwd_tma_kernel": (dict(_PTRS, DK=_KV_DESC, DV=_KV_DESC, DQ="tensordesc<bf16[1,128,1,128]>",

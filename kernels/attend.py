@@ -91,7 +91,7 @@ def _attend_rest(acc, m_i, l_i, q, k_base, v_base, kt_tile, v_tile, lut_row, j, 
         v = tl.load(v_base + row0 * stride_vl + v_tile).to(CDT)
         acc, m_i, l_i = _attend(acc, m_i, l_i, q, kt, v, ones, qk_scale, False, CDT)
     if TAIL_IN_LUT:
-        row0 = tl.load(lut_row + KEEP - 1) * BLOCK_K
+        row0 = tl.load(lut_row + KEEP - 1).to(tl.int32) * BLOCK_K
         valid = row0 + offs_n < L
         kt = tl.load(k_base + row0.to(tl.int64) * stride_kl + kt_tile, mask=valid[None, :], other=0.0).to(CDT)
         v = tl.load(v_base + row0.to(tl.int64) * stride_vl + v_tile, mask=valid[:, None], other=0.0).to(CDT)
@@ -150,9 +150,9 @@ def _sla_fwd_kernel(Q, K, V, O, LUT, KV, KS, BIAS,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, HEAD_D: tl.constexpr,
                     FMAP: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_BIAS: tl.constexpr, CDT: tl.constexpr):
     """Grid (NQ, B * H). Q, K, V, O: (B, L, H, D) views, unit stride on D (O in Q's dtype); any of bf16 / fp16 /
-    fp32, cast to the compute dtype CDT in registers. LUT (B, H, NQ, KEEP) int32, rows ascending. KV (B, H, D, D)
-    in CDT = phi(K)^T V W^T, KS (B, H, D) fp32 = sum phi(K), BIAS (D,) fp32: read only when HAS_PROJ / HAS_BIAS
-    (None otherwise). PAIR: two LUT blocks (one (BLOCK_Q, 2 * BLOCK_K) score tile) per iteration.
+    fp32, cast to the compute dtype CDT in registers. LUT (B, H, NQ, KEEP) int16 (int32 past 32 767 key blocks),
+    rows ascending. KV (B, H, D, D) in CDT = phi(K)^T V W^T, KS (B, H, D) fp32 = sum phi(K), BIAS (D,) fp32: read
+    only when HAS_PROJ / HAS_BIAS (None otherwise). PAIR: two LUT blocks (one (BLOCK_Q, 2 * BLOCK_K) score tile) per iteration.
     """
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)

@@ -43,8 +43,8 @@ def _sla_fwd_tma_kernel(Q, K, V, O, LUT, KV, KS, BIAS, DK, DV, DQ, DKVS,
         K, V, LUT, b, h, pid_bh, pid_m, NQ, KEEP, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh,
         TAIL_IN_LUT, BLOCK_Q, BLOCK_K, HEAD_D)
     for jj in tl.range(0, n_plain // 2):
-        r1 = tl.load(lut_row + 2 * jj) * BLOCK_K
-        r2 = tl.load(lut_row + 2 * jj + 1) * BLOCK_K
+        r1 = tl.load(lut_row + 2 * jj).to(tl.int32) * BLOCK_K
+        r2 = tl.load(lut_row + 2 * jj + 1).to(tl.int32) * BLOCK_K
         k1 = DK.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
         v1 = DV.load([b, r1, h, 0]).reshape(BLOCK_K, HEAD_D)
         k2 = DK.load([b, r2, h, 0]).reshape(BLOCK_K, HEAD_D)

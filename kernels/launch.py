@@ -14,7 +14,8 @@ from .attend import LOG2E, _sla_fwd_kernel
 from .attend_tma import _sla_fwd_tma_kernel
 from .prepass import prepass
 from .stages import launch, tl_dtype
-from .topk import lut_from_means, scores_budget
+from .router import block_lut
+from .topk import lut_dtype
 
 # D=128, block_q=128, 16-bit inputs in the compute dtype, TMA descriptors usable (Hopper and newer): 8 warps,
 # 2 stages, key blocks two per iteration, query tile and folded summary through TMA too
@@ -87,8 +88,9 @@ def main_config(d: int, block_q: int, cdt: torch.dtype, inputs_in_cdt: bool, cap
     """
     big = d == 128 and block_q == 128
     pair_ok = big and cdt != torch.float32 and inputs_in_cdt
-    # fp32 tiles are twice the size: one stage fits shared memory (a test path, not a fast one).
-    stages = 1 if cdt == torch.float32 else 3 if big and inputs_in_cdt else 2
+    # fp32 tiles are twice the size: one stage fits shared memory (a test path, not a fast one). Three stages of key
+    # pairs need ~130 KB before Hopper (99 KB there): two.
+    stages = 1 if cdt == torch.float32 else 3 if big and inputs_in_cdt and capability >= 90 else 2
     cfg = dict(num_warps=8 if big else 4, num_stages=stages, PAIR=pair_ok,
                USE_TMA=pair_ok and capability >= 90 and tma_ok, Q_TMA=False, KV_EARLY=False)
     if cfg["USE_TMA"]:
@@ -114,10 +116,11 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
 
     ``keep``: key blocks kept per query-block row, in [1, Nk] (``sla.spec.keep_count``), picked among the blocks
     after the first ``prefix_blocks`` (every query attends those too: LUT rows of ``sla.spec.lut_width`` entries).
-    Returns a contiguous (B, L, H, D) tensor in q's dtype (and the LUT used, when ``return_lut``). ``lut`` (B, H,
-    Nq, W) int32 sorted rows replaces the predicted mask (tests, benchmarks); ``out`` a contiguous (B, L, H, D) buffer of q's
-    dtype to write into (tests poison it to prove every element is written); ``config`` keys replacing
-    :func:`main_config`'s and ``prepass_config`` keys replacing ``prepass.prepass_config``'s (benchmarks, tests).
+    Returns a contiguous (B, L, H, D) tensor in q's dtype (and the LUT used, when ``return_lut``: int16, int32
+    past 32 767 key blocks). ``lut`` (B, H, Nq, W) sorted rows (any integer type) replaces the predicted mask
+    (tests, benchmarks); ``out`` a contiguous (B, L, H, D) buffer of q's dtype to write into (tests poison it to
+    prove every element is written); ``config`` keys replacing :func:`main_config`'s and ``prepass_config`` keys
+    replacing ``prepass.prepass_config``'s (benchmarks, tests).
     """
     check_inputs(q, k, v, block_q, block_k)
     check_choice("feature_map", feature_map, FEATURE_MAPS)
@@ -148,14 +151,12 @@ def sla_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: in
         raise ValueError(f"out must be a contiguous {tuple(q.shape)} {q.dtype} tensor, got "
                          f"{tuple(out.shape)} {out.dtype}")
 
-    qmean, kmean, kv, ks, ktot = prepass(q, k, v, block_q, block_k, feature_map, cdt, prepass_config,
-                                         linear=has_proj)
-    if lut is None:
-        lut = lut_from_means(qmean, kmean, ktot, length, keep, prefix_blocks,
-                             scores_budget(q.numel() * q.element_size()))
+    if lut is None:   # the mask phase, a few heads at a time (only the LUT outlives it)
+        lut, kv, ks = block_lut(q, k, v, block_q, block_k, feature_map, cdt, keep, prefix_blocks, has_proj,
+                                prepass_config)
     else:
-        lut = lut.to(device=q.device, dtype=torch.int32).contiguous()
-    del qmean, kmean   # the main kernel reads the LUT only
+        lut = lut.to(device=q.device, dtype=lut_dtype(nk)).contiguous()
+        kv, ks = prepass(q, k, v, block_q, block_k, feature_map, cdt, prepass_config, linear=has_proj)[2:4]
     bias = None
     if has_proj:
         # Fold proj_l into the summary: (phi(q) KV / den) W^T = phi(q) (KV W^T) / den, one tiny batched matmul.

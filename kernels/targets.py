@@ -57,7 +57,7 @@ def _main_case(arch, d, bq, idt, cdt, proj, fmap, tma_ok):
     cfg = main_config(d, bq, _TORCH[cdt], idt == cdt, arch, tma_ok and host_tma())
     opts = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
     types = {n: f"*{idt}" for n in ("Q", "K", "V", "O")}
-    types.update(LUT="*i32", qk_scale="fp32")
+    types.update(LUT="*i16", qk_scale="fp32")
     consts = dict(TAIL_IN_LUT=True, BLOCK_Q=bq, BLOCK_K=64, HEAD_D=d, FMAP=fmap, HAS_PROJ=proj, HAS_BIAS=proj,
                   CDT=getattr(tl, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[cdt]))
     if proj:
@@ -100,7 +100,7 @@ def cases(arch: int):
                dict(num_warps=pre["num_warps"], num_stages=pre["num_stages"]))
     for nk in TOPK_WIDTHS:
         nk_pad = triton.next_power_of_2(nk)
-        yield ("_topk_kernel", f"Nk={nk}", _topk_kernel, {"S": "*fp32", "LUT": "*i32"}, dict(NK_PAD=nk_pad),
+        yield ("_topk_kernel", f"Nk={nk}", _topk_kernel, {"S": "*fp32", "LUT": "*i16"}, dict(NK_PAD=nk_pad),
                dict(num_warps=topk_num_warps(nk_pad), num_stages=3))   # the launcher passes none: the default
 
 

@@ -11,8 +11,8 @@ from ..sla.spec import lut_width
 
 @triton.jit
 def _topk_kernel(S, LUT, NK, KEEP, NK_PAD: tl.constexpr):
-    """One row of the block scores S (R, NK) fp32 per program: its KEEP largest, as ascending int32 column
-    indices into LUT (R, KEEP).
+    """One row of the block scores S (R, NK) fp32 per program: its KEEP largest, as ascending column indices
+    into LUT (R, KEEP) (int16 or int32).
 
     Radix select on order-preserving integer keys (no sort): find the KEEP-th largest key bit by bit, take
     every key above it plus the first ties, and compact their column indices in order with a prefix sum.
@@ -39,7 +39,7 @@ def _topk_kernel(S, LUT, NK, KEEP, NK_PAD: tl.constexpr):
     tie_rank = tl.cumsum(tie.to(tl.int32), 0)           # 1-based rank among the ties, in column order
     sel = (above | (tie & (tie_rank <= KEEP - n_above))) & ok
     pos = tl.cumsum(sel.to(tl.int32), 0) - 1
-    tl.store(LUT + row * KEEP + pos, cols, mask=sel)
+    tl.store(LUT + row * KEEP + pos, cols.to(LUT.dtype.element_ty), mask=sel)
 
 
 def topk_num_warps(nk_pad: int) -> int:
@@ -47,37 +47,37 @@ def topk_num_warps(nk_pad: int) -> int:
     return 4 if nk_pad <= 2048 else 8
 
 
-# Scores of at most this share of q's bytes are alive at once (whole heads at a time; at least one head, and at
-# least SCORES_MIN_BYTES): with the block means and the LUT this keeps the call's workspace under 10% of q at
-# MiniMax H3's shapes (docs/KERNEL_NOTES.md#workspace).
-SCORES_SHARE_OF_Q = 1 / 64
-SCORES_MIN_BYTES = 8 << 20
-
-
-def scores_budget(q_bytes: int) -> int:
-    """Bytes the block scores (and smooth-k means) of one group of heads may take for a q of ``q_bytes``."""
-    return max(SCORES_MIN_BYTES, int(q_bytes * SCORES_SHARE_OF_Q))
+def lut_dtype(n_kblocks: int) -> torch.dtype:
+    """The LUT's index type: int16 while block indices fit (up to 2M tokens at 64-token blocks; half the bytes of
+    the one mask intermediate that lives through the main kernel), else int32."""
+    return torch.int16 if n_kblocks <= torch.iinfo(torch.int16).max else torch.int32
 
 
 def lut_from_means(qmean, kmean, ktot, length: int, keep: int, prefix_blocks: int = 0,
-                   budget: int | None = None) -> torch.Tensor:
-    """Block LUT (B, H, Nq, W) int32, rows ascending, from the pre-pass means (same rule as sla.mask).
+                   budget: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Block LUT (B, H, Nq, W) of :func:`lut_dtype`, rows ascending, from the pre-pass means (same rule as
+    sla.mask).
 
     W = ``sla.spec.lut_width``: the first ``prefix_blocks`` key blocks (every query attends them) plus the
     ``keep`` top-scoring blocks among the others. scores = qmean @ (kmean - mean_L(k))^T (smooth-k), fp32
     batched matmuls over groups of whole heads of at most ``budget`` bytes of scores (None: all heads at once; the
     grouping depends on the shape only, so the result does not); the per-row top-k and its sorted indices come
-    from one Triton kernel per group (radix select + prefix-sum compaction).
+    from one Triton kernel per group (radix select + prefix-sum compaction). ``out``: a contiguous (B, H, Nq, W)
+    tensor of :func:`lut_dtype` to write the LUT into (returned).
     """
     b, h, nq, d = qmean.shape
     nk = kmean.shape[2]
     width = lut_width(nk, keep, prefix_blocks)
+    dtype = lut_dtype(nk)
+    if out is not None and (out.shape != (b, h, nq, width) or out.dtype != dtype or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous ({b}, {h}, {nq}, {width}) {dtype} tensor, got "
+                         f"{tuple(out.shape)} {out.dtype}")
+    lut = torch.empty(b, h, nq, width, device=qmean.device, dtype=dtype) if out is None else out
     if width == nk:
-        return torch.arange(nk, device=qmean.device, dtype=torch.int32).expand(b, h, nq, nk).contiguous()
+        return lut.copy_(torch.arange(nk, device=qmean.device, dtype=dtype).expand(b, h, nq, nk))
     bh = b * h
     qm, km = qmean.reshape(bh, nq, d), kmean.reshape(bh, nk, d)
     kbar = (ktot / length).reshape(bh, 1, d)
-    lut = torch.empty(b, h, nq, width, device=qmean.device, dtype=torch.int32)
     lut_rows = lut.view(bh, nq, width)
     per_head = (nq + d) * nk * 4                                   # scores + smooth-k means of one head, fp32
     group = bh if budget is None else max(1, min(bh, budget // per_head))

@@ -7,8 +7,8 @@ kernel (Triton's interpreter without a GPU), and through the stand-in H3 model: 
 call's ``minimax_payload`` (0.33+) or the call's ``transformer_options["minimax_h3_layout"]`` (0.35+), the run
 report shows the segments, and a compiled model still compiles once.
 
-Memory: without proj_l the pre-pass keeps no linear summaries, and the block scores are computed a few heads at a
-time, with the same LUT as all heads at once.
+Memory: without proj_l the pre-pass keeps no linear summaries, and the mask phase (pre-pass, block scores, top-k)
+runs a few heads at a time, with the same LUT as all heads at once.
 """
 import pytest
 import torch
@@ -16,6 +16,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 from comfyui_sla.kernels import sla_forward_impl
 from comfyui_sla.kernels.prepass import prepass, workspace_bytes
+from comfyui_sla.kernels.router import block_lut as router_lut, head_groups, mask_bytes_per_head
 from comfyui_sla.kernels.topk import lut_from_means
 from comfyui_sla.sla import block_lut
 from comfyui_sla.sla.families import MINIMAX_H3
@@ -123,6 +124,38 @@ def test_scores_in_head_groups_give_the_same_lut(prefix_blocks_):
     assert whole.shape == (b, h, nq, 4 + prefix_blocks_)
     if prefix_blocks_:
         assert (whole[..., :prefix_blocks_] == torch.arange(prefix_blocks_, device=DEV, dtype=torch.int32)).all()
+
+
+@pytest.mark.parametrize("b, h, budget_heads", [(1, 5, 2), (2, 3, 1), (3, 2, 4), (2, 4, 9)])
+def test_head_groups_cover_every_head_once_in_contiguous_slices(b, h, budget_heads):
+    groups = head_groups(b, h, 10, budget_heads * 10)
+    seen = torch.zeros(b, h, dtype=torch.int32)
+    ref = torch.arange(b * h).view(b, h)
+    for b0, b1, h0, h1 in groups:
+        seen[b0:b1, h0:h1] += 1
+        assert ref[b0:b1, h0:h1].is_contiguous() and (b1 - b0) * (h1 - h0) * 10 <= max(budget_heads, 1) * 10
+    assert (seen == 1).all()
+    assert head_groups(b, h, 10, None) == [(0, b, 0, h)]
+
+
+@pytest.mark.parametrize("linear", [False, True])
+def test_mask_phase_in_head_groups_matches_all_heads_at_once(linear):
+    """The grouped pre-pass + top-k gives the LUT (and linear summaries) of one pass over every head."""
+    torch.manual_seed(3)
+    b, s, h, d = 2, 700, 3, 64
+    q, k, v = (torch.randn(b, s, h, d, device=DEV, dtype=torch.float16) for _ in range(3))
+    whole, kv_w, ks_w = router_lut(q, k, v, 128, 64, "softmax", torch.float16, 3, 1, linear, budget=None)
+    per_head = mask_bytes_per_head(6, 11, d)
+    for budget in (1, per_head * 2, per_head * h):             # one head, two heads, one batch element
+        got, kv_g, ks_g = router_lut(q, k, v, 128, 64, "softmax", torch.float16, 3, 1, linear, budget=budget)
+        assert len(head_groups(b, h, per_head, budget)) > 1
+        assert torch.equal(got, whole)
+        if linear:
+            torch.testing.assert_close(kv_g, kv_w, rtol=1e-6, atol=1e-5)
+            torch.testing.assert_close(ks_g, ks_w, rtol=1e-6, atol=1e-5)
+        else:
+            assert kv_g is None and ks_g is None
+    assert whole.shape == (b, h, 6, 4) and (whole[..., 0] == 0).all()
 
 
 # -- through the stand-in model ----------------------------------------------------------------------------------
