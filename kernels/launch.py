@@ -22,8 +22,8 @@ from .topk import lut_dtype
 # (docs/KERNEL_NOTES.md#rounds-4-7-second-session-2026-11-27-same-h100-kind-torch-2110cu130-triton-360).
 MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, Q_TMA=True, KV_EARLY=True)
 # D=128, block_q=64, 16-bit inputs in the compute dtype, sequences of at least LONG_TOKENS: pointer loads, key blocks
-# two per iteration, 3 stages (MiniMax H3 at 111k tokens: 168 / 116 ms against 180 / 122 ms at keep 0.15 / 0.10;
-# at 40k tokens the default is faster: docs/KERNEL_NOTES.md#block_q-64-on-long-sequences).
+# two per iteration, 3 stages (MiniMax H3 at 111k tokens, int16 LUT: 160.5 / 113.4 ms at keep 0.15 / 0.10; at 40k
+# tokens the default is faster: docs/KERNEL_NOTES.md#block_q-64-on-long-sequences).
 MAIN_Q64_LONG = dict(num_warps=4, num_stages=3, PAIR=True)
 LONG_TOKENS = 98_304
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
