@@ -17,7 +17,8 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from comfyui_sla.kernels import sla_forward_impl
 from comfyui_sla.kernels.prepass import prepass, workspace_bytes
 from comfyui_sla.kernels.router import block_lut as router_lut, head_groups, mask_bytes_per_head
-from comfyui_sla.kernels.topk import lut_from_means
+from comfyui_sla.kernels import launch as launch_module, router as router_module, topk as topk_module
+from comfyui_sla.kernels.topk import lut_dtype, lut_from_means
 from comfyui_sla.sla import block_lut
 from comfyui_sla.sla.families import MINIMAX_H3
 from comfyui_sla.sla.families.base import AttentionCall, describe_segments, exact_prefix
@@ -156,6 +157,22 @@ def test_mask_phase_in_head_groups_matches_all_heads_at_once(linear):
         else:
             assert kv_g is None and ks_g is None
     assert whole.shape == (b, h, 6, 4) and (whole[..., 0] == 0).all()
+
+
+def test_lut_is_int16_and_the_kernels_take_int32_past_its_range(monkeypatch):
+    """int16 block indices up to 32 767 key blocks (2M tokens); past that the LUT is int32, and every kernel path
+    reads it the same (forced here on a small shape: the same output bit for bit)."""
+    assert lut_dtype(32_767) == torch.int16 and lut_dtype(32_768) == torch.int32
+    torch.manual_seed(4)
+    q, k, v = (torch.randn(1, 700, 2, 128, device=DEV, dtype=torch.float16) for _ in range(3))
+    for block_q in (128, 64):
+        out16, lut16 = sla_forward_impl(q, k, v, 3, block_q=block_q, return_lut=True)
+        with monkeypatch.context() as m:
+            for module in (topk_module, router_module, launch_module):
+                m.setattr(module, "lut_dtype", lambda n: torch.int32)
+            out32, lut32 = sla_forward_impl(q, k, v, 3, block_q=block_q, return_lut=True)
+        assert lut16.dtype == torch.int16 and lut32.dtype == torch.int32
+        assert torch.equal(lut16.int(), lut32) and torch.equal(out16, out32)
 
 
 # -- through the stand-in model ----------------------------------------------------------------------------------
