@@ -130,7 +130,12 @@ def make_ops():
             patch = self.__dict__.get("_sla_patch")
             if patch is not None:
                 if patch[0]() is self.weight:
-                    return patch[1]
+                    scale = patch[1]
+                    # ComfyUI patches a layer before it moves it to the GPU: the scales follow the weight.
+                    if scale.device != self.weight.device and not torch.compiler.is_compiling():
+                        scale = scale.to(self.weight.device)
+                        self.__dict__["_sla_patch"] = (patch[0], scale)
+                    return scale
                 self.__dict__["_sla_patch"] = None  # ComfyUI restored the original weight
             return getattr(self, _SCALE)
 
@@ -191,7 +196,9 @@ def make_ops():
                 return self._forward_dynamic(x)
             w, s, b = self.weight, self.sla_scale(), self.bias
             if w.device != x.device:  # low-VRAM: the layer stayed in the offload device
-                w, s = w.to(x.device, non_blocking=True), s.to(x.device, non_blocking=True)
+                w = w.to(x.device, non_blocking=True)
+            if s.device != x.device:  # else the kernel would refuse them and the layer run dequantised
+                s = s.to(x.device, non_blocking=True)
             if b is not None and b.device != x.device:
                 b = b.to(x.device, non_blocking=True)
             if len(self.weight_function) or len(self.bias_function):
