@@ -26,9 +26,10 @@ MAIN_TMA_DEFAULT = dict(num_warps=8, num_stages=2, PAIR=True, Q_TMA=True, KV_EAR
 # tokens the default is faster: docs/KERNEL_NOTES.md#block_q-64-on-long-sequences).
 MAIN_Q64_LONG = dict(num_warps=4, num_stages=3, PAIR=True)
 LONG_TOKENS = 98_304
-# Compute capabilities with at least 163 KB of shared memory per block (A100, H100 / H200, B200); sm_86 / sm_89 /
-# sm_120 have 99 KB.
-LARGE_SHARED_MEMORY = (80, 90, 100)
+# Compute capabilities whose pointer kernel buffers three stages of key pairs (227 KB of shared memory per block:
+# H100 / H200, B200). Elsewhere two: sm_86 / sm_89 / sm_120 have 99 KB, and on the A100 (163 KB) two keep the
+# footprint the kernel was measured with there, two blocks per SM (docs/KERNEL_NOTES.md#workspace).
+DEEP_PIPELINE = (90, 100)
 _TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -92,8 +93,8 @@ def main_config(d: int, block_q: int, cdt: torch.dtype, inputs_in_cdt: bool, cap
     big = d == 128 and block_q == 128
     pair_ok = big and cdt != torch.float32 and inputs_in_cdt
     # fp32 tiles are twice the size: one stage fits shared memory (a test path, not a fast one). Three stages of
-    # 16-bit key pairs need 131 KB (block_q 128) to 229 KB: the parts with 99 KB per block get two.
-    stages = 1 if cdt == torch.float32 else 3 if big and inputs_in_cdt and capability in LARGE_SHARED_MEMORY else 2
+    # 16-bit key pairs take 131 KB (sm_80) to 229 KB (sm_90) of shared memory per block: Hopper and Blackwell DC only.
+    stages = 1 if cdt == torch.float32 else 3 if big and inputs_in_cdt and capability in DEEP_PIPELINE else 2
     cfg = dict(num_warps=8 if big else 4, num_stages=stages, PAIR=pair_ok,
                USE_TMA=pair_ok and capability >= 90 and tma_ok, Q_TMA=False, KV_EARLY=False)
     if cfg["USE_TMA"]:

@@ -31,8 +31,8 @@ def test_main_config_paths():
     assert not ada["USE_TMA"] and ada["PAIR"] and ada["num_stages"] == 2 and not ada["Q_TMA"] and not ada["KV_EARLY"]
     # TMA needs descriptors that can take k and v (alignment, Triton >= 3.4): else the pointer pairs, 3 stages
     assert launch.main_config(128, 128, bf16, True, 90, False) == dict(ada, num_stages=3)
-    # pointer pairs elsewhere: 3 stages where shared memory allows (A100), 2 on the 99 KB parts
-    assert launch.main_config(128, 128, bf16, True, 80, True) == dict(ada, num_stages=3)
+    # pointer pairs elsewhere: 2 stages (the A100's footprint as measured there; 99 KB parts)
+    assert launch.main_config(128, 128, bf16, True, 80, True) == ada
     assert launch.main_config(128, 128, bf16, True, 120, False)["num_stages"] == 2
     # inputs cast in-kernel: single blocks, 2 stages, on every generation
     for cap in (80, 90):
