@@ -7,8 +7,8 @@ Peers (compared against, never copied into this repository; each keeps its own l
 
 * ``plaguekind``: PlagueKind/ComfyUI-PlagueKind-Nodes (MIT), the "H3 SLA Attention" node's Triton block-sparse
   kernel and router (``ComfyUI-H3-SLA-Attention/sla/{kernel,block_map}.py``, reduced from LightX2V). Pinned to
-  6ca3037 (v1.3.0 "fix the init again", the last PlagueKind commit of the snapshot read here; the snapshot came from
-  the fork xmarre/ComfyUI-PlagueKind-Nodes, whose later commits touch only ``sla/patch.py``).
+  6ca3037 (v1.3.0 "fix the init again", the commit the benchmarks in docs/BENCHMARKS.md used; it is also in the
+  fork xmarre/ComfyUI-PlagueKind-Nodes, whose later commits touch only ``sla/patch.py``).
 * ``thu_sla``: thu-ml/SLA (Apache-2.0), ``sparse_linear_attention/`` (the ``SparseLinearAttention`` module, its
   Triton router and forward kernel). Pinned to d973e55 (main, 2026-01-17).
 
