@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import stubs
+from compiled_model import compiled
 from comfyui_sla.sla.runtime.settings import SLASettings
 
 TOKENS, CTX, DIM, LAYERS = 300, 20, 256, 2
@@ -41,15 +42,6 @@ def sample(c, model, steps=4, seed=0):
     noise = torch.randn(2, TOKENS, DIM, generator=g)
     with torch.no_grad():
         return guider.sample(noise, torch.zeros_like(noise), None, torch.linspace(1.0, 0.0, steps + 1))
-
-
-def compiled(model):
-    from torch._dynamo.testing import CompileCounterWithBackend
-    counter = CompileCounterWithBackend("aot_eager")
-    base = model.model
-    eager = base.diffusion_model
-    base.diffusion_model = torch.compile(eager, backend=counter)
-    return counter, lambda: setattr(base, "diffusion_model", eager)
 
 
 def recording_override(log):

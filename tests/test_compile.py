@@ -7,6 +7,7 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import stubs
+from compiled_model import compiled
 from comfyui_sla.sla.runtime.settings import SLASettings
 
 TOKENS, CTX, DIM, LAYERS = 300, 20, 256, 2
@@ -44,15 +45,6 @@ def sample(c, model, steps=4, seed=0):
 
 def runtime(model):
     return model.model_options["transformer_options"]["optimized_attention_override"].sla_patch
-
-
-def compiled(model, backend):
-    """Swap the diffusion model for its compiled module, as ComfyUI's compile wrapper does at sample time."""
-    counter = CompileCounterWithBackend(backend)
-    base = model.model
-    eager = base.diffusion_model
-    base.diffusion_model = torch.compile(eager, backend=counter)
-    return counter, lambda: setattr(base, "diffusion_model", eager)
 
 
 def summary(rt):

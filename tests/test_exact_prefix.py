@@ -12,12 +12,11 @@ runs a few heads at a time, with the same LUT as all heads at once.
 """
 import pytest
 import torch
-from torch._dynamo.testing import CompileCounterWithBackend
 
-from comfyui_sla.kernels import sla_forward_impl
+from compiled_model import compiled
+from comfyui_sla.kernels import launch as launch_module, router as router_module, sla_forward_impl, topk as topk_module
 from comfyui_sla.kernels.prepass import prepass, workspace_bytes
 from comfyui_sla.kernels.router import block_lut as router_lut, head_groups, mask_bytes_per_head
-from comfyui_sla.kernels import launch as launch_module, router as router_module, topk as topk_module
 from comfyui_sla.kernels.topk import lut_dtype, lut_from_means
 from comfyui_sla.sla import block_lut
 from comfyui_sla.sla.families import MINIMAX_H3
@@ -227,16 +226,13 @@ def test_exact_prefix_compiles_once_and_equals_eager(comfy):
     settings = SLASettings(min_tokens=0, keep_ratio=0.15, exact_prefix=True)
     m = comfy.bridge.apply_sla(make_model(comfy), settings)
     eager_out = sample_with_layout(comfy, m)
-    counter = CompileCounterWithBackend("aot_eager")
-    base = m.model
-    eager = base.diffusion_model
-    base.diffusion_model = torch.compile(eager, backend=counter)
+    counter, restore = compiled(m)
     try:
         with torch._dynamo.config.patch(error_on_recompile=True):
             outs = [sample_with_layout(comfy, m), sample_with_layout(comfy, m, seed=1)]
             sample_with_layout(comfy, comfy.bridge.apply_sla(m, settings.replace(exact_prefix=False)))
     finally:
-        base.diffusion_model = eager
+        restore()
     assert counter.frame_count == 1
     torch.testing.assert_close(outs[0], eager_out, atol=1e-5, rtol=1e-5)
     assert patch_of(m).stats.prefix_calls == 2 * LAYERS

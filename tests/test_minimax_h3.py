@@ -13,9 +13,9 @@ import math
 
 import pytest
 import torch
-from torch._dynamo.testing import CompileCounterWithBackend
 
 import stubs
+from compiled_model import compiled
 from comfyui_sla.kernels import check_inputs, sla_forward_impl
 from comfyui_sla.sla import block_lut
 from comfyui_sla.sla.families import FAMILIES, MINIMAX_H3, WAN, UnsupportedModel, family_of
@@ -348,17 +348,14 @@ def test_compiles_once_and_equals_eager(comfy, new, backend):
     m = comfy.bridge.apply_sla(make_model(comfy, new), settings)
     eager_out = sample(comfy, m)
     eager_summary = summary(patch_of(m))
-    counter = CompileCounterWithBackend(backend)
-    base = m.model
-    eager = base.diffusion_model
-    base.diffusion_model = torch.compile(eager, backend=counter)
+    counter, restore = compiled(m, backend)
     try:
         with torch._dynamo.config.patch(error_on_recompile=True):
             outs = [sample(comfy, m), sample(comfy, m)]
             m2 = comfy.bridge.apply_sla(m, settings.replace(keep_ratio=0.6))   # other settings, same graph
             sample(comfy, m2)
     finally:
-        base.diffusion_model = eager
+        restore()
     assert counter.frame_count == 1, f"{counter.frame_count} compiles (graph breaks or recompiles)"
     for out in outs:
         torch.testing.assert_close(out, eager_out, atol=1e-5, rtol=1e-5)
@@ -397,15 +394,12 @@ def test_chaining_is_exact_eager_and_compiled(comfy, new):
     assert not torch.allclose(eager_out, reference, atol=1e-3)
     eager_seen = list(seen)
     seen.clear()
-    counter = CompileCounterWithBackend("aot_eager")
-    base = m.model
-    eager = base.diffusion_model
-    base.diffusion_model = torch.compile(eager, backend=counter)
+    counter, restore = compiled(m)
     try:
         with torch._dynamo.config.patch(error_on_recompile=True):
             out = sample(comfy, m)
     finally:
-        base.diffusion_model = eager
+        restore()
     assert counter.frame_count == 1
     torch.testing.assert_close(out, eager_out, atol=1e-5, rtol=1e-5)
     assert seen == eager_seen
@@ -470,11 +464,9 @@ def layouts_handed_on(c, run):
     run(c, m)
     eager_seen = list(seen)
     seen.clear()
-    base = m.model
-    eager = base.diffusion_model
-    base.diffusion_model = torch.compile(eager, backend=CompileCounterWithBackend("aot_eager"))
+    _counter, restore = compiled(m)
     try:
         run(c, m)
     finally:
-        base.diffusion_model = eager
+        restore()
     return eager_seen, seen
